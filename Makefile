@@ -1,0 +1,36 @@
+# One entry point. `make up` runs the product, `make test` runs every test; both
+# install what they need first (venv, Python packages, and as root on Linux the
+# kernel-side dependencies of the eBPF collector).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install kernel-deps up test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) kernel-deps
+
+kernel-deps: $(STAMP)
+	@bash infra/host/install-kernel-deps.sh $(VENV)
+
+up: install
+	$(BIN)/vigil up
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check contracts services collector tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

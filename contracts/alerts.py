@@ -1,0 +1,54 @@
+"""Alerts (ALERTS stream, JSON, one per message): public API for downstream
+subscribers in any language.
+
+``vigil.alerts.raw``  anomaly alerts as the anomaly-detector made them
+``vigil.alerts.out``  what survives per-container throttling, plus AlertThreshold
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+from msgspec import Struct
+
+from contracts.events import Container, EventType, Process, RawEvent
+from contracts.profiles import ProfileState
+
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class Alert(Struct, frozen=True, kw_only=True, tag_field="kind", tag="alert.v1", omit_defaults=True):
+    id: str
+    time: int
+    rule_id: str = "anomaly_detection"
+    event_type: EventType
+    severity: Severity = "medium"
+    title: str = ""
+    container: Container
+    process: Process | None = None
+    lineage: list[str] = []  # executable paths, outermost first, ending with the process
+    behaviour: str = ""
+    event: RawEvent | None = None
+    image_tag: str = ""  # profile version that made it drift
+    version_state: ProfileState | None = None
+    count: int = 1  # repeats folded into this alert within the dedup window
+
+
+class AlertThreshold(Struct, frozen=True, kw_only=True, tag_field="kind", tag="alert_threshold.v1"):
+    """KubeArmor's throttling alert: this container crossed ``MaxAlertsPerSec``;
+    nothing else from it is sent for ``DroppingAlertsInterval`` seconds."""
+
+    id: str
+    time: int
+    container: Container
+    Type: str = "SystemEvent"
+    Operation: str = "AlertThreshold"
+    MaxAlertsPerSec: int
+    DroppingAlertsInterval: int
+    Result: str = "Passed"
+
+
+AlertMessage = Alert | AlertThreshold
+
+alert_decoder = msgspec.json.Decoder(AlertMessage)

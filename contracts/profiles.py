@@ -1,0 +1,118 @@
+"""Profile events (PROFILES stream, JSON), operator commands (COMMANDS stream, JSON)
+and drift (DRIFT stream), owned by the profile-learner.
+
+States per (profile version, event type) follow Datadog's security profile
+life-cycle: ``warmup`` → ``learning`` → ``stable``; ``unstable`` is terminal
+for that event type; ``at_max_size`` when the version hit its size limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from msgspec import Struct
+
+from contracts.events import Container, EventType, RawEvent
+
+ProfileState = Literal["warmup", "learning", "stable", "unstable", "at_max_size"]
+PROFILE_STATES: tuple[ProfileState, ...] = ("warmup", "learning", "stable", "unstable", "at_max_size")
+
+DEFAULT_IMAGE_TAG = "latest"
+
+
+class _ProfileEvent(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True):
+    id: str
+    time: int
+    image_name: str
+    image_tag: str = ""
+
+
+class VersionFirstSeen(_ProfileEvent, tag="profile.version_first_seen.v1"):
+    container_id: str = ""
+
+
+class BehaviourAdded(_ProfileEvent, tag="profile.behaviour_added.v1"):
+    event_type: EventType
+    behaviour: str  # the canonical key (see services.profile_learner.core)
+    executable: str = ""
+
+
+class StateChanged(_ProfileEvent, tag="profile.state_changed.v1"):
+    event_type: EventType
+    old_state: ProfileState
+    new_state: ProfileState
+    reason: str = ""  # "stable_period", "time_threshold", "size_threshold", "operator"
+
+
+class VersionEvicted(_ProfileEvent, tag="profile.version_evicted.v1"):
+    last_seen: int = 0
+    reason: str = "max_image_tags"
+
+
+class ProfileReset(_ProfileEvent, tag="profile.reset.v1"):
+    pass
+
+
+ProfileEvent = VersionFirstSeen | BehaviourAdded | StateChanged | VersionEvicted | ProfileReset
+
+
+# --- operator and service commands (imperative) --------------------------------
+
+
+class _Command(Struct, frozen=True, kw_only=True, tag_field="kind", omit_defaults=True):
+    id: str
+    time: int = 0  # event time at which it applies; 0 = "now" in the learner's clock
+    image_name: str
+
+
+class SetState(_Command, tag="command.set_state.v1"):
+    image_tag: str
+    state: ProfileState
+    event_type: EventType | None = None  # None: every event type
+
+
+class ResetProfile(_Command, tag="command.reset_profile.v1"):
+    image_tag: str | None = None  # None: the whole profile
+
+
+class EvictVersion(_Command, tag="command.evict_version.v1"):
+    image_tag: str
+    last_seen: int = 0
+
+
+Command = SetState | ResetProfile | EvictVersion
+
+
+# --- drift ----------------------------------------------------------------------
+
+DriftReason = Literal["stable_version", "other_version_stable"]
+
+
+class Drift(Struct, frozen=True, kw_only=True, tag="drift.v1", omit_defaults=True):
+    """Behaviour not in a stable profile. ``inserted`` tells whether the learner
+    added it to the version (learning) or not (stable)."""
+
+    id: str
+    time: int
+    image_name: str
+    image_tag: str
+    event_type: EventType
+    behaviour: str
+    version_state: ProfileState
+    reason: DriftReason
+    inserted: bool
+    stable_tag: str = ""  # the version whose stable state made it drift
+    container: Container
+    event: RawEvent
+    event_id: str = ""
+
+
+class DriftBatch(Struct, frozen=True, kw_only=True, tag="drift_batch.v1"):
+    drifts: list[Drift]
+
+
+class ProfileSummary(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What `vigil profiles show -o json` prints and the query endpoint returns."""
+
+    image_name: str
+    versions: list[dict[str, Any]]

@@ -1,0 +1,111 @@
+"""Every subject, stream and durable consumer name on the bus, in one place.
+
+Streams (all file storage; replicas from settings):
+
+=============  ==========================  ===========================================
+stream         subjects                    payload
+=============  ==========================  ===========================================
+EVENTS         vigil.events.<partition>    msgpack EventBatch (raw events, batched)
+DRIFT          vigil.drift.<partition>     msgpack DriftBatch
+PROFILES       vigil.profiles.<image>      JSON ProfileEvent, one per message
+COMMANDS       vigil.commands.<image>      JSON Command (operator, version-evictor)
+ALERTS         vigil.alerts.raw|out        JSON Alert / AlertThreshold
+DECISIONS      vigil.decisions.<source>    JSON Decision / GatekeeperDecision / audit markers
+DEADLETTER     vigil.dlq.<service>         JSON DeadLetter
+=============  ==========================  ===========================================
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+
+EVENTS = "EVENTS"
+DRIFT = "DRIFT"
+PROFILES = "PROFILES"
+COMMANDS = "COMMANDS"
+ALERTS = "ALERTS"
+DECISIONS = "DECISIONS"
+DEADLETTER = "DEADLETTER"
+
+ALERTS_RAW = "vigil.alerts.raw"
+ALERTS_OUT = "vigil.alerts.out"
+INTAKE_DECISIONS = "vigil.decisions.intake"  # Gatekeeper-shaped payloads from NATS publishers
+QUERY_DECISIONS = "vigil.query.decisions"  # request/reply, read-only SQL (not a stream)
+QUERY_PROFILES = "vigil.query.profiles"  # request/reply, profile summaries (not a stream)
+
+HEARTBEAT_BUCKET = "vigil_heartbeats"
+WORKLOAD_BUCKET = "vigil_workloads"
+SNAPSHOT_BUCKET = "vigil_snapshots"
+
+_TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def token(value: str) -> str:
+    """A subject token for an arbitrary string (image names contain '/', '.', ':')."""
+    return _TOKEN_UNSAFE.sub("_", value) or "_"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """Stable partition for a profile key (image name): crc32, same on every node."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def events_subject(partition: int) -> str:
+    return f"vigil.events.{partition}"
+
+
+def drift_subject(partition: int) -> str:
+    return f"vigil.drift.{partition}"
+
+
+def profiles_subject(image_name: str) -> str:
+    return f"vigil.profiles.{token(image_name)}"
+
+
+def commands_subject(image_name: str) -> str:
+    return f"vigil.commands.{token(image_name)}"
+
+
+def decisions_subject(source: str) -> str:
+    return f"vigil.decisions.{token(source)}"
+
+
+def dlq_subject(service: str) -> str:
+    return f"vigil.dlq.{token(service)}"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    max_age_s: float = 0  # 0 = keep forever (the log is the source of truth)
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(EVENTS, ("vigil.events.*",), "raw runtime events, msgpack batches, partitioned by image"),
+    StreamSpec(DRIFT, ("vigil.drift.*",), "behaviour not in a stable profile"),
+    StreamSpec(PROFILES, ("vigil.profiles.*",), "profile life-cycle events"),
+    StreamSpec(COMMANDS, ("vigil.commands.*",), "operator and evictor commands to the learner"),
+    StreamSpec(ALERTS, ("vigil.alerts.*",), "anomaly alerts, raw and throttled"),
+    StreamSpec(DECISIONS, ("vigil.decisions.*",), "every security decision"),
+    StreamSpec(DEADLETTER, ("vigil.dlq.*",), "inputs a service could not use, with reasons", max_age_s=7 * 86400),
+)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer of one service on one stream."""
+
+    stream: str
+    durable: str
+    filter_subjects: tuple[str, ...] = field(default_factory=tuple)
+
+
+def stream_spec(name: str) -> StreamSpec:
+    for spec in STREAMS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

@@ -1,0 +1,18 @@
+"""audit-report-writer core (pure): audit run files, behaviour models, AppArmor and seccomp profiles.
+
+Walking skeleton: the logic lands with its issue; this module imports no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class State:
+    seen: int = 0
+
+
+def evolve(state: State, _event: object) -> State:
+    state.seen += 1
+    return state

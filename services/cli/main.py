@@ -1,0 +1,358 @@
+"""`vigil`: the operator's surface.
+
+Every command honours ``VIGIL_DATA_DIR`` and ``VIGIL_NATS_URL`` (or
+``VIGIL_NATS_PORT`` for the embedded server) so several instances can run side
+by side. Area commands live in their own modules (profiles, alerts, decisions,
+models, workloads, ops) and are mounted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from services.cli import alerts, decisions, events, models, ops, profiles, workloads
+from services.cli.output import Format, console, err_console, rows
+from services.registry import SERVICES
+from services.runtime import embedded
+from services.runtime.errors import VigilError
+from services.runtime.settings import Settings, SettingsError, env_name, load, schema, type_name
+
+app = typer.Typer(help="Vigil: runtime security for container workloads.", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+for _mod in (profiles, alerts, decisions, models, workloads, events):
+    app.add_typer(_mod.app, name=_mod.NAME)
+ops.register(app)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: $VIGIL_CONFIG or ./vigil.yaml)")
+OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
+
+
+def settings_or_exit(config: Optional[Path] = None) -> Settings:
+    try:
+        return load(config).settings
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.telemetry.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# --- config -----------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(config: Optional[Path] = ConfigOpt, output: Format = OutputOpt) -> None:
+    """Effective values and where each came from (default, file, env)."""
+    try:
+        loaded = load(config)
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    from services.runtime.settings import flatten
+
+    values = dict(flatten(loaded.settings))
+    items = [
+        {"key": key, "value": values[key], "source": loaded.sources.get(key, "default"), "env": env_name(key), "type": type_name(tp)}
+        for key, tp, _ in schema()
+    ]
+    rows(items, ["key", "value", "source", "env"], output, title=f"config ({loaded.path or 'no file'})")
+
+
+# --- run / up -----------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    service: str = typer.Argument(..., help=f"one of: {', '.join([*SERVICES, 'collector'])}"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Run one service in the foreground (SIGTERM drains in-flight work)."""
+    settings = settings_or_exit(config)
+    setup_logging(settings)
+    from services.runtime import telemetry
+
+    telemetry.configure(settings, service)
+    if service == "collector":
+        from collector.main import run_collector
+
+        asyncio.run(run_collector(settings))
+        return
+    from services.registry import build
+    from services.runtime.service import serve
+
+    try:
+        service_app = build(service, settings)
+    except KeyError as exc:
+        err_console.print(f"[red]error:[/red] {exc.args[0]}")
+        raise typer.Exit(2) from exc
+    try:
+        asyncio.run(serve(service_app, settings))
+    except VigilError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+def _service_list(settings: Settings) -> list[str]:
+    from collector.main import collector_available
+
+    names = list(SERVICES)
+    ok, why = collector_available(settings)
+    if ok:
+        names.append("collector")
+    else:
+        console.print(f"collector: not started ({why})")
+    return names
+
+
+@app.command()
+def up(config: Optional[Path] = ConfigOpt) -> None:
+    """Start everything: the embedded NATS server (unless VIGIL_NATS_URL is set) and every service."""
+    settings = settings_or_exit(config)
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)
+    server = None
+    url = settings.nats.url
+    if not url:
+        if embedded.read_url(data):
+            err_console.print(f"[red]error:[/red] Vigil already runs with data dir {data} (see {embedded.url_file(data)})")
+            raise typer.Exit(1)
+        server = embedded.start(data, port=settings.nats.port, monitor_port=settings.nats.monitor_port)
+        url = server.url
+        embedded.write_url(data, url)
+    asyncio.run(_prepare_bus(settings, url))
+    console.print(f"[bold]Vigil[/bold] data in {data}")
+    console.print(f"NATS: {url}" + (" (embedded, JetStream in " + str(data / 'nats') + ")" if server else ""))
+    env = {**os.environ, "VIGIL_NATS_URL": url, "VIGIL_DATA_DIR": str(data)}
+    if config:
+        env["VIGIL_CONFIG"] = str(config)
+    logs = data / "logs"
+    logs.mkdir(exist_ok=True)
+    names = _service_list(settings)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(name: str) -> None:
+        log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        children[name] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "run", name], env=env, stdout=log_file, stderr=log_file
+        )
+
+    for name in names:
+        spawn(name)
+        console.print(f"  started {name:<24} pid {children[name].pid:<8} log {logs / (name + '.log')}")
+    console.print("Ctrl-C stops everything.")
+    stopping = False
+
+    def on_signal(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for name, proc in list(children.items()):
+                if proc.poll() is not None and not stopping:
+                    console.print(f"  {name} exited with {proc.returncode}; restarting")
+                    time.sleep(1)
+                    spawn(name)
+    finally:
+        console.print("stopping services…")
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in children.items():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                console.print(f"  {name} did not stop in time; killing")
+                proc.kill()
+        if server is not None:
+            server.stop()
+            embedded.url_file(data).unlink(missing_ok=True)
+        console.print("stopped.")
+
+
+async def _prepare_bus(settings: Settings, url: str) -> None:
+    import msgspec
+
+    from services.runtime.bus import connect
+    from services.runtime.service import ensure_buckets
+
+    bus = await connect(msgspec.structs.replace(settings, nats=msgspec.structs.replace(settings.nats, url=url)))
+    try:
+        await bus.ensure_streams()
+        await ensure_buckets(bus)
+    finally:
+        await bus.close()
+
+
+# --- collect ----------------------------------------------------------------------------
+
+
+@app.command()
+def collect(
+    from_: Optional[Path] = typer.Option(None, "--from", help="JSONL trace to publish (DESIGN.md trace format)"),
+    boot: Optional[str] = typer.Option(None, help="publisher id for exactly-once ids (default: hash of the trace)"),
+    config: Optional[Path] = ConfigOpt,
+) -> None:
+    """Publish raw events as the collector would; with --from, exit when all of the trace is acknowledged."""
+    settings = settings_or_exit(config)
+    if from_ is None:
+        setup_logging(settings)
+        from collector.main import run_collector
+
+        asyncio.run(run_collector(settings))
+        return
+    if not from_.exists():
+        err_console.print(f"[red]error:[/red] no such trace: {from_}")
+        raise typer.Exit(2)
+    try:
+        stats = asyncio.run(_collect_trace(settings, from_, boot))
+    except VigilError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"published {stats['events']} events in {stats['batches']} batches "
+        f"({stats['duplicates']} duplicate batches dropped by JetStream) in {stats['seconds']:.2f}s"
+    )
+
+
+async def _collect_trace(settings: Settings, path: Path, boot: Optional[str]) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    from collector.publisher import BatchingPublisher
+    from contracts import trace
+    from services.runtime.bus import connect
+
+    boot = boot or "trace-" + hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+    total = path.stat().st_size
+    start = time.perf_counter()
+    bus = await connect(settings, name="vigil-collect")
+    try:
+        await bus.ensure_streams()
+        async with bus.publisher() as pub:
+            batcher = BatchingPublisher(pub, settings.node_name, boot, settings.nats.partitions, settings.collector.batch_size)
+            with open(path, "rb") as fh, Progress(console=err_console, transient=True) as progress:
+                task = progress.add_task(f"publishing {path.name}", total=total)
+                for lineno, line in enumerate(fh, 1):
+                    stripped = line.strip()
+                    if stripped and not stripped.startswith(b"#"):
+                        try:
+                            await batcher.add(trace.decode_line(stripped, lineno))
+                        except trace.TraceError as exc:
+                            raise VigilError(f"{path}:{exc}") from exc
+                    if lineno % 2000 == 0:
+                        progress.update(task, completed=fh.tell())
+                await batcher.drain()
+                progress.update(task, completed=total)
+            return {
+                "events": batcher.events,
+                "batches": batcher.batches,
+                "duplicates": pub.duplicates,
+                "seconds": time.perf_counter() - start,
+            }
+    finally:
+        await bus.close()
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+@app.command()
+def status(config: Optional[Path] = ConfigOpt, output: Format = OutputOpt) -> None:
+    """Streams, consumer lag and live services."""
+    settings = settings_or_exit(config)
+    try:
+        report = asyncio.run(_status(settings))
+    except VigilError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if output == Format.json:
+        from services.cli.output import json_line
+
+        json_line(report)
+        return
+    console.print(f"NATS: {report['url']}")
+    rows(report["streams"], ["stream", "messages", "bytes", "first_seq", "last_seq"], output, title="streams")
+    rows(report["consumers"], ["stream", "consumer", "pending", "ack_pending", "redelivered", "ack_floor"], output, title="consumers")
+    rows(report["services"], ["service", "instance", "age_s", "position", "counters"], output, title="live services")
+
+
+async def _status(settings: Settings) -> dict[str, Any]:
+    from contracts.codec import decode_json
+    from contracts.subjects import HEARTBEAT_BUCKET, STREAMS
+    from services.runtime.bus import connect, resolve_url
+
+    url = resolve_url(settings)
+    if url is None:
+        raise VigilError(f"Vigil is not running (no VIGIL_NATS_URL, nothing in {settings.data_path}); start it with `vigil up`")
+    bus = await connect(settings, start_embedded=False, name="vigil-status")
+    report: dict[str, Any] = {"url": url, "streams": [], "consumers": [], "services": []}
+    try:
+        for spec in STREAMS:
+            try:
+                info = await bus.js.stream_info(spec.name)
+            except Exception:  # noqa: BLE001 - stream not created yet
+                continue
+            st = info.state
+            report["streams"].append(
+                {"stream": spec.name, "messages": st.messages, "bytes": st.bytes, "first_seq": st.first_seq, "last_seq": st.last_seq}
+            )
+            for ci in await bus.js.consumers_info(spec.name):
+                report["consumers"].append(
+                    {
+                        "stream": spec.name,
+                        "consumer": ci.name,
+                        "pending": ci.num_pending,
+                        "ack_pending": ci.num_ack_pending,
+                        "redelivered": ci.num_redelivered,
+                        "ack_floor": ci.ack_floor.stream_seq if ci.ack_floor else 0,
+                    }
+                )
+        try:
+            kv = await bus.js.key_value(HEARTBEAT_BUCKET)
+            now = time.time()
+            for key in await kv.keys():
+                entry = await kv.get(key)
+                beat = decode_json("heartbeat", entry.value)
+                report["services"].append(
+                    {
+                        "service": beat.service,
+                        "instance": beat.instance,
+                        "age_s": round(now - beat.updated, 1),
+                        "position": beat.position,
+                        "counters": beat.counters,
+                    }
+                )
+        except Exception:  # noqa: BLE001 - no bucket or no keys yet
+            pass
+    finally:
+        await bus.close()
+    return report
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""How the CLI prints: ``-o table`` for people, ``-o json`` (one object per line
+for lists, one object for a single item) for scripts, with contract field names."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+_encoder = msgspec.json.Encoder()
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def json_line(obj: Any) -> None:
+    sys.stdout.buffer.write(_encoder.encode(obj) + b"\n")
+    sys.stdout.flush()
+
+
+def rows(items: Iterable[Mapping[str, Any]], columns: Sequence[str], fmt: Format, title: str | None = None) -> None:
+    if fmt == Format.json:
+        for item in items:
+            json_line(item)
+        return
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for item in items:
+        table.add_row(*(_cell(item.get(col)) for col in columns))
+    console.print(table)
+
+
+def item(obj: Any, fmt: Format) -> None:
+    if fmt == Format.json:
+        json_line(obj)
+    else:
+        console.print(msgspec.to_builtins(obj))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return _encoder.encode(value).decode()
+    return str(value)

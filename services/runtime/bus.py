@@ -1,0 +1,275 @@
+"""The bus: connection (configured URL, `vigil up`'s URL, or an embedded
+server), idempotent stream declaration, a windowed exactly-once publisher and
+durable pull consumers.
+
+Publishing never fires and forgets: every message carries ``Nats-Msg-Id`` and
+is awaited through :meth:`Publisher.flush`, which republishes (same id, so
+JetStream drops duplicates) what was not acknowledged in time. Up to
+``window`` acks are outstanding on one reply subscription, which is what
+shared/notes/nats-jetstream.md measured 2-5x faster than per-message futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError, NotFoundError
+
+from contracts.subjects import STREAMS, ConsumerSpec, StreamSpec
+from services.runtime import embedded
+from services.runtime.errors import PublishError
+from services.runtime.settings import Settings
+
+log = logging.getLogger("vigil.bus")
+
+
+class PubAck(msgspec.Struct, frozen=True):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(PubAck)
+
+
+@dataclass
+class Bus:
+    nc: Client
+    js: JetStreamContext
+    settings: Settings
+    server: embedded.EmbeddedServer | None = None
+
+    async def close(self) -> None:
+        try:
+            await self.nc.drain()
+        except Exception:  # noqa: BLE001 - closing a dead connection is not an error
+            pass
+        if self.server is not None:
+            self.server.stop()
+
+    def publisher(self) -> Publisher:
+        return Publisher(self.nc, window=self.settings.nats.publish_window)
+
+    async def ensure_streams(self, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
+        await ensure_streams(self.js, self.settings, specs)
+
+    async def pull(self, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
+        return await pull_subscription(self.js, self.settings, spec)
+
+
+def resolve_url(settings: Settings) -> str | None:
+    """Where the bus is: configured URL, else the embedded server `vigil up` runs."""
+    return settings.nats.url or embedded.read_url(settings.data_path)
+
+
+async def connect(settings: Settings, *, start_embedded: bool = True, name: str = "vigil") -> Bus:
+    """Connect to the configured bus; with none, start the embedded server."""
+    url = resolve_url(settings)
+    server = None
+    if url is None:
+        if not start_embedded:
+            raise PublishError(
+                f"no NATS server: set VIGIL_NATS_URL or run `vigil up` (data dir {settings.data_path})"
+            )
+        server = embedded.start(
+            settings.data_path, port=settings.nats.port, monitor_port=settings.nats.monitor_port
+        )
+        url = server.url
+    options: dict[str, Any] = {"name": name, "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
+    if settings.nats.credentials:
+        options["user_credentials"] = settings.nats.credentials
+    try:
+        nc = await nats.connect(url, **options)
+    except Exception:
+        if server is not None:
+            server.stop()
+        raise
+    return Bus(nc=nc, js=nc.jetstream(), settings=settings, server=server)
+
+
+def stream_config(spec: StreamSpec, settings: Settings) -> js_api.StreamConfig:
+    return js_api.StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        description=spec.description,
+        storage=js_api.StorageType.FILE,
+        retention=js_api.RetentionPolicy.LIMITS,
+        num_replicas=settings.nats.replicas,
+        duplicate_window=float(settings.nats.duplicate_window),
+        max_age=float(spec.max_age_s) if spec.max_age_s else None,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
+    """Create or update every stream; running it twice changes nothing."""
+    for spec in specs:
+        config = stream_config(spec, settings)
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError as exc:  # created concurrently by another process
+                if "already in use" not in str(exc):
+                    raise
+            continue
+        await js.update_stream(config)
+
+
+async def pull_subscription(
+    js: JetStreamContext, settings: Settings, spec: ConsumerSpec
+) -> JetStreamContext.PullSubscription:
+    filters = list(spec.filter_subjects)
+    config = js_api.ConsumerConfig(
+        durable_name=spec.durable,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+        max_ack_pending=settings.nats.max_ack_pending,
+        ack_wait=float(settings.nats.ack_wait),
+        max_deliver=-1,
+        filter_subjects=filters if len(filters) > 1 else None,
+    )
+    subject = filters[0] if len(filters) == 1 else ""
+    return await js.pull_subscribe(subject, durable=spec.durable, stream=spec.stream, config=config)
+
+
+class Publisher:
+    """Windowed JetStream publisher with deduplicating retries.
+
+    ``publish`` returns once the message is on the wire (it waits only when
+    ``window`` acks are outstanding); ``flush`` returns once every message
+    published since the last flush is stored, or raises :class:`PublishError`.
+    """
+
+    def __init__(self, nc: Client, window: int = 2000, ack_timeout: float = 5.0, retries: int = 5) -> None:
+        self._nc = nc
+        self._window = asyncio.Semaphore(window)
+        self._ack_timeout = ack_timeout
+        self._retries = retries
+        self._tokens = itertools.count()
+        self._inbox = ""
+        self._sub: Any = None
+        self._waiting: dict[str, asyncio.Future[PubAck]] = {}
+        self._unflushed: list[tuple[asyncio.Future[PubAck], str, bytes, dict[str, str]]] = []
+        self.published = 0
+        self.duplicates = 0
+
+    async def start(self) -> Publisher:
+        self._inbox = self._nc.new_inbox()
+        self._sub = await self._nc.subscribe(self._inbox + ".*", cb=self._on_reply)
+        return self
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    async def __aenter__(self) -> Publisher:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def publish(
+        self, subject: str, data: bytes, msg_id: str, headers: Mapping[str, str] | None = None
+    ) -> asyncio.Future[PubAck]:
+        hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
+        fut = await self._send(subject, data, hdrs)
+        self._unflushed.append((fut, subject, data, hdrs))
+        return fut
+
+    async def _send(self, subject: str, data: bytes, hdrs: dict[str, str]) -> asyncio.Future[PubAck]:
+        if self._sub is None:
+            await self.start()
+        await self._window.acquire()
+        token = str(next(self._tokens))
+        fut: asyncio.Future[PubAck] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = fut
+        try:
+            await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=hdrs)
+        except Exception:
+            self._waiting.pop(token, None)
+            self._window.release()
+            raise
+        return fut
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._waiting.pop(msg.subject.rsplit(".", 1)[-1], None)
+        if fut is None:
+            return  # a late ack for a message already republished
+        self._window.release()
+        if fut.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            fut.set_exception(PublishError(f"no stream stores subject {msg.subject!r}"))
+            return
+        try:
+            ack = _ack_decoder.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            fut.set_exception(PublishError(f"unreadable publish ack: {exc}"))
+            return
+        if ack.error:
+            fut.set_exception(PublishError(f"JetStream refused the message: {ack.error}"))
+        else:
+            fut.set_result(ack)
+
+    async def flush(self) -> list[PubAck]:
+        """Wait until everything published since the last flush is stored."""
+        pending, self._unflushed = self._unflushed, []
+        acks: list[PubAck | None] = [None] * len(pending)
+        todo = list(range(len(pending)))
+        for attempt in range(self._retries + 1):
+            if not todo:
+                break
+            futs = [pending[i][0] for i in todo]
+            await asyncio.wait(futs, timeout=self._ack_timeout)
+            retry: list[int] = []
+            for i in todo:
+                fut = pending[i][0]
+                if fut.done() and fut.exception() is None:
+                    acks[i] = fut.result()
+                    continue
+                if fut.done() and attempt == self._retries:
+                    raise fut.exception()  # type: ignore[misc]
+                if not fut.done():
+                    fut.cancel()
+                retry.append(i)
+            if retry and attempt < self._retries:
+                log.warning("republishing %d unacknowledged messages (attempt %d)", len(retry), attempt + 1)
+                await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                for i in retry:
+                    _, subject, data, hdrs = pending[i]
+                    fut = await self._send(subject, data, hdrs)
+                    pending[i] = (fut, subject, data, hdrs)
+            todo = retry
+        if todo:
+            raise PublishError(f"{len(todo)} messages not acknowledged after {self._retries} retries")
+        result = [a for a in acks if a is not None]
+        self.published += len(result)
+        self.duplicates += sum(1 for a in result if a.duplicate)
+        return result
+
+
+async def publish_one(bus: Bus, subject: str, data: bytes, msg_id: str, headers: Mapping[str, str] | None = None) -> PubAck:
+    """Publish one message and wait for its ack (CLI commands, low volume)."""
+    async with Publisher(bus.nc, window=1) as pub:
+        await pub.publish(subject, data, msg_id, headers)
+        return (await pub.flush())[0]
+
+
+def data_path(settings: Settings, relative: str) -> Path:
+    path = Path(relative).expanduser()
+    return path if path.is_absolute() else settings.data_path / path

@@ -1,0 +1,306 @@
+"""The loop every service runs: fetch → handle → publish outputs → commit → ack.
+
+Exactly-once effect over at-least-once delivery:
+
+1. Every output gets a deterministic id, ``<service>:<input id>:<index>``
+   (the input id is the input's own ``Nats-Msg-Id``), published with
+   ``Nats-Msg-Id`` so JetStream drops a republished duplicate.
+2. Inputs are acked only after all their outputs are stored and the app's
+   ``commit`` (its sink, its snapshot) succeeded. A failing commit is retried
+   with exponential backoff and jitter; nothing is acked meanwhile.
+3. The runner tracks the last stream sequence applied per stream in
+   ``app.positions``; a redelivered sequence at or below it is acked without
+   being applied again, so in-memory state never sees an input twice. Apps
+   that snapshot store ``positions`` with their state.
+4. An input the app cannot use (:class:`Invalid`, or any exception from
+   ``handle``) goes to ``vigil.dlq.<service>`` with the reason and is acked;
+   the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from contracts.codec import encode_json
+from contracts.decisions import DeadLetter, Heartbeat
+from contracts.subjects import HEARTBEAT_BUCKET, ConsumerSpec, dlq_subject
+from services.runtime import telemetry
+from services.runtime.bus import Bus, Publisher, connect
+from services.runtime.errors import VigilError
+from services.runtime.settings import Settings
+
+log = logging.getLogger("vigil.service")
+
+
+class Invalid(VigilError):
+    """The input does not match its contract; ``reason`` goes in the dead letter."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Incoming:
+    id: str
+    subject: str
+    stream: str
+    seq: int
+    data: bytes
+    headers: Mapping[str, str]
+    delivered: int = 1
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    subject: str
+    data: bytes
+    id: str | None = None  # default: "<service>:<input id>:<index>"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class App(Protocol):
+    """What a service's ``app.py`` provides to the runner."""
+
+    name: str
+    consumers: tuple[ConsumerSpec, ...]
+    positions: dict[str, int]
+
+    def handle(self, msg: Incoming) -> Sequence[Outgoing]: ...
+
+
+class AppBase:
+    """Defaults for the optional hooks; services subclass it."""
+
+    name = "app"
+    consumers: tuple[ConsumerSpec, ...] = ()
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.positions: dict[str, int] = {}
+        self.counters: Counter[str] = Counter()
+
+    async def start(self, bus: Bus) -> None:
+        """Load snapshots, open sinks."""
+
+    def handle(self, msg: Incoming) -> Sequence[Outgoing]:
+        raise NotImplementedError
+
+    async def commit(self) -> None:
+        """Make everything handled so far durable (sink write, snapshot). May raise to retry."""
+
+    async def idle(self) -> Sequence[Outgoing]:
+        """Called when a fetch returned nothing: flush time-based work."""
+        return ()
+
+    async def stop(self) -> None:
+        """Final snapshot, close sinks."""
+
+
+def input_id(msg: Msg) -> str:
+    hdrs = msg.headers or {}
+    return hdrs.get("Nats-Msg-Id") or f"{msg.metadata.stream}:{msg.metadata.sequence.stream}"
+
+
+def dead_letter(service: str, inc: Incoming, reason: str) -> Outgoing:
+    letter = DeadLetter(
+        id=f"dlq:{service}:{inc.id}",
+        service=service,
+        reason=reason,
+        subject=inc.subject,
+        stream=inc.stream,
+        stream_seq=inc.seq,
+        payload=inc.data[:65536],
+        headers={k: v for k, v in inc.headers.items() if k != "Nats-Msg-Id"},
+    )
+    return Outgoing(dlq_subject(service), encode_json(letter), id=letter.id)
+
+
+class Runner:
+    """Runs one app against the bus until stopped (SIGTERM/SIGINT drain in-flight work)."""
+
+    def __init__(self, app: AppBase, bus: Bus, instance: str | None = None) -> None:
+        self.app = app
+        self.bus = bus
+        self.settings = bus.settings
+        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.stopping = asyncio.Event()
+        self.started = time.time()
+        self._tracer = telemetry.tracer(f"vigil.{app.name}")
+        self._meters = telemetry.service_meters(app.name)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self) -> None:
+        await self.app.start(self.bus)
+        loops = [asyncio.create_task(self._consume(spec), name=f"{self.app.name}:{spec.durable}") for spec in self.app.consumers]
+        beat = asyncio.create_task(self._heartbeats())
+        stop = asyncio.create_task(self.stopping.wait())
+        try:
+            done, _ = await asyncio.wait([*loops, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stop and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+            await asyncio.gather(*loops)
+        finally:
+            self.stopping.set()
+            for task in (*loops, beat, stop):
+                task.cancel()
+            await asyncio.gather(*loops, beat, stop, return_exceptions=True)
+            await self.app.stop()
+
+    async def _consume(self, spec: ConsumerSpec) -> None:
+        sub = await self.bus.pull(spec)
+        async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
+            while not self.stopping.is_set():
+                try:
+                    msgs = await sub.fetch(self.settings.nats.fetch_batch, timeout=0.5)
+                except nats.errors.TimeoutError:
+                    idle = await self.app.idle()
+                    if idle:
+                        for out in idle:
+                            await pub.publish(out.subject, out.data, out.id or "", out.headers)
+                        await pub.flush()
+                        await self._commit()
+                    continue
+                await self._process(spec.stream, msgs, pub)
+
+    async def _process(self, stream: str, msgs: list[Msg], pub: Publisher) -> None:
+        app = self.app
+        for msg in msgs:
+            meta = msg.metadata
+            seq = meta.sequence.stream
+            if seq <= app.positions.get(stream, 0):
+                app.counters["redelivered_skipped"] += 1
+                continue
+            inc = Incoming(
+                id=input_id(msg),
+                subject=msg.subject,
+                stream=stream,
+                seq=seq,
+                data=msg.data,
+                headers=dict(msg.headers or {}),
+                delivered=meta.num_delivered,
+            )
+            ctx = telemetry.extract(inc.headers)
+            with self._tracer.start_as_current_span(f"{app.name} handle", context=ctx) as span:
+                span.set_attribute("messaging.message.id", inc.id)
+                span.set_attribute("messaging.destination.name", inc.subject)
+                outs = self._handle(inc)
+                carrier = telemetry.inject()
+            for i, out in enumerate(outs):
+                headers = {**carrier, **out.headers}
+                await pub.publish(out.subject, out.data, out.id or f"{app.name}:{inc.id}:{i}", headers)
+            app.positions[stream] = seq
+            app.counters["in"] += 1
+            app.counters["out"] += len(outs)
+            self._meters.inputs.add(1)
+            self._meters.outputs.add(len(outs))
+        await pub.flush()
+        await self._commit()
+        for msg in msgs:
+            await msg.ack()
+
+    def _handle(self, inc: Incoming) -> Sequence[Outgoing]:
+        try:
+            return self.app.handle(inc)
+        except Invalid as exc:
+            reason = exc.reason
+        except Exception as exc:  # noqa: BLE001 - one bad message never stops a service
+            log.exception("%s: handling %s failed", self.app.name, inc.id)
+            reason = f"{type(exc).__name__}: {exc}"
+        self.app.counters["dead_letters"] += 1
+        self._meters.dead_letters.add(1)
+        return [dead_letter(self.app.name, inc, reason)]
+
+    async def _commit(self) -> None:
+        delay = float(self.settings.archive.retry_initial)
+        while True:
+            try:
+                await self.app.commit()
+                return
+            except Exception as exc:  # noqa: BLE001 - the sink is retried until it takes the data
+                self.app.counters["commit_retries"] += 1
+                log.warning("%s: commit failed (%s); retrying in %.2fs", self.app.name, exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, float(self.settings.archive.retry_max))
+
+    async def _heartbeats(self) -> None:
+        try:
+            kv = await self.bus.js.key_value(HEARTBEAT_BUCKET)
+        except Exception:  # noqa: BLE001 - heartbeats are best effort
+            log.warning("no heartbeat bucket; run ensure_streams first")
+            return
+        key = f"{self.app.name}.{self.instance}".replace(":", "_")
+        while not self.stopping.is_set():
+            beat = Heartbeat(
+                service=self.app.name,
+                instance=self.instance,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started=self.started,
+                updated=time.time(),
+                position=max(self.app.positions.values(), default=0),
+                counters=dict(self.app.counters),
+            )
+            try:
+                await kv.put(key, encode_json(beat))
+            except Exception as exc:  # noqa: BLE001
+                log.debug("heartbeat failed: %s", exc)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), float(self.settings.telemetry.heartbeat_interval))
+            except asyncio.TimeoutError:
+                pass
+        try:
+            await kv.delete(key)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+async def serve(app: AppBase, settings: Settings, bus: Bus | None = None) -> None:
+    """Run an app until SIGTERM/SIGINT; used by `vigil run SERVICE`."""
+    own_bus = bus is None
+    bus = bus or await connect(settings, name=f"vigil-{app.name}")
+    try:
+        await bus.ensure_streams()
+        await ensure_buckets(bus)
+        runner = Runner(app, bus)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, runner.stop)
+        await runner.run()
+    finally:
+        if own_bus:
+            await bus.close()
+
+
+async def ensure_buckets(bus: Bus) -> None:
+    from nats.js.api import KeyValueConfig
+
+    from contracts.subjects import SNAPSHOT_BUCKET, WORKLOAD_BUCKET
+
+    ttl = float(bus.settings.telemetry.heartbeat_interval) * 3
+    wanted: dict[str, Any] = {
+        HEARTBEAT_BUCKET: KeyValueConfig(bucket=HEARTBEAT_BUCKET, ttl=ttl, replicas=bus.settings.nats.replicas),
+        WORKLOAD_BUCKET: KeyValueConfig(bucket=WORKLOAD_BUCKET, history=5, replicas=bus.settings.nats.replicas),
+        SNAPSHOT_BUCKET: KeyValueConfig(bucket=SNAPSHOT_BUCKET, history=1, replicas=bus.settings.nats.replicas, max_value_size=-1),
+    }
+    for name, config in wanted.items():
+        try:
+            await bus.js.key_value(name)
+        except Exception:  # noqa: BLE001 - bucket missing
+            await bus.js.create_key_value(config)

@@ -1,0 +1,381 @@
+"""Settings: one YAML file, every key overridable by a ``VIGIL_…`` environment
+variable, read once at the edge into a frozen object.
+
+Key names follow the seeds where they have one (Datadog's
+``runtime_security_config.*``, KubeArmor's ``alert_throttling``,
+``max_alert_per_sec``, ``throttle_sec``). The environment name of a key is
+``VIGIL_`` + the dotted path upper-cased with ``.`` → ``_``
+(``runtime_security_config.network.enabled`` →
+``VIGIL_RUNTIME_SECURITY_CONFIG_NETWORK_ENABLED``). Durations accept seconds
+or ``500ms``/``90s``/``15m``/``1h``/``2d``. A bad value or an unknown key fails
+with :class:`SettingsError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import msgspec
+import yaml
+from msgspec import Struct, field
+
+
+class SettingsError(ValueError):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"config key {key}: {reason}")
+        self.key = key
+
+
+class Duration(float):
+    """Seconds. Written as a number or as ``15m``, ``900s``, ``500ms``, ``1h``, ``2d``."""
+
+    _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+    @classmethod
+    def parse(cls, value: object) -> Duration:
+        if isinstance(value, bool):
+            raise ValueError("expected a duration")
+        if isinstance(value, int | float):
+            if value < 0:
+                raise ValueError("a duration cannot be negative")
+            return cls(value)
+        if isinstance(value, str) and (m := cls._RE.match(value)):
+            return cls(float(m.group(1)) * cls._UNITS[m.group(2) or "s"])
+        raise ValueError(f"expected a duration like 90s, 15m, 1h, got {value!r}")
+
+    @property
+    def ns(self) -> int:
+        return int(round(self * 1e9))
+
+
+class _S(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class PerEventType(_S):
+    exec: Duration = Duration(900)
+    open: Duration = Duration(900)
+    dns: Duration = Duration(900)
+    connect: Duration = Duration(900)
+    syscalls: Duration = Duration(900)
+
+
+class EventTypesEnabled(_S):
+    exec: bool = True
+    open: bool = True
+    dns: bool = True
+    connect: bool = True
+    syscalls: bool = True
+
+
+class AnomalyDetection(_S):
+    minimum_stable_period: PerEventType = PerEventType()
+    workload_warmup_period: Duration = Duration(180)
+    unstable_profile_time_threshold: Duration = Duration(3600)
+    unstable_profile_size_threshold: int = 10_000
+
+
+class SecurityProfile(_S):
+    enabled: bool = True
+    max_image_tags: int = 10
+    dns_match_max_depth: int = 3
+    max_profiles_in_memory: int = 10_000
+    snapshot_interval: Duration = Duration(10)  # wall-clock seconds between learner snapshots
+    anomaly_detection: AnomalyDetection = AnomalyDetection()
+
+
+class Network(_S):
+    enabled: bool = True
+
+
+class RuntimeSecurityConfig(_S):
+    enabled: bool = True
+    network: Network = Network()
+    event_types: EventTypesEnabled = EventTypesEnabled()
+    security_profile: SecurityProfile = SecurityProfile()
+
+
+class Nats(_S):
+    url: str = ""  # empty: start the embedded nats-server
+    port: int = 4222  # embedded server's client port (-1: any free port)
+    monitor_port: int = 0  # embedded server's HTTP monitoring port (0: off, -1: any)
+    partitions: int = 4  # EVENTS / DRIFT partitions (fixed once streams exist)
+    replicas: int = 1  # stream replicas (3 on a JetStream cluster)
+    duplicate_window: Duration = Duration(120)
+    publish_window: int = 2000  # outstanding publish acks per publisher
+    fetch_batch: int = 64  # messages per pull request
+    max_ack_pending: int = 20_000
+    ack_wait: Duration = Duration(30)
+    credentials: str = ""  # path to a .creds file; secret material stays in that file
+
+
+class Collector(_S):
+    source: str = "auto"  # auto | ebpf | trace:FILE | synthetic
+    node: str = ""  # default: host name
+    batch_size: int = 500
+    batch_interval: Duration = Duration(0.05)
+    tick_interval: Duration = Duration(1)
+    host_processes: Literal["ignore", "tag"] = "ignore"
+    workloads_file: str = ""
+    dedup_map_size: int = 65_536
+
+
+class Suppression(_S):
+    image: str = "*"
+    executable: str = "*"
+    dns: str = "*"
+    event_type: str = "*"
+
+
+class AnomalyDetector(_S):
+    dedup_window: Duration = Duration(60)
+    suppressions: list[Suppression] = []
+
+
+class DecisionIntake(_S):
+    enabled: bool = False
+    socket: str = ""  # default: <data_dir>/intake.sock
+    socket_mode: str = "0600"
+    max_line_bytes: int = 1 << 20
+
+
+class Archive(_S):
+    path: str = "decisions.duckdb"  # relative to data_dir
+    batch_size: int = 5000
+    flush_interval: Duration = Duration(0.2)
+    retry_initial: Duration = Duration(0.1)
+    retry_max: Duration = Duration(10)
+
+
+class AuditReports(_S):
+    dir: str = "audit"  # relative to data_dir
+    keep_runs: int = 3
+
+
+class SelfTest(_S):
+    enabled: bool = False
+
+
+class Telemetry(_S):
+    exporter: Literal["none", "otlp", "prometheus"] = "none"
+    otlp_endpoint: str = "http://127.0.0.1:4317"
+    prometheus_port: int = 9464
+    heartbeat_interval: Duration = Duration(5)
+    log_level: str = "INFO"
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "vigil")
+
+
+class Settings(_S):
+    data_dir: str = field(default_factory=_default_data_dir)
+    runtime_security_config: RuntimeSecurityConfig = RuntimeSecurityConfig()
+    alert_throttling: bool = True
+    max_alert_per_sec: int = 10
+    throttle_sec: int = 30
+    nats: Nats = Nats()
+    collector: Collector = Collector()
+    anomaly_detector: AnomalyDetector = AnomalyDetector()
+    decision_intake: DecisionIntake = DecisionIntake()
+    archive: Archive = Archive()
+    audit_reports: AuditReports = AuditReports()
+    self_test: SelfTest = SelfTest()
+    telemetry: Telemetry = Telemetry()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def node_name(self) -> str:
+        return self.collector.node or socket.gethostname()
+
+
+# --- validation of values that types alone do not catch -------------------------
+
+_POSITIVE = {
+    "runtime_security_config.security_profile.max_image_tags",
+    "runtime_security_config.security_profile.dns_match_max_depth",
+    "runtime_security_config.security_profile.max_profiles_in_memory",
+    "runtime_security_config.security_profile.anomaly_detection.unstable_profile_size_threshold",
+    "max_alert_per_sec",
+    "throttle_sec",
+    "nats.partitions",
+    "nats.replicas",
+    "nats.publish_window",
+    "nats.fetch_batch",
+    "nats.max_ack_pending",
+    "collector.batch_size",
+    "archive.batch_size",
+    "audit_reports.keep_runs",
+}
+
+
+def _check(settings: Settings) -> None:
+    values = dict(flatten(settings))
+    for key in _POSITIVE:
+        if values[key] <= 0:
+            raise SettingsError(key, f"must be > 0, got {values[key]}")
+    src = settings.collector.source
+    if src not in ("auto", "ebpf", "synthetic") and not src.startswith("trace:"):
+        raise SettingsError("collector.source", f"expected auto, ebpf, synthetic or trace:FILE, got {src!r}")
+    if not re.fullmatch(r"0?[0-7]{3}", settings.decision_intake.socket_mode):
+        raise SettingsError("decision_intake.socket_mode", f"expected an octal mode like 0600, got {src!r}")
+
+
+# --- schema walking --------------------------------------------------------------
+
+
+def _fields(tp: type[Struct]) -> Iterator[tuple[str, Any]]:
+    hints = get_type_hints(tp)
+    for name in tp.__struct_fields__:
+        yield name, hints[name]
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, _S)
+
+
+def schema(tp: type[Struct] = Settings, prefix: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """Every leaf key: (dotted key, type, default)."""
+    defaults = tp()
+    for name, hint in _fields(tp):
+        key = f"{prefix}{name}"
+        if _is_section(hint):
+            yield from schema(hint, key + ".")
+        else:
+            yield key, hint, getattr(defaults, name)
+
+
+def env_name(key: str) -> str:
+    return "VIGIL_" + key.upper().replace(".", "_")
+
+
+def flatten(obj: Struct, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        if isinstance(value, _S):
+            yield from flatten(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value
+
+
+def type_name(tp: Any) -> str:
+    if tp is Duration:
+        return "duration"
+    if get_origin(tp) is Literal:
+        return " | ".join(str(a) for a in get_args(tp))
+    if get_origin(tp) is list:
+        return "list"
+    return getattr(tp, "__name__", str(tp))
+
+
+# --- loading ---------------------------------------------------------------------
+
+
+def _dec_hook(tp: type, obj: Any) -> Any:
+    if tp is Duration:
+        return Duration.parse(obj)
+    raise NotImplementedError(tp)
+
+
+def _env_value(raw: str, tp: Any) -> Any:
+    if tp is str:
+        return raw
+    if tp is Duration:
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"cannot parse {raw!r}: {exc}") from exc
+
+
+def _set_path(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
+
+
+def _leaf_keys(tree: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            yield from _leaf_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def _msgspec_path(message: str) -> str:
+    m = re.search(r"at `\$\.?([^`]*)`", message)
+    return re.sub(r"\[\d+\]", "", m.group(1)) if m else ""
+
+
+def default_config_path(env: Mapping[str, str]) -> Path | None:
+    if env.get("VIGIL_CONFIG"):
+        return Path(env["VIGIL_CONFIG"])
+    local = Path("vigil.yaml")
+    return local if local.exists() else None
+
+
+class Loaded(Struct, frozen=True):
+    settings: Settings
+    sources: dict[str, str]  # key → "default" | "file:<path>" | "env:<NAME>"
+    path: str | None
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Loaded:
+    """Read the YAML file (if any), apply ``VIGIL_*`` overrides, validate."""
+    env = os.environ if env is None else env
+    config_path = Path(path) if path else default_config_path(env)
+    tree: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if config_path is not None:
+        try:
+            loaded = yaml.safe_load(config_path.read_text()) or {}
+        except OSError as exc:
+            raise SettingsError("(file)", f"cannot read {config_path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise SettingsError("(file)", f"{config_path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise SettingsError("(file)", f"{config_path} must hold a mapping")
+        tree = loaded
+        for key in _leaf_keys(tree):
+            sources[key] = f"file:{config_path}"
+    for key, tp, _ in schema():
+        name = env_name(key)
+        if name in env:
+            try:
+                _set_path(tree, key, _env_value(env[name], tp))
+            except ValueError as exc:
+                raise SettingsError(key, f"{name}: {exc}") from exc
+            sources[key] = f"env:{name}"
+    try:
+        settings = msgspec.convert(tree, Settings, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        key = _msgspec_path(msg)
+        if "unknown field" in msg:
+            unknown = re.search(r"unknown field `([^`]*)`", msg)
+            key = f"{key}.{unknown.group(1)}" if key and unknown else (unknown.group(1) if unknown else key)
+            raise SettingsError(key, "unknown key") from exc
+        raise SettingsError(key or "(root)", msg.split(" - at ")[0]) from exc
+    _check(settings)
+    for key, _, _ in schema():
+        sources.setdefault(key, "default")
+    return Loaded(settings=settings, sources=sources, path=str(config_path) if config_path else None)
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    return load(path, env).settings
