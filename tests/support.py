@@ -1,0 +1,115 @@
+"""Shared test helpers: a real nats-server per test, settings pointing at it,
+services run in-process or as killable subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from services.runtime.bus import Bus, connect
+from services.runtime.service import AppBase, Runner, ensure_buckets
+from services.runtime.settings import Settings, load_settings
+
+
+def make_settings(data_dir: Path, url: str, **env: str) -> Settings:
+    """Settings as a service would load them, with VIGIL_* overrides given as kwargs
+    (``make_settings(p, url, MAX_ALERT_PER_SEC="2")``)."""
+    environ = {"VIGIL_DATA_DIR": str(data_dir), "VIGIL_NATS_URL": url}
+    environ.update({f"VIGIL_{k}": v for k, v in env.items()})
+    return load_settings(env=environ)
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """Environment for a `vigil …` subprocess that uses the same bus and data dir."""
+    return {**os.environ, "VIGIL_DATA_DIR": settings.data_dir, "VIGIL_NATS_URL": settings.nats.url}
+
+
+async def open_bus(settings: Settings) -> Bus:
+    bus = await connect(settings, start_embedded=False)
+    await bus.ensure_streams()
+    await ensure_buckets(bus)
+    return bus
+
+
+@contextlib.asynccontextmanager
+async def running(app: AppBase, settings: Settings) -> AsyncIterator[Runner]:
+    """Run an app in-process on its own connection until the block exits."""
+    bus = await open_bus(settings)
+    runner = Runner(app, bus)
+    task = asyncio.create_task(runner.run())
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, 30)
+        await bus.close()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll an (a)sync predicate until it is truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def read_stream(bus: Bus, stream: str, subject: str | None = None, timeout: float = 1.0) -> list[Any]:
+    """Every message currently in a stream (optionally one subject), in order, via an ephemeral consumer."""
+    info = await bus.js.stream_info(stream)
+    total = info.state.messages
+    if total == 0:
+        return []
+    sub = await bus.js.pull_subscribe(subject or "", stream=stream)
+    out: list[Any] = []
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(500, timeout=timeout)
+            except Exception:  # noqa: BLE001 - nats TimeoutError: nothing more
+                break
+            for m in msgs:
+                await m.ack()
+            out.extend(msgs)
+            if subject is None and len(out) >= total:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+def decode_all(msgs: list[Any], tp: Any) -> list[Any]:
+    dec = msgspec.json.Decoder(tp)
+    return [dec.decode(m.data) for m in msgs]
+
+
+@contextlib.contextmanager
+def vigil_process(settings: Settings, *args: str, log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`vigil ARGS…` as a subprocess on the same bus; killed at the end of the block."""
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", *args], env=service_env(settings), stdout=out, stderr=out
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if log:
+            out.close()  # type: ignore[union-attr]
