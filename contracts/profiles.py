@@ -32,9 +32,24 @@ class VersionFirstSeen(_ProfileEvent, tag="profile.version_first_seen.v1"):
 
 
 class BehaviourAdded(_ProfileEvent, tag="profile.behaviour_added.v1"):
+    """One behaviour inserted into a version. ``behaviour`` is the canonical key:
+
+    - exec: the executable path; ``lineage`` holds ancestors + executable
+    - open: the generalised file path; ``access`` is a subset of "rwx" (and
+      ``executable`` who opened it)
+    - dns: the name matched on its last ``dns_match_max_depth`` labels
+    - connect: ``<proto>:<addr or CIDR class>:<port>``
+    - syscalls: the syscall name (``executable`` who made it)
+
+    Folding a version's BehaviourAdded events gives everything it learned, which
+    is what the audit-report-writer models and turns into AppArmor/seccomp.
+    """
+
     event_type: EventType
-    behaviour: str  # the canonical key (see services.profile_learner.core)
+    behaviour: str
     executable: str = ""
+    access: str = ""
+    lineage: list[str] = []
 
 
 class StateChanged(_ProfileEvent, tag="profile.state_changed.v1"):

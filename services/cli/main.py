@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import typer
 
-from services.cli import alerts, decisions, events, models, ops, profiles, workloads
+from services.cli import alerts, decisions, events, intake, models, ops, profiles, replay, workloads
 from services.cli.output import Format, console, err_console, rows
 from services.registry import SERVICES
 from services.runtime import embedded
@@ -33,7 +33,8 @@ config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 for _mod in (profiles, alerts, decisions, models, workloads, events):
     app.add_typer(_mod.app, name=_mod.NAME)
-ops.register(app)
+for _mod in (ops, replay, intake):
+    _mod.register(app)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: $VIGIL_CONFIG or ./vigil.yaml)")
 OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
