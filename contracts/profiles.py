@@ -123,7 +123,13 @@ class Drift(Struct, frozen=True, kw_only=True, tag="drift.v1", omit_defaults=Tru
 
 
 class DriftBatch(Struct, frozen=True, kw_only=True, tag="drift_batch.v1"):
+    """Drift found in one input batch. ``watermark`` is the event time the
+    learner has reached on this partition (ticks included), so downstream
+    services can close event-time windows even when no drift arrives; a batch
+    may carry no drift and only advance the watermark."""
+
     drifts: list[Drift]
+    watermark: int = 0
 
 
 class ProfileSummary(Struct, frozen=True, kw_only=True, omit_defaults=True):
