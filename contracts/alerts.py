@@ -33,6 +33,9 @@ class Alert(Struct, frozen=True, kw_only=True, tag_field="kind", tag="alert.v1",
     image_tag: str = ""  # profile version that made it drift
     version_state: ProfileState | None = None
     count: int = 1  # repeats folded into this alert within the dedup window
+    drift_reason: str = ""  # stable_version | other_version_stable
+    stable_tag: str = ""  # the version whose stable state made it drift
+    event_id: str = ""  # id of the triggering raw event
 
 
 class AlertThreshold(Struct, frozen=True, kw_only=True, tag_field="kind", tag="alert_threshold.v1"):
@@ -47,8 +50,24 @@ class AlertThreshold(Struct, frozen=True, kw_only=True, tag_field="kind", tag="a
     MaxAlertsPerSec: int
     DroppingAlertsInterval: int
     Result: str = "Passed"
+    rule_id: str = ""  # set when a per-rule budget (not the container budget) was crossed
 
 
 AlertMessage = Alert | AlertThreshold
 
 alert_decoder = msgspec.json.Decoder(AlertMessage)
+
+
+class AlertClock(Struct, frozen=True, kw_only=True, tag_field="kind", tag="alert_clock.v1"):
+    """Event time the anomaly-detector has reached on one DRIFT partition
+    (``source`` = its subject), published on ``vigil.alerts.clock`` so the
+    throttler can close windows when no alert arrives. Not an alert: the raw
+    and out subjects never carry it."""
+
+    id: str
+    time: int
+    source: str
+
+
+ThrottlerInput = Alert | AlertThreshold | AlertClock
+

@@ -9,7 +9,7 @@ EVENTS         vigil.events.<partition>    msgpack EventBatch (raw events, batch
 DRIFT          vigil.drift.<partition>     msgpack DriftBatch
 PROFILES       vigil.profiles.<image>      JSON ProfileEvent, one per message
 COMMANDS       vigil.commands.<image>      JSON Command (operator, version-evictor)
-ALERTS         vigil.alerts.raw|out        JSON Alert / AlertThreshold
+ALERTS         vigil.alerts.raw|out|clock  JSON Alert / AlertThreshold / AlertClock
 DECISIONS      vigil.decisions.<source>    JSON Decision / GatekeeperDecision / audit markers
 DEADLETTER     vigil.dlq.<service>         JSON DeadLetter
 =============  ==========================  ===========================================
@@ -31,6 +31,7 @@ DEADLETTER = "DEADLETTER"
 
 ALERTS_RAW = "vigil.alerts.raw"
 ALERTS_OUT = "vigil.alerts.out"
+ALERTS_CLOCK = "vigil.alerts.clock"  # detector's event-time watermark for the throttler (AlertClock)
 INTAKE_DECISIONS = "vigil.decisions.intake"  # Gatekeeper-shaped payloads from NATS publishers
 QUERY_DECISIONS = "vigil.query.decisions"  # request/reply, read-only SQL (not a stream)
 QUERY_PROFILES = "vigil.query.profiles"  # request/reply, profile summaries (not a stream)
