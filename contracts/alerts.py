@@ -70,4 +70,3 @@ class AlertClock(Struct, frozen=True, kw_only=True, tag_field="kind", tag="alert
 
 
 ThrottlerInput = Alert | AlertThreshold | AlertClock
-
