@@ -181,6 +181,7 @@ class Settings(_S):
     alert_throttling: bool = True
     max_alert_per_sec: int = 10
     throttle_sec: int = 30
+    max_alert_per_sec_per_rule: dict[str, int] = {}  # rule id → its own per-container budget
     nats: Nats = Nats()
     collector: Collector = Collector()
     anomaly_detector: AnomalyDetector = AnomalyDetector()

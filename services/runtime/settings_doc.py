@@ -29,6 +29,7 @@ HONOURED_BY: dict[str, str] = {
     "alert_throttling": "throttler (false: alerts pass through unthrottled)",
     "max_alert_per_sec": "throttler",
     "throttle_sec": "throttler",
+    "max_alert_per_sec_per_rule": "throttler (per-rule budgets, e.g. {anomaly_detection: 5})",
     "nats": "every service and command (bus connection)",
     "nats.port": "`vigil up` (embedded server)",
     "nats.monitor_port": "`vigil up` (embedded server)",
