@@ -1,0 +1,523 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Vigil node collector: tracepoint programs only (this kernel has no kprobes,
+ * and refuses fentry/LSM). Records are defined in include/events.h.
+ *
+ * Parameters (all by -D from collector/ebpf.py, never by editing this text):
+ *   SELF_PID        the collector's tgid; its own syscalls are never traced
+ *   RINGBUF_PAGES   ring buffer size in pages (16 MiB by default)
+ *   DEDUP_SIZE      entries in the (cgroup, behaviour) LRU
+ *   DEDUP           1: suppress repeated keys in the kernel, 0: emit everything
+ *   TRACE_EXEC, TRACE_OPEN, TRACE_CONNECT, TRACE_DNS, TRACE_SYSCALLS  0/1
+ *
+ * Invariants:
+ *   - the dedup map is checked BEFORE ring space is reserved: a hit costs a
+ *     hash and a lookup, never a wakeup or a reservation;
+ *   - submits use BPF_RB_NO_WAKEUP; user space consumes on a timer;
+ *   - struct layouts of kernel objects are never read (the header tree does
+ *     not match this kernel): only helpers and tracepoint arguments.
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#include "events.h"
+
+#define AF_UNIX_ 1
+#define AF_INET_ 2
+#define AF_INET6_ 10
+#define DNS_PORT 53
+
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+BPF_TABLE("lru_hash", struct vigil_dedup_key, u8, dedup, DEDUP_SIZE);
+BPF_PERCPU_ARRAY(counters, u64, VIGIL_CNT_MAX);
+BPF_TABLE("lru_hash", u32, u32, parents, 65536);            /* child tgid -> parent tgid */
+BPF_TABLE("lru_hash", u32, s32, exit_codes, 16384);         /* tgid -> exit_group status */
+BPF_TABLE("lru_hash", u64, u8, dns_fds, 16384);             /* tgid<<32|fd connected to :53 */
+BPF_HASH(syscalls, struct vigil_syscall_key, struct vigil_syscall_bits, 16384);
+
+struct exec_args {
+    u32 argc;
+    u32 _pad;
+    char argv[VIGIL_ARGC][VIGIL_ARG_LEN];
+};
+BPF_TABLE("lru_hash", u32, struct exec_args, pending_argv, 4096);  /* tid -> argv at execve */
+
+/* Per-cpu scratch: records are too big for the 512-byte stack. */
+struct scratch {
+    char buf[VIGIL_PATH_LEN];
+    struct exec_args args;
+};
+BPF_PERCPU_ARRAY(scratch_map, struct scratch, 1);
+BPF_PERCPU_ARRAY(exec_zero, struct exec_args, 1);
+
+static __always_inline void count(u32 idx)
+{
+    u64 *v = counters.lookup(&idx);
+    if (v)
+        (*v)++;
+}
+
+static __always_inline int is_self(u64 pid_tgid)
+{
+    return (u32)(pid_tgid >> 32) == SELF_PID;
+}
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static __always_inline u64 mix(u64 h, u64 v)
+{
+    return (h ^ v) * FNV_PRIME;
+}
+
+/* Hash the first len bytes of buf, 8 at a time (bytes past len masked off). */
+static __always_inline u64 hash_bytes(u64 h, const char *buf, u32 len, u32 cap)
+{
+    for (u32 i = 0; i < cap / 8; i++) {
+        u32 off = i * 8;
+        if (off >= len)
+            break;
+        u64 w = *(const u64 *)(buf + off);
+        u32 rest = len - off;
+        if (rest < 8)
+            w &= (1ULL << (rest * 8)) - 1;
+        h = mix(h, w);
+    }
+    return mix(h, len);
+}
+
+/* 1: this (cgroup, key) was already reported, drop it; 0: new, report it. */
+static __always_inline int seen(u64 cgroup_id, u64 hash)
+{
+#if DEDUP
+    struct vigil_dedup_key k = {.cgroup_id = cgroup_id, .hash = hash};
+    if (dedup.lookup(&k)) {
+        count(VIGIL_CNT_DEDUP_HIT);
+        return 1;
+    }
+    u8 one = 1;
+    dedup.update(&k, &one);
+    count(VIGIL_CNT_DEDUP_MISS);
+#endif
+    return 0;
+}
+
+static __always_inline void fill_hdr(struct vigil_hdr *h, u16 op, u16 size, u64 pid_tgid, u64 cg)
+{
+    h->ts = bpf_ktime_get_ns();
+    h->cgroup_id = cg;
+    h->pid = pid_tgid >> 32;
+    h->tid = (u32)pid_tgid;
+    h->uid = (u32)bpf_get_current_uid_gid();
+    h->op = op;
+    h->size = size;
+    bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* Reserve ring space (NULL: ring full, counted) and fill the header. BCC
+ * refuses map calls inside macros, hence functions. */
+static __always_inline void *reserve(u32 size, u16 op, u64 pid_tgid, u64 cg)
+{
+    struct vigil_hdr *h = events.ringbuf_reserve(size);
+    if (!h) {
+        count(VIGIL_CNT_DROPPED);
+        return NULL;
+    }
+    fill_hdr(h, op, size, pid_tgid, cg);
+    return h;
+}
+
+static __always_inline void submit(void *rec)
+{
+    events.ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+    count(VIGIL_CNT_SUBMITTED);
+}
+
+/* ---------------------------------------------------------------- processes */
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u32 child = args->child_pid, parent = args->parent_pid;
+    if (child == parent)
+        return 0;
+    /* A new thread also fires this; only thread-group leaders matter, and
+     * for those the tid equals the tgid. Threads are filtered by user space
+     * reading hdr.pid == hdr.tid at exec. */
+    parents.update(&child, &parent);
+    return 0;
+}
+
+#if TRACE_EXEC
+static __always_inline int stash_argv(const char *const *argv)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    u32 zero = 0, tid = (u32)pid_tgid;
+    struct exec_args *a = exec_zero.lookup(&zero);
+    if (!a)
+        return 0;
+    a->argc = 0;
+#pragma unroll
+    for (int i = 0; i < VIGIL_ARGC; i++) {
+        const char *p = NULL;
+        bpf_probe_read_user(&p, sizeof(p), &argv[i]);
+        if (!p)
+            break;
+        if (bpf_probe_read_user_str(a->argv[i], VIGIL_ARG_LEN, p) < 0)
+            break;
+        a->argc = i + 1;
+    }
+    pending_argv.update(&tid, a);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execve)
+{
+    return stash_argv((const char *const *)args->argv);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
+{
+    return stash_argv((const char *const *)args->argv);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    u32 zero = 0, tid = args->old_pid, pid = pid_tgid >> 32;
+    struct scratch *s = scratch_map.lookup(&zero);
+    if (!s)
+        return 0;
+    unsigned short loc = args->data_loc_filename & 0xFFFF;
+    int n = bpf_probe_read_kernel_str(s->buf, sizeof(s->buf), (void *)args + loc);
+    if (n < 0)
+        n = 0;
+    struct exec_args *a = pending_argv.lookup(&tid);
+    u64 h = hash_bytes(mix(FNV_OFFSET, VIGIL_OP_EXEC), s->buf, n, VIGIL_PATH_LEN);
+    if (a) {
+#pragma unroll
+        for (int i = 0; i < VIGIL_ARGC; i++)
+            if (i < a->argc)
+                h = hash_bytes(h, a->argv[i], VIGIL_ARG_LEN, VIGIL_ARG_LEN);
+    }
+    u64 cg = bpf_get_current_cgroup_id();
+    if (seen(cg, h)) {
+        if (a)
+            pending_argv.delete(&tid);
+        return 0;
+    }
+    struct vigil_exec *r = reserve(sizeof(struct vigil_exec), VIGIL_OP_EXEC, pid_tgid, cg);
+    if (!r)
+        return 0;
+    u32 *ppid = parents.lookup(&pid);
+    r->ppid = ppid ? *ppid : 0;
+    bpf_probe_read_kernel(r->path, sizeof(r->path), s->buf);
+    if (a) {
+        r->argc = a->argc;
+        bpf_probe_read_kernel(r->argv, sizeof(r->argv), a->argv);
+        pending_argv.delete(&tid);
+    } else {
+        r->argc = 0;
+    }
+    submit(r);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 pid = pid_tgid >> 32;
+    s32 code = args->error_code;
+    exit_codes.update(&pid, &code);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 pid = pid_tgid >> 32;
+    if (is_self(pid_tgid) || pid != (u32)pid_tgid)
+        return 0; /* only the thread-group leader reports the process exit */
+    s32 code = -1;
+    s32 *c = exit_codes.lookup(&pid);
+    if (c) {
+        code = *c;
+        exit_codes.delete(&pid);
+    }
+    parents.delete(&pid);
+    u64 cg = bpf_get_current_cgroup_id();
+    char comm[16];
+    bpf_get_current_comm(&comm, sizeof(comm));
+    u64 h = hash_bytes(mix(mix(FNV_OFFSET, VIGIL_OP_EXIT), (u32)code), comm, 16, 16);
+    if (seen(cg, h))
+        return 0;
+    struct vigil_exit *r = reserve(sizeof(struct vigil_exit), VIGIL_OP_EXIT, pid_tgid, cg);
+    if (!r)
+        return 0;
+    r->code = code;
+    r->_pad = 0;
+    submit(r);
+    return 0;
+}
+#endif
+
+/* -------------------------------------------------------------------- files */
+
+#if TRACE_OPEN
+TRACEPOINT_PROBE(syscalls, sys_enter_openat)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    u32 zero = 0;
+    struct scratch *s = scratch_map.lookup(&zero);
+    if (!s)
+        return 0;
+    int n = bpf_probe_read_user_str(s->buf, sizeof(s->buf), args->filename);
+    if (n <= 0)
+        return 0;
+    s32 flags = args->flags;
+    u64 cg = bpf_get_current_cgroup_id();
+    u64 h = hash_bytes(mix(mix(FNV_OFFSET, VIGIL_OP_OPEN), (u32)flags), s->buf, n, VIGIL_PATH_LEN);
+    if (seen(cg, h))
+        return 0;
+    struct vigil_open *r = reserve(sizeof(struct vigil_open), VIGIL_OP_OPEN, pid_tgid, cg);
+    if (!r)
+        return 0;
+    r->flags = flags;
+    r->_pad = 0;
+    bpf_probe_read_kernel(r->path, sizeof(r->path), s->buf);
+    submit(r);
+    return 0;
+}
+#endif
+
+/* ------------------------------------------------------------------ network */
+
+struct sockaddr_any {
+    u16 family;
+    u16 port;        /* network byte order */
+    u32 v4;          /* AF_INET address; for AF_INET6 this is sin6_flowinfo */
+    u8 v6[16];       /* AF_INET6 address */
+};
+
+#if TRACE_CONNECT || TRACE_DNS
+TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    struct sockaddr_any sa = {};
+    if (bpf_probe_read_user(&sa, sizeof(sa), args->uservaddr) < 0 &&
+        bpf_probe_read_user(&sa, 8, args->uservaddr) < 0)
+        return 0;
+    u16 port = bpf_ntohs(sa.port);
+    if ((sa.family == AF_INET_ || sa.family == AF_INET6_) && port == DNS_PORT) {
+        u64 key = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
+        u8 one = 1;
+        dns_fds.update(&key, &one);
+    }
+#if TRACE_CONNECT
+    u64 cg = bpf_get_current_cgroup_id();
+    u64 h = mix(mix(mix(FNV_OFFSET, VIGIL_OP_CONNECT), sa.family), port);
+    if (sa.family == AF_INET_)
+        h = mix(h, sa.v4);
+    else if (sa.family == AF_INET6_)
+        h = mix(mix(h, *(u64 *)&sa.v6[0]), *(u64 *)&sa.v6[8]);
+    if (seen(cg, h))
+        return 0;
+    struct vigil_connect *r = reserve(sizeof(struct vigil_connect), VIGIL_OP_CONNECT, pid_tgid, cg);
+    if (!r)
+        return 0;
+    r->family = sa.family;
+    r->port = (sa.family == AF_INET_ || sa.family == AF_INET6_) ? port : 0;
+    r->_pad = 0;
+    __builtin_memset(r->addr, 0, sizeof(r->addr));
+    if (sa.family == AF_INET_)
+        __builtin_memcpy(r->addr, &sa.v4, 4);
+    else if (sa.family == AF_INET6_)
+        __builtin_memcpy(r->addr, sa.v6, 16);
+    submit(r);
+#endif
+    return 0;
+}
+#endif
+
+#if TRACE_DNS
+/* Report a DNS query payload; the question is parsed in user space. The
+ * 2-byte transaction id is left out of the dedup hash. */
+static __always_inline int dns_payload(const void *buf, u64 len, u16 port)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 zero = 0;
+    struct scratch *s = scratch_map.lookup(&zero);
+    if (!s || !buf || len < 12)
+        return 0;
+    u32 n = len > VIGIL_DNS_LEN ? VIGIL_DNS_LEN : len;
+    asm volatile("" : "+r"(n));
+    if (n > VIGIL_DNS_LEN)
+        return 0;
+    if (bpf_probe_read_user(s->buf, n, buf) < 0)
+        return 0;
+    u64 cg = bpf_get_current_cgroup_id();
+    u16 id = *(u16 *)s->buf;
+    *(u16 *)s->buf = 0;
+    u64 h = hash_bytes(mix(FNV_OFFSET, VIGIL_OP_DNS), s->buf, n, VIGIL_DNS_LEN);
+    *(u16 *)s->buf = id;
+    if (seen(cg, h))
+        return 0;
+    struct vigil_dns *r = reserve(sizeof(struct vigil_dns), VIGIL_OP_DNS, pid_tgid, cg);
+    if (!r)
+        return 0;
+    r->len = n;
+    r->port = port;
+    r->_pad = 0;
+    bpf_probe_read_kernel(r->payload, sizeof(r->payload), s->buf);
+    submit(r);
+    return 0;
+}
+
+/* Port of a user sockaddr if it is an inet one, else 0. */
+static __always_inline u16 dest_port(const void *addr)
+{
+    struct sockaddr_any sa = {};
+    if (!addr || bpf_probe_read_user(&sa, 4, addr) < 0)
+        return 0;
+    if (sa.family != AF_INET_ && sa.family != AF_INET6_)
+        return 0;
+    return bpf_ntohs(sa.port);
+}
+
+static __always_inline int fd_is_dns(u64 pid_tgid, int fd)
+{
+    u64 key = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)fd;
+    return dns_fds.lookup(&key) != NULL;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    u16 port = dest_port(args->addr);
+    if (port == DNS_PORT || (!args->addr && fd_is_dns(pid_tgid, args->fd)))
+        return dns_payload(args->buff, args->len, DNS_PORT);
+    return 0;
+}
+
+struct iovec_user {
+    void *iov_base;
+    u64 iov_len;
+};
+
+struct msghdr_user {
+    void *name;
+    int namelen;
+    int _pad;
+    struct iovec_user *iov;
+    u64 iovlen;
+};
+
+static __always_inline int dns_msghdr(const void *msg, int fd)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    struct msghdr_user m = {};
+    if (bpf_probe_read_user(&m, sizeof(m), msg) < 0)
+        return 0;
+    u16 port = dest_port(m.name);
+    if (port != DNS_PORT && !(m.name == NULL && fd_is_dns(pid_tgid, fd)))
+        return 0;
+    if (m.iovlen == 0 || !m.iov)
+        return 0;
+    struct iovec_user iov = {};
+    if (bpf_probe_read_user(&iov, sizeof(iov), m.iov) < 0)
+        return 0;
+    return dns_payload(iov.iov_base, iov.iov_len, DNS_PORT);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
+{
+    return dns_msghdr(args->msg, args->fd);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
+{
+    /* struct mmsghdr starts with a msghdr: only the first message is read. */
+    return dns_msghdr(args->mmsg, args->fd);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_write)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid) || !fd_is_dns(pid_tgid, args->fd))
+        return 0;
+    return dns_payload(args->buf, args->count, DNS_PORT);
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u64 key = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
+    dns_fds.delete(&key);
+    return 0;
+}
+#endif
+
+/* ----------------------------------------------------------------- syscalls */
+
+#if TRACE_SYSCALLS
+TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    long id = args->id;
+    if (id < 0 || id >= VIGIL_SYSCALL_WORDS * 64)
+        return 0;
+    struct vigil_syscall_key k = {.cgroup_id = bpf_get_current_cgroup_id(), .pid = pid_tgid >> 32};
+    struct vigil_syscall_bits *b = syscalls.lookup(&k);
+    if (!b) {
+        struct vigil_syscall_bits zero = {};
+        syscalls.update(&k, &zero);
+        b = syscalls.lookup(&k);
+        if (!b)
+            return 0;
+    }
+    u64 bit = 1ULL << (id & 63);
+    u32 w = (id >> 6) & (VIGIL_SYSCALL_WORDS - 1);
+    if (!(b->w[w] & bit))
+        __sync_fetch_and_or(&b->w[w], bit);
+    return 0;
+}
+#endif
+
+/* ------------------------------------------------------------------ cgroups */
+
+static __always_inline int cgroup_event(u16 op, u64 id, int root, int level, const void *path)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    struct vigil_cgroup *r = reserve(sizeof(struct vigil_cgroup), op, pid_tgid, bpf_get_current_cgroup_id());
+    if (!r)
+        return 0;
+    r->id = id;
+    r->root = root;
+    r->level = level;
+    bpf_probe_read_kernel_str(r->path, sizeof(r->path), path);
+    submit(r);
+    return 0;
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
+{
+    unsigned short loc = args->data_loc_path & 0xFFFF;
+    return cgroup_event(VIGIL_OP_CGROUP_MKDIR, args->id, args->root, args->level, (void *)args + loc);
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
+{
+    unsigned short loc = args->data_loc_path & 0xFFFF;
+    return cgroup_event(VIGIL_OP_CGROUP_RMDIR, args->id, args->root, args->level, (void *)args + loc);
+}

@@ -1,0 +1,145 @@
+"""Loading bpf/collector.c with BCC and draining what it produces.
+
+Invariants:
+- parameters reach the C program only as ``-D`` cflags (:func:`cflags`);
+- BCC finds the kernel header tree that infra/host/install-kernel-deps.sh
+  built (``BCC_KERNEL_SOURCE`` is set here from that known path, never by the
+  operator);
+- the ring buffer is drained by :meth:`Probe.consume` on the caller's timer
+  (the kernel side submits with BPF_RB_NO_WAKEUP, so polling alone would never
+  return); the callback only copies bytes, decoding happens in batches;
+- the syscall bitmap map is drained (read, then deleted) by
+  :meth:`Probe.drain_syscalls`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collector import abi
+
+ROOT = Path(__file__).resolve().parent.parent
+BPF_SOURCE = ROOT / "bpf" / "collector.c"
+BPF_INCLUDE = ROOT / "bpf" / "include"
+HEADERS_CACHE = Path("/var/cache/vigil/kernel-headers")
+RING_BYTES = 16 << 20
+
+
+def header_tree() -> Path:
+    return Path(os.environ.get("VIGIL_KERNEL_HEADERS_CACHE", str(HEADERS_CACHE))) / platform.release()
+
+
+def missing() -> list[str]:
+    """What the eBPF source needs and this machine lacks (empty: ready)."""
+    out: list[str] = []
+    if platform.system() != "Linux":
+        return ["Linux (the eBPF collector runs only on Linux)"]
+    if os.geteuid() != 0:
+        out.append("root (the eBPF collector loads BPF programs)")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        out.append("BCC in this Python (as root: bash infra/host/install-kernel-deps.sh .venv)")
+    tree = Path(os.environ.get("BCC_KERNEL_SOURCE") or header_tree())
+    if not (tree / "include" / "linux" / "kconfig.h").exists() and not Path(f"/lib/modules/{platform.release()}/build").exists():
+        out.append(f"a kernel header tree at {tree} (install-kernel-deps.sh builds it)")
+    if not Path("/sys/kernel/tracing/events").exists():
+        out.append("tracefs at /sys/kernel/tracing (mount -t tracefs nodev /sys/kernel/tracing)")
+    return out
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    dedup: bool = True
+    dedup_size: int = 65_536
+    ring_bytes: int = RING_BYTES
+    exec: bool = True
+    open: bool = True
+    connect: bool = True
+    dns: bool = True
+    syscalls: bool = True
+    self_pid: int = 0  # 0: this process
+
+
+def cflags(opts: ProbeOptions) -> list[str]:
+    pages = max(1, opts.ring_bytes // os.sysconf("SC_PAGE_SIZE"))
+    return [
+        f"-I{BPF_INCLUDE}",
+        f"-DSELF_PID={opts.self_pid or os.getpid()}",
+        f"-DRINGBUF_PAGES={pages}",
+        f"-DDEDUP_SIZE={opts.dedup_size}",
+        f"-DDEDUP={int(opts.dedup)}",
+        f"-DTRACE_EXEC={int(opts.exec)}",
+        f"-DTRACE_OPEN={int(opts.open)}",
+        f"-DTRACE_CONNECT={int(opts.connect)}",
+        f"-DTRACE_DNS={int(opts.dns)}",
+        f"-DTRACE_SYSCALLS={int(opts.syscalls)}",
+        "-Wno-unused-variable",
+    ]
+
+
+def _prepare_environment() -> None:
+    tree = header_tree()
+    if "BCC_KERNEL_SOURCE" not in os.environ and (tree / "include").is_dir():
+        os.environ["BCC_KERNEL_SOURCE"] = str(tree)
+    if not os.path.ismount("/sys/kernel/tracing") and shutil.which("mount"):
+        os.system("mount -t tracefs nodev /sys/kernel/tracing >/dev/null 2>&1")  # noqa: S605 - fixed command
+
+
+class Probe:
+    """The loaded BPF programs: a ring buffer of records, counters, the dedup
+    map and the syscall bitmaps."""
+
+    def __init__(self, opts: ProbeOptions = ProbeOptions()) -> None:
+        _prepare_environment()
+        from bcc import BPF
+
+        self.opts = opts
+        self.bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=cflags(opts))
+        self._pending: list[bytes] = []
+        self.bpf["events"].open_ring_buffer(self._on_record)
+
+    def _on_record(self, _ctx: Any, data: int, size: int) -> int:
+        self._pending.append(ctypes.string_at(data, size))
+        return 0
+
+    def consume(self) -> list[bytes]:
+        """Every record the kernel submitted so far (non-blocking)."""
+        self.bpf.ring_buffer_consume()
+        out, self._pending = self._pending, []
+        return out
+
+    def counters(self) -> dict[str, int]:
+        table = self.bpf["counters"]
+        return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(abi.COUNTER_NAMES)}
+
+    def flush_dedup(self) -> None:
+        """Forget every reported key: the next occurrence of each is reported again."""
+        if self.opts.dedup:
+            self.bpf["dedup"].clear()
+
+    def drain_syscalls(self) -> Iterator[tuple[int, int, list[int]]]:
+        """(cgroup id, pid, syscall numbers) per process since the last drain."""
+        table = self.bpf["syscalls"]
+        keys = list(table.keys())
+        for key in keys:
+            try:
+                bits = table[key]
+            except KeyError:
+                continue
+            try:
+                del table[key]
+            except KeyError:
+                pass
+            nrs = [w * 64 + b for w in range(abi.SYSCALL_WORDS) for b in range(64) if bits.w[w] >> b & 1]
+            yield key.cgroup_id, key.pid, nrs
+
+    def close(self) -> None:
+        self.bpf.cleanup()
