@@ -1,18 +1,336 @@
-"""anomaly-detector core (pure): turns drift into anomaly alerts and decisions.
+"""anomaly-detector core (pure, event time): drift → anomaly alert or suppression,
+deduplicated, every verdict recorded as a decision.
 
-Walking skeleton: the logic lands with its issue; this module imports no I/O.
+Invariants:
+
+- Only inputs and their order decide: ``Drift.time`` and ``DriftBatch.watermark``
+  (event time), never the wall clock. Replaying the same DRIFT log yields the
+  same outputs, byte for byte.
+- One verdict per dedup key ``(image name, event type, behaviour)`` — the
+  profile and its behaviour — per window of ``dedup_window`` event time. The
+  first drift of a window is alerted (or suppressed); later drifts of the same
+  key with ``time < start + dedup_window`` only raise the window's count. When
+  the window closes and it folded repeats, one ``dedup`` decision carries the
+  count (repeats, the first excluded) and the id of the first verdict.
+- A window closes when its source partition's watermark (the DRIFT subject the
+  drift came on) reaches its end, or when a later drift of the same key does.
+- Suppressed drifts produce a ``suppress`` decision and no alert; their repeats
+  are deduplicated like alerts.
+- After each batch whose watermark advanced by at least ``CLOCK_STEP_NS``, an
+  :class:`AlertClock` tells the throttler how far this partition has got.
+- State is the open windows plus a watermark per partition, nothing else.
+  ``handle_batch`` mutates the :class:`State` it is given (a fold step).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import heapq
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+from contracts.alerts import Alert, AlertClock, Severity
+from contracts.decisions import Decision
+from contracts.events import DnsQueried, FileOpened, RawEvent
+from contracts.profiles import Drift, DriftBatch
+
+NS = 1_000_000_000
+CLOCK_STEP_NS = NS // 10
+RULE_ID = "anomaly_detection"
+
+Output = Alert | Decision | AlertClock
+Key = tuple[str, str, str]  # (image name, event type, behaviour)
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """Every field is a glob; a drift is suppressed when all of them match."""
+
+    image: str = "*"
+    executable: str = "*"
+    dns: str = "*"
+    event_type: str = "*"
+
+
+@dataclass(frozen=True)
+class Config:
+    dedup_window_ns: int = 60 * NS  # 0: no deduplication
+    suppressions: tuple[Suppression, ...] = ()
+
+
+@dataclass
+class Window:
+    start: int
+    end: int
+    source: str
+    first_id: str  # id of the first verdict's decision
+    action: str  # alert | suppress
+    drift: Drift  # the first drift (context for the dedup decision)
+    repeats: int = 0
+    last: int = 0
 
 
 @dataclass
 class State:
-    seen: int = 0
+    windows: dict[Key, Window] = field(default_factory=dict)
+    ends: dict[str, list[tuple[int, Key]]] = field(default_factory=dict)  # per source: heap of (end, key)
+    watermarks: dict[str, int] = field(default_factory=dict)
+    clocks: dict[str, int] = field(default_factory=dict)  # last AlertClock time per source
 
 
-def evolve(state: State, _event: object) -> State:
-    state.seen += 1
-    return state
+# --- the fold step -----------------------------------------------------------------
+
+
+def handle_batch(state: State, config: Config, source: str, batch: DriftBatch) -> list[Output]:
+    """Apply one DriftBatch from partition ``source``; return what to publish, in order."""
+    out: list[Output] = []
+    for drift in batch.drifts:
+        out.extend(handle_drift(state, config, source, drift))
+    out.extend(advance(state, source, batch.watermark))
+    return out
+
+
+def handle_drift(state: State, config: Config, source: str, drift: Drift) -> list[Output]:
+    key: Key = (drift.image_name, drift.event_type, drift.behaviour)
+    out: list[Output] = []
+    window = state.windows.get(key)
+    if window is not None and drift.time < window.end:
+        window.repeats += 1
+        window.last = max(window.last, drift.time)
+        return out
+    if window is not None:
+        out.extend(_close(state, key))
+    verdict = judge(config, drift)
+    out.extend(verdict)
+    if config.dedup_window_ns > 0:
+        decision = verdict[-1]
+        assert isinstance(decision, Decision)
+        _open(state, key, source, drift, decision, config.dedup_window_ns)
+    return out
+
+
+def advance(state: State, source: str, watermark: int) -> list[Output]:
+    """Move ``source``'s event time to ``watermark``; close the windows it passed."""
+    if watermark <= state.watermarks.get(source, 0):
+        return []
+    state.watermarks[source] = watermark
+    out: list[Output] = []
+    heap = state.ends.get(source, [])
+    while heap and heap[0][0] <= watermark:
+        end, key = heapq.heappop(heap)
+        window = state.windows.get(key)
+        if window is not None and window.end == end and window.source == source:
+            out.extend(_close(state, key))
+    if watermark - state.clocks.get(source, 0) >= CLOCK_STEP_NS:
+        state.clocks[source] = watermark
+        out.append(AlertClock(id=f"clock:{source}:{watermark}", time=watermark, source=source))
+    return out
+
+
+def _open(state: State, key: Key, source: str, drift: Drift, decision: Decision, window_ns: int) -> None:
+    end = drift.time + window_ns
+    state.windows[key] = Window(
+        start=drift.time, end=end, source=source, first_id=decision.id, action=decision.action, drift=drift, last=drift.time
+    )
+    heapq.heappush(state.ends.setdefault(source, []), (end, key))
+
+
+def _close(state: State, key: Key) -> list[Output]:
+    window = state.windows.pop(key)
+    if window.repeats == 0:
+        return []
+    return [dedup_decision(window)]
+
+
+# --- verdicts ----------------------------------------------------------------------
+
+
+def judge(config: Config, drift: Drift) -> list[Output]:
+    """The first drift of a window: an alert and its decision, or a suppression decision."""
+    for index, rule in enumerate(config.suppressions):
+        if suppressed_by(rule, drift):
+            return [suppress_decision(drift, index, rule)]
+    alert = make_alert(drift)
+    return [alert, alert_decision(drift, alert)]
+
+
+def suppressed_by(rule: Suppression, drift: Drift) -> bool:
+    image = drift.image_name
+    if not (fnmatchcase(image, rule.image) or fnmatchcase(f"{image}:{drift.image_tag}", rule.image)):
+        return False
+    if not fnmatchcase(drift.event_type, rule.event_type):
+        return False
+    if rule.executable != "*" and not fnmatchcase(executable(drift), rule.executable):
+        return False
+    if rule.dns != "*" and not (drift.event_type == "dns" and fnmatchcase(dns_name(drift), rule.dns)):
+        return False
+    return True
+
+
+def executable(drift: Drift) -> str:
+    process = getattr(drift.event, "process", None)
+    if process is not None and process.path:
+        return str(process.path)
+    return drift.behaviour if drift.event_type == "exec" else ""
+
+
+def dns_name(drift: Drift) -> str:
+    event = drift.event
+    return event.dns.name if isinstance(event, DnsQueried) else drift.behaviour
+
+
+def lineage(event: RawEvent) -> list[str]:
+    process = getattr(event, "process", None)
+    if process is None:
+        return []
+    return [*process.ancestors, process.path] if process.path else list(process.ancestors)
+
+
+def make_alert(drift: Drift) -> Alert:
+    return Alert(
+        id=f"alert:{drift.id}",
+        time=drift.time,
+        rule_id=RULE_ID,
+        event_type=drift.event_type,
+        severity=severity(drift),
+        title=title(drift),
+        container=drift.container,
+        process=getattr(drift.event, "process", None),
+        lineage=lineage(drift.event),
+        behaviour=drift.behaviour,
+        event=drift.event,
+        image_tag=drift.image_tag,
+        version_state=drift.version_state,
+        drift_reason=drift.reason,
+        stable_tag=drift.stable_tag,
+        event_id=drift.event_id,
+    )
+
+
+def title(drift: Drift) -> str:
+    why = "stable profile" if drift.reason == "stable_version" else f"stable in {drift.stable_tag or 'another version'}"
+    return f"unexpected {drift.event_type} {drift.behaviour} in {drift.image_name}:{drift.image_tag} ({why})"
+
+
+def _decision(drift: Drift, **kw: object) -> Decision:
+    c = drift.container
+    return Decision(
+        source="anomaly",
+        event_type="anomaly",
+        image_name=drift.image_name,
+        image_tag=drift.image_tag,
+        container_id=c.id,
+        pod=c.pod,
+        resource_kind="Container",
+        resource_namespace=c.namespace,
+        resource_name=c.name,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _details(drift: Drift) -> dict[str, object]:
+    return {
+        "event_type": drift.event_type,
+        "behaviour": drift.behaviour,
+        "version_state": drift.version_state,
+        "drift_reason": drift.reason,
+        "drift_id": drift.id,
+    }
+
+
+def alert_decision(drift: Drift, alert: Alert) -> Decision:
+    return _decision(
+        drift,
+        id=f"anomaly:{drift.id}",
+        time=drift.time,
+        action="alert",
+        rule=RULE_ID,
+        message=alert.title,
+        severity=alert.severity,
+        details={**_details(drift), "alert_id": alert.id},
+    )
+
+
+def suppress_decision(drift: Drift, index: int, rule: Suppression) -> Decision:
+    return _decision(
+        drift,
+        id=f"anomaly:{drift.id}",
+        time=drift.time,
+        action="suppress",
+        rule=f"anomaly_detector.suppressions[{index}]",
+        message=f"suppressed: {title(drift)}",
+        severity=severity(drift),
+        details={**_details(drift), "suppression": {"image": rule.image, "executable": rule.executable, "dns": rule.dns, "event_type": rule.event_type}},
+    )
+
+
+def dedup_decision(window: Window) -> Decision:
+    drift = window.drift
+    return _decision(
+        drift,
+        id=f"dedup:{window.first_id}",
+        time=window.end,
+        action="dedup",
+        rule=RULE_ID,
+        message=f"{window.repeats} repeats of {drift.event_type} {drift.behaviour} folded into {window.first_id}",
+        severity=severity(drift),
+        count=window.repeats,
+        details={**_details(drift), "first_decision_id": window.first_id, "verdict": window.action,
+                 "window_start": window.start, "window_end": window.end, "last": window.last},
+    )
+
+
+# --- severity ----------------------------------------------------------------------
+
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "csh", "tcsh", "fish", "busybox"})
+INTERPRETERS = frozenset({
+    "python", "perl", "ruby", "node", "nodejs", "php", "lua", "luajit", "tclsh", "wish", "pwsh", "nc", "ncat", "socat",
+})
+WRITABLE_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/shm/")
+SENSITIVE_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/root/.ssh/", "/var/run/secrets/", "/run/secrets/", "/etc/kubernetes/")
+SYSTEM_DIRS = ("/etc/", "/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/lib/", "/usr/lib/", "/boot/")
+DANGEROUS_SYSCALLS = frozenset({
+    "ptrace", "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf", "mount",
+    "umount2", "pivot_root", "setns", "unshare", "process_vm_writev", "open_by_handle_at", "keyctl", "add_key",
+})
+METADATA_ADDRS = ("169.254.169.254", "fd00:ec2::254")
+_LEVELS: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+O_ACCMODE = 0o3
+
+
+def severity(drift: Drift) -> Severity:
+    """Base severity by event type and what was done (docs/alerts.md has the table);
+    one level lower when the drifting version is itself still learning."""
+    level = _base(drift)
+    if drift.reason == "other_version_stable":
+        level = _LEVELS[max(0, _LEVELS.index(level) - 1)]
+    return level
+
+
+def _base(drift: Drift) -> Severity:
+    kind, what = drift.event_type, drift.behaviour
+    if kind == "exec":
+        path = executable(drift) or what
+        if path.startswith(WRITABLE_DIRS):
+            return "critical"
+        return "high" if is_shell_or_interpreter(path) else "medium"
+    if kind == "open":
+        if what.startswith(SENSITIVE_FILES):
+            return "high"
+        return "high" if _writes(drift) and what.startswith(SYSTEM_DIRS) else "low"
+    if kind == "connect":
+        return "high" if any(f":{addr}:" in f"{what}:" for addr in METADATA_ADDRS) else "medium"
+    if kind == "syscalls":
+        return "high" if what in DANGEROUS_SYSCALLS else "medium"
+    return "low"  # dns
+
+
+def is_shell_or_interpreter(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name in SHELLS or name.rstrip("0123456789.") in INTERPRETERS  # python3.11 → python
+
+
+def _writes(drift: Drift) -> bool:
+    event = drift.event
+    if isinstance(event, FileOpened):
+        return event.file.flags & O_ACCMODE in (1, 2)
+    return False

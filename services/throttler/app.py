@@ -1,31 +1,66 @@
-"""throttler adapter: raw alerts in, output alerts out (walking skeleton: pass-through)."""
+"""throttler adapter: Alert on ``vigil.alerts.raw`` and AlertClock on
+``vigil.alerts.clock`` in (one consumer, stream order); surviving alerts and
+AlertThreshold on ``vigil.alerts.out``, throttle Decision on
+``vigil.decisions.throttle`` out.
+
+A passed alert is republished byte for byte with ``Nats-Msg-Id`` ``out:<alert
+id>``. State (buckets, clocks) lives in memory only; docs/alerts.md says what a
+restart loses.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from contracts.codec import ContractError, decode_json
-from contracts.subjects import ALERTS, ALERTS_OUT, ALERTS_RAW, ConsumerSpec
+import msgspec
+
+from contracts.alerts import ThrottlerInput
+from contracts.codec import encode_json
+from contracts.decisions import Decision
+from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_OUT, ALERTS_RAW, ConsumerSpec, decisions_subject
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
-from services.runtime.settings import Settings
+from services.runtime.settings import Settings, SettingsError
 from services.throttler import core
+
+DECISIONS_SUBJECT = decisions_subject("throttle")
+_decoder = msgspec.json.Decoder(ThrottlerInput)
+
+
+def config_from(settings: Settings) -> core.Config:
+    budgets = dict(settings.max_alert_per_sec_per_rule)
+    for rule, budget in budgets.items():
+        if budget <= 0:
+            raise SettingsError(f"max_alert_per_sec_per_rule.{rule}", f"must be > 0, got {budget}")
+    return core.Config(
+        enabled=settings.alert_throttling,
+        max_per_sec=settings.max_alert_per_sec,
+        throttle_sec=settings.throttle_sec,
+        rule_budgets=budgets,
+    )
 
 
 class Throttler(AppBase):
     name = "throttler"
-    consumers = (ConsumerSpec(ALERTS, "throttler", (ALERTS_RAW,)),)
+    consumers = (ConsumerSpec(ALERTS, "throttler", (ALERTS_RAW, ALERTS_CLOCK)),)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        self.config = config_from(settings)
         self.state = core.State()
 
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
         try:
-            alert = decode_json("alert", msg.data)
-        except ContractError as exc:
-            raise Invalid(str(exc)) from exc
-        self.state = core.evolve(self.state, alert)
-        return [Outgoing(ALERTS_OUT, msg.data)]
+            message = _decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise Invalid(f"not an alert or alert clock: {exc}") from exc
+        return [self._outgoing(out, message, msg.data) for out in core.handle(self.state, self.config, message)]
+
+    def _outgoing(self, out: core.Output, message: core.Input, data: bytes) -> Outgoing:
+        if isinstance(out, Decision):
+            self.counters["throttle_decisions"] += 1
+            return Outgoing(DECISIONS_SUBJECT, encode_json(out), id=out.id)
+        self.counters["alerts_out"] += 1
+        return Outgoing(ALERTS_OUT, data if out is message else encode_json(out), id=f"out:{out.id}")
 
 
 def build(settings: Settings) -> Throttler:

@@ -1,0 +1,200 @@
+"""anomaly-detector core: drift → alert with context, severity, dedup counts,
+suppressions, windows closed by the partition watermark."""
+
+from __future__ import annotations
+
+from contracts.alerts import Alert, AlertClock
+from contracts.decisions import Decision
+from contracts.events import Container, DnsQueried, DnsQuery, ExecObserved, FileAccess, FileOpened, Process
+from contracts.profiles import Drift, DriftBatch
+from services.anomaly_detector import core
+from services.anomaly_detector.core import NS, Config, State, Suppression
+
+T0 = 1_700_000_000 * NS
+SRC = "vigil.drift.0"
+WEB = Container(id="c1", image_name="nginx", image_tag="1.25", pod="web-0", namespace="shop", name="nginx")
+
+
+def exec_drift(path: str, t: int, n: int = 0, container: Container = WEB, reason: str = "stable_version") -> Drift:
+    proc = Process(pid=100 + n, ppid=1, uid=0, comm=path.rsplit("/", 1)[-1], path=path, ancestors=["/usr/bin/containerd-shim", "/usr/sbin/nginx"])
+    return Drift(
+        id=f"d{n}",
+        time=t,
+        image_name=container.image_name,
+        image_tag=container.image_tag,
+        event_type="exec",
+        behaviour=path,
+        version_state="stable" if reason == "stable_version" else "learning",
+        reason=reason,  # type: ignore[arg-type]
+        inserted=reason != "stable_version",
+        stable_tag="1.25" if reason == "stable_version" else "1.24",
+        container=container,
+        event=ExecObserved(time=t, node="n1", container=container, process=proc),
+        event_id=f"ev{n}",
+    )
+
+
+def dns_drift(name: str, t: int, n: int = 0) -> Drift:
+    proc = Process(pid=7, path="/usr/bin/curl")
+    return Drift(
+        id=f"q{n}", time=t, image_name="nginx", image_tag="1.25", event_type="dns", behaviour=name,
+        version_state="stable", reason="stable_version", inserted=False, container=WEB,
+        event=DnsQueried(time=t, container=WEB, process=proc, dns=DnsQuery(name=name)),
+    )
+
+
+def open_drift(path: str, flags: int, t: int = T0) -> Drift:
+    proc = Process(pid=7, path="/usr/sbin/nginx")
+    return Drift(
+        id="o1", time=t, image_name="nginx", image_tag="1.25", event_type="open", behaviour=path,
+        version_state="stable", reason="stable_version", inserted=False, container=WEB,
+        event=FileOpened(time=t, container=WEB, process=proc, file=FileAccess(path=path, flags=flags)),
+    )
+
+
+def run(drifts: list[Drift], watermark: int = 0, config: Config = Config(), state: State | None = None) -> list[core.Output]:
+    return core.handle_batch(state if state is not None else State(), config, SRC, DriftBatch(drifts=drifts, watermark=watermark))
+
+
+def of(outputs: list[core.Output], tp: type) -> list:
+    return [o for o in outputs if isinstance(o, tp)]
+
+
+def test_drift_becomes_an_alert_with_full_context_and_a_decision() -> None:
+    out = run([exec_drift("/bin/sh", T0)])
+    alert, decision = out
+    assert isinstance(alert, Alert) and isinstance(decision, Decision)
+    assert alert.id == "alert:d0" and alert.rule_id == "anomaly_detection" and alert.event_type == "exec"
+    assert alert.container == WEB and alert.time == T0
+    assert alert.lineage == ["/usr/bin/containerd-shim", "/usr/sbin/nginx", "/bin/sh"]
+    assert alert.process is not None and alert.process.path == "/bin/sh"
+    assert isinstance(alert.event, ExecObserved) and alert.event_id == "ev0"
+    assert (alert.image_tag, alert.version_state, alert.drift_reason, alert.stable_tag) == ("1.25", "stable", "stable_version", "1.25")
+    assert alert.severity == "high"
+    assert (decision.id, decision.source, decision.action, decision.rule) == ("anomaly:d0", "anomaly", "alert", "anomaly_detection")
+    assert (decision.container_id, decision.pod, decision.resource_namespace, decision.image_name) == ("c1", "web-0", "shop", "nginx")
+    assert decision.details["alert_id"] == alert.id
+
+
+def test_severity_table() -> None:
+    cases = {
+        "/tmp/x": "critical",
+        "/dev/shm/payload": "critical",
+        "/bin/bash": "high",
+        "/usr/bin/python3.11": "high",
+        "/usr/bin/getconf": "medium",
+        "/usr/bin/ncdu": "medium",
+    }
+    for path, expected in cases.items():
+        assert core.severity(exec_drift(path, T0)) == expected, path
+    assert core.severity(dns_drift("evil.example.com", T0)) == "low"
+    assert core.severity(open_drift("/etc/shadow", 0)) == "high"
+    assert core.severity(open_drift("/etc/nginx/conf.d/x", 1)) == "high"  # O_WRONLY under /etc
+    assert core.severity(open_drift("/etc/nginx/conf.d/x", 0)) == "low"
+    # drifting while the version itself is learning (another version stable): one level lower
+    assert core.severity(exec_drift("/bin/sh", T0, reason="other_version_stable")) == "medium"
+    assert core.severity(exec_drift("/usr/bin/getconf", T0, reason="other_version_stable")) == "low"
+
+
+def test_repeats_in_the_dedup_window_become_one_count_when_the_watermark_closes_it() -> None:
+    state = State()
+    cfg = Config(dedup_window_ns=60 * NS)
+    first = run([exec_drift("/bin/sh", T0, 0), exec_drift("/bin/sh", T0 + NS, 1)], watermark=T0 + NS, config=cfg, state=state)
+    assert len(of(first, Alert)) == 1 and len(of(first, Decision)) == 1
+    more = run([exec_drift("/bin/sh", T0 + 59 * NS, 2)], watermark=T0 + 59 * NS, config=cfg, state=state)
+    assert of(more, Alert) == [] and of(more, Decision) == []
+    closing = run([], watermark=T0 + 60 * NS, config=cfg, state=state)
+    (dedup,) = of(closing, Decision)
+    assert (dedup.action, dedup.count, dedup.time, dedup.id) == ("dedup", 2, T0 + 60 * NS, "dedup:anomaly:d0")
+    assert dedup.details["first_decision_id"] == "anomaly:d0" and dedup.details["last"] == T0 + 59 * NS
+    assert state.windows == {}
+    again = run([exec_drift("/bin/sh", T0 + 61 * NS, 3)], config=cfg, state=state)
+    assert [a.id for a in of(again, Alert)] == ["alert:d3"]
+
+
+def test_a_drift_at_exactly_the_window_end_is_a_new_alert_and_closes_the_old_window() -> None:
+    state = State()
+    run([exec_drift("/bin/sh", T0, 0), exec_drift("/bin/sh", T0 + 1, 1)], state=state)
+    out = run([exec_drift("/bin/sh", T0 + 60 * NS, 2)], state=state)
+    assert [type(o).__name__ for o in out] == ["Decision", "Alert", "Decision"]
+    assert (out[0].action, out[0].count) == ("dedup", 1)  # type: ignore[union-attr]
+    assert out[1].id == "alert:d2"
+
+
+def test_a_window_without_repeats_closes_silently_and_other_keys_are_independent() -> None:
+    state = State()
+    out = run([exec_drift("/bin/sh", T0, 0), exec_drift("/bin/ls", T0, 1), dns_drift("a.example.com", T0, 2)], state=state)
+    assert len(of(out, Alert)) == 3
+    closing = run([], watermark=T0 + 61 * NS, state=state)
+    assert of(closing, Decision) == [] and state.windows == {}
+
+
+def test_windows_close_on_their_own_partition_watermark_only() -> None:
+    state = State()
+    run([exec_drift("/bin/sh", T0, 0), exec_drift("/bin/sh", T0 + 1, 1)], state=state)
+    other = core.handle_batch(state, Config(), "vigil.drift.1", DriftBatch(drifts=[], watermark=T0 + 3600 * NS))
+    assert of(other, Decision) == []
+    assert len(of(run([], watermark=T0 + 60 * NS, state=state), Decision)) == 1
+
+
+def test_dedup_window_zero_alerts_every_drift() -> None:
+    out = run([exec_drift("/bin/sh", T0, 0), exec_drift("/bin/sh", T0, 1)], config=Config(dedup_window_ns=0))
+    assert len(of(out, Alert)) == 2
+
+
+def test_suppressions_by_image_executable_dns_glob_and_event_type() -> None:
+    cfg = Config(suppressions=(
+        Suppression(image="nginx:1.*", executable="/usr/bin/getconf"),
+        Suppression(dns="*.cluster.local"),
+        Suppression(image="redis", event_type="exec"),
+    ))
+    out = run([
+        exec_drift("/usr/bin/getconf", T0, 0),
+        dns_drift("db.shop.svc.cluster.local", T0, 1),
+        dns_drift("evil.example.com", T0, 2),
+        exec_drift("/bin/sh", T0, 3),
+        exec_drift("/bin/sh", T0, 4, container=Container(id="r1", image_name="redis", image_tag="7")),
+    ], config=cfg)
+    decisions = of(out, Decision)
+    assert [(d.id, d.action) for d in decisions] == [
+        ("anomaly:d0", "suppress"), ("anomaly:q1", "suppress"), ("anomaly:q2", "alert"), ("anomaly:d3", "alert"), ("anomaly:d4", "suppress"),
+    ]
+    assert [d.rule for d in decisions if d.action == "suppress"] == [
+        "anomaly_detector.suppressions[0]", "anomaly_detector.suppressions[1]", "anomaly_detector.suppressions[2]",
+    ]
+    assert [a.id for a in of(out, Alert)] == ["alert:q2", "alert:d3"]
+
+
+def test_a_dns_glob_never_suppresses_other_event_types() -> None:
+    cfg = Config(suppressions=(Suppression(dns="*"),))
+    assert not core.suppressed_by(Suppression(dns="*.local"), exec_drift("/bin/sh", T0))
+    assert len(of(run([exec_drift("/bin/sh", T0)], config=cfg), Alert)) == 0  # "*" everywhere suppresses all
+
+
+def test_suppressed_repeats_are_deduplicated_too() -> None:
+    state = State()
+    cfg = Config(suppressions=(Suppression(executable="/usr/bin/getconf"),))
+    out = run([exec_drift("/usr/bin/getconf", T0 + i, i) for i in range(5)], watermark=T0 + 60 * NS, config=cfg, state=state)
+    assert [(d.action, d.count) for d in of(out, Decision)] == [("suppress", 1), ("dedup", 4)]
+    assert of(out, Decision)[1].details["verdict"] == "suppress"
+
+
+def test_clock_messages_follow_the_watermark_in_steps() -> None:
+    state = State()
+    assert run([], watermark=T0, state=state) == [AlertClock(id=f"clock:{SRC}:{T0}", time=T0, source=SRC)]
+    assert run([], watermark=T0 + core.CLOCK_STEP_NS - 1, state=state) == []
+    assert run([], watermark=T0 - NS, state=state) == []  # a watermark never goes back
+    assert of(run([], watermark=T0 + core.CLOCK_STEP_NS, state=state), AlertClock)[0].time == T0 + core.CLOCK_STEP_NS
+
+
+def test_replaying_the_same_batches_gives_the_same_outputs() -> None:
+    batches = [
+        DriftBatch(drifts=[exec_drift("/bin/sh", T0 + i * NS, i), dns_drift(f"h{i % 3}.example.com", T0 + i * NS, i)], watermark=T0 + i * NS)
+        for i in range(200)
+    ]
+
+    def replay() -> list[core.Output]:
+        state = State()
+        return [o for b in batches for o in core.handle_batch(state, Config(), SRC, b)]
+
+    assert replay() == replay()
