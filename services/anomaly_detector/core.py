@@ -129,7 +129,13 @@ def advance(state: State, source: str, watermark: int) -> list[Output]:
 def _open(state: State, key: Key, source: str, drift: Drift, decision: Decision, window_ns: int) -> None:
     end = drift.time + window_ns
     state.windows[key] = Window(
-        start=drift.time, end=end, source=source, first_id=decision.id, action=decision.action, drift=drift, last=drift.time
+        start=drift.time,
+        end=end,
+        source=source,
+        first_id=decision.id,
+        action=decision.action,
+        drift=drift,
+        last=drift.time,
     )
     heapq.heappush(state.ends.setdefault(source, []), (end, key))
 
@@ -259,7 +265,15 @@ def suppress_decision(drift: Drift, index: int, rule: Suppression) -> Decision:
         rule=f"anomaly_detector.suppressions[{index}]",
         message=f"suppressed: {title(drift)}",
         severity=severity(drift),
-        details={**_details(drift), "suppression": {"image": rule.image, "executable": rule.executable, "dns": rule.dns, "event_type": rule.event_type}},
+        details={
+            **_details(drift),
+            "suppression": {
+                "image": rule.image,
+                "executable": rule.executable,
+                "dns": rule.dns,
+                "event_type": rule.event_type,
+            },
+        },
     )
 
 
@@ -274,24 +288,69 @@ def dedup_decision(window: Window) -> Decision:
         message=f"{window.repeats} repeats of {drift.event_type} {drift.behaviour} folded into {window.first_id}",
         severity=severity(drift),
         count=window.repeats,
-        details={**_details(drift), "first_decision_id": window.first_id, "verdict": window.action,
-                 "window_start": window.start, "window_end": window.end, "last": window.last},
+        details={
+            **_details(drift),
+            "first_decision_id": window.first_id,
+            "verdict": window.action,
+            "window_start": window.start,
+            "window_end": window.end,
+            "last": window.last,
+        },
     )
 
 
 # --- severity ----------------------------------------------------------------------
 
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ash", "ksh", "mksh", "csh", "tcsh", "fish", "busybox"})
-INTERPRETERS = frozenset({
-    "python", "perl", "ruby", "node", "nodejs", "php", "lua", "luajit", "tclsh", "wish", "pwsh", "nc", "ncat", "socat",
-})
+INTERPRETERS = frozenset(
+    {
+        "python",
+        "perl",
+        "ruby",
+        "node",
+        "nodejs",
+        "php",
+        "lua",
+        "luajit",
+        "tclsh",
+        "wish",
+        "pwsh",
+        "nc",
+        "ncat",
+        "socat",
+    }
+)
 WRITABLE_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/shm/")
-SENSITIVE_FILES = ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/root/.ssh/", "/var/run/secrets/", "/run/secrets/", "/etc/kubernetes/")
+SENSITIVE_FILES = (
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/root/.ssh/",
+    "/var/run/secrets/",
+    "/run/secrets/",
+    "/etc/kubernetes/",
+)
 SYSTEM_DIRS = ("/etc/", "/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/lib/", "/usr/lib/", "/boot/")
-DANGEROUS_SYSCALLS = frozenset({
-    "ptrace", "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf", "mount",
-    "umount2", "pivot_root", "setns", "unshare", "process_vm_writev", "open_by_handle_at", "keyctl", "add_key",
-})
+DANGEROUS_SYSCALLS = frozenset(
+    {
+        "ptrace",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "kexec_load",
+        "kexec_file_load",
+        "bpf",
+        "mount",
+        "umount2",
+        "pivot_root",
+        "setns",
+        "unshare",
+        "process_vm_writev",
+        "open_by_handle_at",
+        "keyctl",
+        "add_key",
+    }
+)
 METADATA_ADDRS = ("169.254.169.254", "fd00:ec2::254")
 _LEVELS: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 O_ACCMODE = 0o3

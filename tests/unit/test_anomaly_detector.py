@@ -16,7 +16,14 @@ WEB = Container(id="c1", image_name="nginx", image_tag="1.25", pod="web-0", name
 
 
 def exec_drift(path: str, t: int, n: int = 0, container: Container = WEB, reason: str = "stable_version") -> Drift:
-    proc = Process(pid=100 + n, ppid=1, uid=0, comm=path.rsplit("/", 1)[-1], path=path, ancestors=["/usr/bin/containerd-shim", "/usr/sbin/nginx"])
+    proc = Process(
+        pid=100 + n,
+        ppid=1,
+        uid=0,
+        comm=path.rsplit("/", 1)[-1],
+        path=path,
+        ancestors=["/usr/bin/containerd-shim", "/usr/sbin/nginx"],
+    )
     return Drift(
         id=f"d{n}",
         time=t,
@@ -37,8 +44,16 @@ def exec_drift(path: str, t: int, n: int = 0, container: Container = WEB, reason
 def dns_drift(name: str, t: int, n: int = 0) -> Drift:
     proc = Process(pid=7, path="/usr/bin/curl")
     return Drift(
-        id=f"q{n}", time=t, image_name="nginx", image_tag="1.25", event_type="dns", behaviour=name,
-        version_state="stable", reason="stable_version", inserted=False, container=WEB,
+        id=f"q{n}",
+        time=t,
+        image_name="nginx",
+        image_tag="1.25",
+        event_type="dns",
+        behaviour=name,
+        version_state="stable",
+        reason="stable_version",
+        inserted=False,
+        container=WEB,
         event=DnsQueried(time=t, container=WEB, process=proc, dns=DnsQuery(name=name)),
     )
 
@@ -46,14 +61,26 @@ def dns_drift(name: str, t: int, n: int = 0) -> Drift:
 def open_drift(path: str, flags: int, t: int = T0) -> Drift:
     proc = Process(pid=7, path="/usr/sbin/nginx")
     return Drift(
-        id="o1", time=t, image_name="nginx", image_tag="1.25", event_type="open", behaviour=path,
-        version_state="stable", reason="stable_version", inserted=False, container=WEB,
+        id="o1",
+        time=t,
+        image_name="nginx",
+        image_tag="1.25",
+        event_type="open",
+        behaviour=path,
+        version_state="stable",
+        reason="stable_version",
+        inserted=False,
+        container=WEB,
         event=FileOpened(time=t, container=WEB, process=proc, file=FileAccess(path=path, flags=flags)),
     )
 
 
-def run(drifts: list[Drift], watermark: int = 0, config: Config = Config(), state: State | None = None) -> list[core.Output]:
-    return core.handle_batch(state if state is not None else State(), config, SRC, DriftBatch(drifts=drifts, watermark=watermark))
+def run(
+    drifts: list[Drift], watermark: int = 0, config: Config = Config(), state: State | None = None
+) -> list[core.Output]:
+    return core.handle_batch(
+        state if state is not None else State(), config, SRC, DriftBatch(drifts=drifts, watermark=watermark)
+    )
 
 
 def of(outputs: list[core.Output], tp: type) -> list:
@@ -69,10 +96,25 @@ def test_drift_becomes_an_alert_with_full_context_and_a_decision() -> None:
     assert alert.lineage == ["/usr/bin/containerd-shim", "/usr/sbin/nginx", "/bin/sh"]
     assert alert.process is not None and alert.process.path == "/bin/sh"
     assert isinstance(alert.event, ExecObserved) and alert.event_id == "ev0"
-    assert (alert.image_tag, alert.version_state, alert.drift_reason, alert.stable_tag) == ("1.25", "stable", "stable_version", "1.25")
+    assert (alert.image_tag, alert.version_state, alert.drift_reason, alert.stable_tag) == (
+        "1.25",
+        "stable",
+        "stable_version",
+        "1.25",
+    )
     assert alert.severity == "high"
-    assert (decision.id, decision.source, decision.action, decision.rule) == ("anomaly:d0", "anomaly", "alert", "anomaly_detection")
-    assert (decision.container_id, decision.pod, decision.resource_namespace, decision.image_name) == ("c1", "web-0", "shop", "nginx")
+    assert (decision.id, decision.source, decision.action, decision.rule) == (
+        "anomaly:d0",
+        "anomaly",
+        "alert",
+        "anomaly_detection",
+    )
+    assert (decision.container_id, decision.pod, decision.resource_namespace, decision.image_name) == (
+        "c1",
+        "web-0",
+        "shop",
+        "nginx",
+    )
     assert decision.details["alert_id"] == alert.id
 
 
@@ -99,7 +141,9 @@ def test_severity_table() -> None:
 def test_repeats_in_the_dedup_window_become_one_count_when_the_watermark_closes_it() -> None:
     state = State()
     cfg = Config(dedup_window_ns=60 * NS)
-    first = run([exec_drift("/bin/sh", T0, 0), exec_drift("/bin/sh", T0 + NS, 1)], watermark=T0 + NS, config=cfg, state=state)
+    first = run(
+        [exec_drift("/bin/sh", T0, 0), exec_drift("/bin/sh", T0 + NS, 1)], watermark=T0 + NS, config=cfg, state=state
+    )
     assert len(of(first, Alert)) == 1 and len(of(first, Decision)) == 1
     more = run([exec_drift("/bin/sh", T0 + 59 * NS, 2)], watermark=T0 + 59 * NS, config=cfg, state=state)
     assert of(more, Alert) == [] and of(more, Decision) == []
@@ -123,7 +167,9 @@ def test_a_drift_at_exactly_the_window_end_is_a_new_alert_and_closes_the_old_win
 
 def test_a_window_without_repeats_closes_silently_and_other_keys_are_independent() -> None:
     state = State()
-    out = run([exec_drift("/bin/sh", T0, 0), exec_drift("/bin/ls", T0, 1), dns_drift("a.example.com", T0, 2)], state=state)
+    out = run(
+        [exec_drift("/bin/sh", T0, 0), exec_drift("/bin/ls", T0, 1), dns_drift("a.example.com", T0, 2)], state=state
+    )
     assert len(of(out, Alert)) == 3
     closing = run([], watermark=T0 + 61 * NS, state=state)
     assert of(closing, Decision) == [] and state.windows == {}
@@ -143,24 +189,35 @@ def test_dedup_window_zero_alerts_every_drift() -> None:
 
 
 def test_suppressions_by_image_executable_dns_glob_and_event_type() -> None:
-    cfg = Config(suppressions=(
-        Suppression(image="nginx:1.*", executable="/usr/bin/getconf"),
-        Suppression(dns="*.cluster.local"),
-        Suppression(image="redis", event_type="exec"),
-    ))
-    out = run([
-        exec_drift("/usr/bin/getconf", T0, 0),
-        dns_drift("db.shop.svc.cluster.local", T0, 1),
-        dns_drift("evil.example.com", T0, 2),
-        exec_drift("/bin/sh", T0, 3),
-        exec_drift("/bin/sh", T0, 4, container=Container(id="r1", image_name="redis", image_tag="7")),
-    ], config=cfg)
+    cfg = Config(
+        suppressions=(
+            Suppression(image="nginx:1.*", executable="/usr/bin/getconf"),
+            Suppression(dns="*.cluster.local"),
+            Suppression(image="redis", event_type="exec"),
+        )
+    )
+    out = run(
+        [
+            exec_drift("/usr/bin/getconf", T0, 0),
+            dns_drift("db.shop.svc.cluster.local", T0, 1),
+            dns_drift("evil.example.com", T0, 2),
+            exec_drift("/bin/sh", T0, 3),
+            exec_drift("/bin/sh", T0, 4, container=Container(id="r1", image_name="redis", image_tag="7")),
+        ],
+        config=cfg,
+    )
     decisions = of(out, Decision)
     assert [(d.id, d.action) for d in decisions] == [
-        ("anomaly:d0", "suppress"), ("anomaly:q1", "suppress"), ("anomaly:q2", "alert"), ("anomaly:d3", "alert"), ("anomaly:d4", "suppress"),
+        ("anomaly:d0", "suppress"),
+        ("anomaly:q1", "suppress"),
+        ("anomaly:q2", "alert"),
+        ("anomaly:d3", "alert"),
+        ("anomaly:d4", "suppress"),
     ]
     assert [d.rule for d in decisions if d.action == "suppress"] == [
-        "anomaly_detector.suppressions[0]", "anomaly_detector.suppressions[1]", "anomaly_detector.suppressions[2]",
+        "anomaly_detector.suppressions[0]",
+        "anomaly_detector.suppressions[1]",
+        "anomaly_detector.suppressions[2]",
     ]
     assert [a.id for a in of(out, Alert)] == ["alert:q2", "alert:d3"]
 
@@ -174,7 +231,9 @@ def test_a_dns_glob_never_suppresses_other_event_types() -> None:
 def test_suppressed_repeats_are_deduplicated_too() -> None:
     state = State()
     cfg = Config(suppressions=(Suppression(executable="/usr/bin/getconf"),))
-    out = run([exec_drift("/usr/bin/getconf", T0 + i, i) for i in range(5)], watermark=T0 + 60 * NS, config=cfg, state=state)
+    out = run(
+        [exec_drift("/usr/bin/getconf", T0 + i, i) for i in range(5)], watermark=T0 + 60 * NS, config=cfg, state=state
+    )
     assert [(d.action, d.count) for d in of(out, Decision)] == [("suppress", 1), ("dedup", 4)]
     assert of(out, Decision)[1].details["verdict"] == "suppress"
 
@@ -189,7 +248,10 @@ def test_clock_messages_follow_the_watermark_in_steps() -> None:
 
 def test_replaying_the_same_batches_gives_the_same_outputs() -> None:
     batches = [
-        DriftBatch(drifts=[exec_drift("/bin/sh", T0 + i * NS, i), dns_drift(f"h{i % 3}.example.com", T0 + i * NS, i)], watermark=T0 + i * NS)
+        DriftBatch(
+            drifts=[exec_drift("/bin/sh", T0 + i * NS, i), dns_drift(f"h{i % 3}.example.com", T0 + i * NS, i)],
+            watermark=T0 + i * NS,
+        )
         for i in range(200)
     ]
 

@@ -10,13 +10,22 @@ from services.throttler.core import NS, Config, State
 
 T0 = 1_700_000_000 * NS
 MS = NS // 1000
-WEB = Container(id="c1", image_name="wordpress", image_tag="4.8", pod="wordpress-586468bf4f-8bf6x", namespace="wordpress-mysql", name="wordpress")
+WEB = Container(
+    id="c1",
+    image_name="wordpress",
+    image_tag="4.8",
+    pod="wordpress-586468bf4f-8bf6x",
+    namespace="wordpress-mysql",
+    name="wordpress",
+)
 DB = Container(id="c2", image_name="mysql", image_tag="8", pod="mysql-0", namespace="wordpress-mysql", name="mysql")
 KUBEARMOR = Config(max_per_sec=2, throttle_sec=60)
 
 
 def alert(t: int, n: int, container: Container = WEB, rule: str = "anomaly_detection") -> Alert:
-    return Alert(id=f"a{container.id}-{n}", time=t, rule_id=rule, event_type="exec", container=container, behaviour=f"/x/{n}")
+    return Alert(
+        id=f"a{container.id}-{n}", time=t, rule_id=rule, event_type="exec", container=container, behaviour=f"/x/{n}"
+    )
 
 
 def clock(t: int, source: str = "vigil.drift.0") -> AlertClock:
@@ -38,7 +47,12 @@ def test_kubearmor_scenario_threshold_then_silence_until_window_end_then_alerts_
     assert out[:2] == burst[:2]
     threshold = out[2]
     assert isinstance(threshold, AlertThreshold) and len(out) == 3
-    assert (threshold.Type, threshold.Operation, threshold.MaxAlertsPerSec, threshold.DroppingAlertsInterval) == ("SystemEvent", "AlertThreshold", 2, 60)
+    assert (threshold.Type, threshold.Operation, threshold.MaxAlertsPerSec, threshold.DroppingAlertsInterval) == (
+        "SystemEvent",
+        "AlertThreshold",
+        2,
+        60,
+    )
     assert threshold.container == WEB and threshold.time == T0 + 20 * MS and threshold.id == "threshold:ac1-2"
     # one alert per second for the whole minute: all dropped, clock ticks close nothing early
     during = [m for s in range(1, 60) for m in (alert(T0 + s * NS, 100 + s), clock(T0 + s * NS))]
@@ -48,7 +62,12 @@ def test_kubearmor_scenario_threshold_then_silence_until_window_end_then_alerts_
     (decision,) = closing
     assert isinstance(decision, Decision)
     assert (decision.action, decision.source, decision.count, decision.time, decision.container_id, decision.pod) == (
-        "throttle", "throttle", 3 + 59, end, "c1", "wordpress-586468bf4f-8bf6x"
+        "throttle",
+        "throttle",
+        3 + 59,
+        end,
+        "c1",
+        "wordpress-586468bf4f-8bf6x",
     )
     assert decision.details["threshold_id"] == threshold.id
     after = [alert(end + NS, 200), alert(end + NS + 1, 201)]
@@ -114,7 +133,11 @@ def test_per_rule_budget_throttles_that_rule_only() -> None:
 
 
 def test_replaying_the_same_input_gives_the_same_outputs() -> None:
-    inputs = [m for s in range(120) for m in (alert(T0 + s * 300 * MS, s), alert(T0 + s * 300 * MS, s, DB), clock(T0 + s * 300 * MS))]
+    inputs = [
+        m
+        for s in range(120)
+        for m in (alert(T0 + s * 300 * MS, s), alert(T0 + s * 300 * MS, s, DB), clock(T0 + s * 300 * MS))
+    ]
 
     def replay() -> list[core.Output]:
         return feed(State(), Config(max_per_sec=3, throttle_sec=5), inputs)
