@@ -12,6 +12,7 @@ COMMANDS       vigil.commands.<image>      JSON Command (operator, version-evict
 ALERTS         vigil.alerts.raw|out|clock  JSON Alert / AlertThreshold / AlertClock
 DECISIONS      vigil.decisions.<source>    JSON Decision / GatekeeperDecision / audit markers
 DEADLETTER     vigil.dlq.<service>         JSON DeadLetter
+MODELS         vigil.models.<kind>.<image> JSON StartModeling (requests) / ModelStatusChanged (status)
 =============  ==========================  ===========================================
 """
 
@@ -28,6 +29,8 @@ COMMANDS = "COMMANDS"
 ALERTS = "ALERTS"
 DECISIONS = "DECISIONS"
 DEADLETTER = "DEADLETTER"
+MODELS = "MODELS"
+MODELS_REQUESTS = "vigil.models.requests.*"
 
 ALERTS_RAW = "vigil.alerts.raw"
 ALERTS_OUT = "vigil.alerts.out"
@@ -77,6 +80,14 @@ def dlq_subject(service: str) -> str:
     return f"vigil.dlq.{token(service)}"
 
 
+def models_request_subject(image_name: str) -> str:
+    return f"vigil.models.requests.{token(image_name)}"
+
+
+def models_status_subject(image_name: str) -> str:
+    return f"vigil.models.status.{token(image_name)}"
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     name: str
@@ -93,6 +104,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(ALERTS, ("vigil.alerts.*",), "anomaly alerts, raw and throttled"),
     StreamSpec(DECISIONS, ("vigil.decisions.*",), "every security decision"),
     StreamSpec(DEADLETTER, ("vigil.dlq.*",), "inputs a service could not use, with reasons", max_age_s=7 * 86400),
+    StreamSpec(MODELS, ("vigil.models.*.*",), "behaviour modelling requests and their status"),
 )
 
 

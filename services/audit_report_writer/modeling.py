@@ -1,0 +1,258 @@
+"""Behaviour models (pure): fold observed behaviour per replica, merge replicas with coverage.
+
+Two sources feed the same fold, each turned into :class:`Observation` values:
+
+- learned behaviour: the PROFILES stream's ``BehaviourAdded`` events of one
+  (image, tag) (:func:`from_behaviour`) — what ``vigil profiles export`` models;
+- a modelling window: the raw events of the selected containers inside the
+  window (:func:`from_raw`) — what a ``StartModeling`` request models, per
+  container, so replicas can be told apart.
+
+A :class:`Replica` is what one container did (sets, no counts). The merge
+(:func:`build_model`) is a union over replicas; every rule carries
+``coverage`` = how many replicas showed it, and the model carries
+``replicas`` = how many there were, so a rule with ``coverage < replicas`` is
+something only some replicas did (SPO's syscall coverage, per rule).
+
+File permissions follow AppArmor: ``r``, ``w``, ``a`` (append; dropped when
+``w`` is present, which implies it), ``m`` (mapped executable: opened for
+execution or a library the loader maps) and ``ix`` (executed, inherit the
+profile). Paths are generalised by :mod:`paths`.
+
+Invariants: no I/O, no clock; the model is a function of the *set* of
+observations per replica (order and duplicates change nothing); every list in
+the model is sorted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from contracts.events import ConnectObserved, DnsQueried, ExecObserved, FileOpened, RawEvent, SyscallsObserved
+from contracts.models import (
+    OPT_OUT_PREFIX,
+    OPT_OUT_VALUE,
+    BehaviourModel,
+    EgressRule,
+    ExecRule,
+    FileRule,
+    NameRule,
+    Network,
+    SyscallRule,
+)
+from contracts.profiles import BehaviourAdded
+from services.audit_report_writer.paths import generalise, is_library
+
+UNATTRIBUTED = ""  # replica key of learned behaviour (BehaviourAdded names no container)
+
+O_ACCMODE = 0o3
+O_WRONLY = 0o1
+O_RDWR = 0o2
+O_APPEND = 0o2000
+
+PERM_ORDER = ("m", "r", "w", "a", "ix")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One behaviour of one replica, already in model terms."""
+
+    replica: str
+    event_type: str  # exec | open | connect | dns | syscalls
+    behaviour: str
+    access: str = ""  # open: subset of "rwax"
+    lineage: tuple[str, ...] = ()
+
+
+@dataclass
+class Replica:
+    """What one container did: sets keyed by generalised rule."""
+
+    execs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    files: dict[str, set[str]] = field(default_factory=dict)
+    egress: set[tuple[str, str, int]] = field(default_factory=set)
+    dns: set[str] = field(default_factory=set)
+    syscalls: set[str] = field(default_factory=set)
+
+
+# --- sources -> observations ---------------------------------------------------------
+
+
+def from_behaviour(event: BehaviourAdded) -> Observation:
+    return Observation(
+        replica=UNATTRIBUTED,
+        event_type=event.event_type,
+        behaviour=event.behaviour,
+        access=event.access,
+        lineage=tuple(event.lineage),
+    )
+
+
+def access_of(flags: int) -> str:
+    """open(2) flags -> access letters (``r``, ``w``, ``a``)."""
+    mode = flags & O_ACCMODE
+    letters = "r" if mode in (0, O_RDWR) else ""
+    if mode in (O_WRONLY, O_RDWR):
+        letters += "w"
+    if flags & O_APPEND:
+        letters += "a"
+    return letters
+
+
+def replica_key(container_id: str, container_name: str) -> str:
+    return container_name and f"{container_name}@{container_id}" or container_id
+
+
+def from_raw(event: RawEvent) -> list[Observation]:
+    """Observations in one raw event (life-cycle events and ticks give none)."""
+    if isinstance(event, ExecObserved):
+        key = replica_key(event.container.id, event.container.name)
+        lineage = (*event.process.ancestors, event.process.path)
+        return [Observation(key, "exec", event.process.path, lineage=lineage)]
+    if isinstance(event, FileOpened):
+        key = replica_key(event.container.id, event.container.name)
+        return [Observation(key, "open", event.file.path, access=access_of(event.file.flags))]
+    if isinstance(event, ConnectObserved):
+        key = replica_key(event.container.id, event.container.name)
+        return [Observation(key, "connect", f"{event.net.proto}:{event.net.addr}:{event.net.port}")]
+    if isinstance(event, DnsQueried):
+        key = replica_key(event.container.id, event.container.name)
+        return [Observation(key, "dns", event.dns.name)]
+    if isinstance(event, SyscallsObserved):
+        key = replica_key(event.container.id, event.container.name)
+        return [Observation(key, "syscalls", name) for name in event.syscalls]
+    return []
+
+
+def opted_out(annotations: Mapping[str, str]) -> frozenset[str]:
+    """Container names excluded by ``container.models.vigil.dev/<name>: unconfined``."""
+    return frozenset(
+        key[len(OPT_OUT_PREFIX) :]
+        for key, value in annotations.items()
+        if key.startswith(OPT_OUT_PREFIX) and value == OPT_OUT_VALUE
+    )
+
+
+# --- the fold --------------------------------------------------------------------------
+
+_CONNECT = re.compile(r"^(?P<proto>[a-z0-9]+):(?P<addr>.*):(?P<port>[0-9]+)$")
+
+
+def _add_file(replica: Replica, path: str, letters: Iterable[str]) -> None:
+    replica.files.setdefault(generalise(path), set()).update(letters)
+
+
+def observe(replicas: dict[str, Replica], obs: Observation) -> None:
+    """Fold one observation into its replica (idempotent)."""
+    replica = replicas.setdefault(obs.replica, Replica())
+    if obs.event_type == "exec":
+        path = generalise(obs.behaviour)
+        replica.execs.setdefault(path, obs.lineage)
+        _add_file(replica, obs.behaviour, ("r", "ix"))
+    elif obs.event_type == "open":
+        letters = {"m" if c == "x" else c for c in obs.access if c in "rwax"} or {"r"}
+        if is_library(obs.behaviour) and "r" in letters:
+            letters.add("m")
+        _add_file(replica, obs.behaviour, letters)
+    elif obs.event_type == "connect":
+        m = _CONNECT.match(obs.behaviour)
+        if m:
+            replica.egress.add((m["proto"], m["addr"], int(m["port"])))
+    elif obs.event_type == "dns":
+        replica.dns.add(obs.behaviour)
+    elif obs.event_type == "syscalls":
+        replica.syscalls.add(obs.behaviour)
+
+
+def fold(observations: Iterable[Observation], replicas: dict[str, Replica] | None = None) -> dict[str, Replica]:
+    replicas = {} if replicas is None else replicas
+    for obs in observations:
+        observe(replicas, obs)
+    return replicas
+
+
+# --- merge -> model --------------------------------------------------------------------
+
+
+def perms_text(letters: Iterable[str]) -> str:
+    """AppArmor permission string in a fixed order; ``a`` is dropped when ``w`` is present."""
+    present = set(letters)
+    if "w" in present:
+        present.discard("a")
+    return "".join(p for p in PERM_ORDER if p in present)
+
+
+def socket_of(proto: str, addr: str) -> str:
+    family = "inet6" if ":" in addr else "inet"
+    kind = {"tcp": "stream", "udp": "dgram"}.get(proto, proto)
+    return "unix stream" if proto == "unix" else f"{family} {kind}"
+
+
+def profile_name(image_name: str, image_tag: str) -> str:
+    raw = f"vigil-{image_name}-{image_tag or 'any'}".lower()
+    return re.sub(r"[^a-z0-9_.-]", "_", raw)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def _count(sets: Iterable[Iterable[K]]) -> dict[K, int]:
+    counts: dict[K, int] = {}
+    for items in sets:
+        for item in set(items):
+            counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+def build_model(
+    replicas: Mapping[str, Replica],
+    *,
+    image_name: str,
+    image_tag: str = "",
+    source: str = "",
+    start: int = 0,
+    end: int = 0,
+) -> BehaviourModel:
+    """Union of the replicas with a coverage count per rule; sorted and stable."""
+    reps = [replicas[k] for k in sorted(replicas)]
+    execs = _count(r.execs for r in reps)
+    lineage = {p: ln for r in reversed(reps) for p, ln in r.execs.items()}
+    files = _count(r.files for r in reps)
+    perms: dict[str, set[str]] = {}
+    for r in reps:
+        for path, letters in r.files.items():
+            perms.setdefault(path, set()).update(letters)
+    egress = _count(r.egress for r in reps)
+    dns = _count(r.dns for r in reps)
+    syscalls = _count(r.syscalls for r in reps)
+    sockets = {socket_of(proto, addr) for (proto, addr, _port) in egress}
+    if dns:
+        sockets.add("inet dgram")
+    return BehaviourModel(
+        profile_name=profile_name(image_name, image_tag),
+        image_name=image_name,
+        image_tag=image_tag,
+        source=source,
+        start=start,
+        end=end,
+        replicas=len(reps),
+        containers=sorted(k for k in replicas if k != UNATTRIBUTED),
+        executions=[ExecRule(path=p, lineage=list(lineage[p]), coverage=c) for p, c in sorted(execs.items())],
+        files=[FileRule(path=p, perms=perms_text(perms[p]), coverage=c) for p, c in sorted(files.items())],
+        network=Network(
+            sockets=sorted(sockets),
+            egress=[EgressRule(proto=k[0], addr=k[1], port=k[2], coverage=c) for k, c in sorted(egress.items())],
+            dns=[NameRule(name=n, coverage=c) for n, c in sorted(dns.items())],
+        ),
+        syscalls=[SyscallRule(name=n, coverage=c) for n, c in sorted(syscalls.items())],
+    )
+
+
+def model_of_learned(events: Iterable[BehaviourAdded], image_name: str, image_tag: str) -> BehaviourModel:
+    """The model of one learned profile version (``vigil profiles export``)."""
+    chosen = (e for e in events if e.image_name == image_name and (e.image_tag or "") == image_tag)
+    replicas = fold(from_behaviour(e) for e in chosen)
+    return build_model(replicas, image_name=image_name, image_tag=image_tag, source="learned-profile")
