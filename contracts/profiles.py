@@ -28,7 +28,12 @@ class _ProfileEvent(Struct, frozen=True, kw_only=True, tag_field="kind", omit_de
 
 
 class VersionFirstSeen(_ProfileEvent, tag="profile.version_first_seen.v1"):
+    """A new image tag seen for a profile. ``versions`` is every version the
+    profile holds right after it (image tag -> last seen, event time ns): the
+    version-evictor decides on it alone, so it needs no other input."""
+
     container_id: str = ""
+    versions: dict[str, int] = {}
 
 
 class BehaviourAdded(_ProfileEvent, tag="profile.behaviour_added.v1"):
@@ -68,7 +73,18 @@ class ProfileReset(_ProfileEvent, tag="profile.reset.v1"):
     pass
 
 
-ProfileEvent = VersionFirstSeen | BehaviourAdded | StateChanged | VersionEvicted | ProfileReset
+class CommandApplied(_ProfileEvent, tag="profile.command_applied.v1"):
+    """Marker: the learner applied command ``command_id`` (COMMANDS stream
+    sequence ``command_seq``) right after EVENTS stream sequence ``events_seq``,
+    at event time ``time``. `vigil replay profile-learner` interleaves commands
+    with events at these points, so a replay reproduces the live state exactly."""
+
+    command_id: str
+    command_seq: int = 0
+    events_seq: int = 0
+
+
+ProfileEvent = VersionFirstSeen | BehaviourAdded | StateChanged | VersionEvicted | ProfileReset | CommandApplied
 
 
 # --- operator and service commands (imperative) --------------------------------

@@ -1,23 +1,522 @@
-"""profile-learner core (pure). Walking skeleton: counts events per profile key.
+"""profile-learner core (pure): Datadog's security-profile life-cycle on event time.
 
-The Datadog life-cycle (warm-up, learning, stable, unstable, versions per
-image tag) lands with the profiles issue; this module imports no I/O.
+A profile per image name; a version per image tag ("latest" when missing);
+per version first/last seen and a state per event type.
+
+Life-cycle of (version, event type), all on event time (``time`` of events
+and clock ticks; never a wall clock):
+
+- ``warmup``: a new version starts here; for ``workload_warmup_period`` after
+  its first event everything new is learned and nothing drifts. A container
+  that starts (``container_start``) is also in warm-up for that period: its
+  new behaviour is learned (even by a stable version) and never drifts.
+- ``learning``: new behaviour is inserted; it is also drift when another
+  version of the profile is ``stable`` for the type. After
+  ``minimum_stable_period.<type>`` with nothing new → ``stable``. Still
+  learning ``unstable_profile_time_threshold`` after the first event →
+  ``unstable``.
+- ``stable``: new behaviour is drift and is not inserted.
+- ``unstable`` (terminal unless an operator intervenes): nothing inserted, and
+  while any version of the profile is unstable for a type, nothing of that
+  type drifts. A learning version whose size for a type reaches
+  ``unstable_profile_size_threshold`` becomes unstable too.
+- ``at_max_size``: a stable version whose warm-up insertions reached the size
+  threshold: behaves as stable (drift, no insertion) but can no longer grow.
+
+Behaviour known in any version of the profile never drifts. Transitions that
+depend on elapsed time are evaluated when an event or a tick of the profile's
+partition arrives, and are stamped with the exact event time they became due,
+so the outcome does not depend on when the learner ran. Commands apply at the
+profile's current event time; the adapter records where (see CommandApplied).
+
+Memory is bounded by the size threshold per (version, type), ``max_image_tags``
+versions (the version-evictor) and ``max_profiles`` profiles: events of a new
+image beyond that cap are counted in ``State.over_cap_events`` and not learned.
+
+Redelivery: the state remembers the next expected sequence per (node, boot,
+partition); events below it are skipped, so a batch applied twice changes
+nothing and emits nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from contracts.events import RawEvent
+import msgspec
+from msgspec import Struct
+
+from contracts.events import (
+    EVENT_TYPES,
+    ClockTicked,
+    ConnectObserved,
+    ContainerStarted,
+    ContainerStopped,
+    DnsQueried,
+    EventBatch,
+    ExecObserved,
+    FileOpened,
+    RawEvent,
+    SyscallsObserved,
+    event_id,
+)
+from contracts.profiles import (
+    DEFAULT_IMAGE_TAG,
+    BehaviourAdded,
+    Command,
+    Drift,
+    DriftBatch,
+    EvictVersion,
+    ProfileEvent,
+    ProfileReset,
+    ResetProfile,
+    SetState,
+    StateChanged,
+    VersionEvicted,
+    VersionFirstSeen,
+)
+from services.profile_learner.paths import access_mask, access_text, addr_class, dns_key, generalise_path
+
+NEVER = 1 << 62
+SECOND = 1_000_000_000
+LINEAGE_SEP = "\x1f"
+_LEARNS = ("learning", "warmup")
+_STABLE_LIKE = ("stable", "at_max_size")
 
 
-@dataclass
-class State:
-    events_seen: dict[str, int] = field(default_factory=dict)
+class Config(Struct, frozen=True, kw_only=True):
+    """Plain values from settings (``runtime_security_config.security_profile.*``), durations in ns."""
+
+    stable_period: dict[str, int]
+    warmup_period: int = 180 * SECOND
+    unstable_time: int = 3600 * SECOND
+    size_threshold: int = 10_000
+    dns_depth: int = 3
+    max_profiles: int = 10_000
+    event_types: tuple[str, ...] = EVENT_TYPES
+    watermark_step: int = SECOND
 
 
-def evolve(state: State, event: RawEvent) -> State:
-    container = getattr(event, "container", None)
-    key = container.image_name if container is not None else ""
-    state.events_seen[key] = state.events_seen.get(key, 0) + 1
-    return state
+def config(stable: float = 900, **kw: Any) -> Config:
+    """A Config with the same stable period (seconds) for every type; other durations in ns."""
+    return Config(stable_period={t: int(stable * SECOND) for t in EVENT_TYPES}, **kw)
+
+
+class Version(Struct, kw_only=True):
+    tag: str
+    first_seen: int
+    last_seen: int
+    warmup_until: int
+    states: dict[str, str]
+    since: dict[str, int]  # learning started (unstable threshold clock)
+    last_new: dict[str, int]  # last insertion while learning (stable period clock)
+    sizes: dict[str, int]
+    # event type -> executable ("" for dns) -> key -> access mask (1 when not a file)
+    behaviours: dict[str, dict[str, dict[str, int]]]
+
+
+class Profile(Struct, kw_only=True):
+    image: str
+    partition: int = 0
+    now: int = 0
+    deadline: int = NEVER
+    versions: dict[str, Version] = {}
+
+
+class State(Struct, kw_only=True):
+    profiles: dict[str, Profile] = {}
+    containers: dict[str, int] = {}  # container id -> end of its warm-up
+    watermarks: dict[int, int] = {}  # partition -> event time reached
+    published: dict[int, int] = {}  # partition -> watermark last published in a DriftBatch
+    next_seq: dict[str, int] = {}  # "node:boot:partition" -> next sequence expected
+    now: int = 0
+    over_cap_events: int = 0
+
+
+class Out:
+    """Outputs of one input: profile events and drifts, ids derived from input ids."""
+
+    __slots__ = ("events", "drifts")
+
+    def __init__(self) -> None:
+        self.events: list[ProfileEvent] = []
+        self.drifts: list[Drift] = []
+
+
+# --- folding inputs ---------------------------------------------------------------------
+
+
+def apply_batch(state: State, cfg: Config, batch: EventBatch) -> tuple[list[ProfileEvent], DriftBatch | None]:
+    """Fold one EventBatch; return its profile events and the DriftBatch to publish (or None)."""
+    out = Out()
+    key = f"{batch.node}:{batch.boot}:{batch.partition}"
+    expected = state.next_seq.get(key, 0)
+    skip = max(0, expected - batch.first_seq)
+    events = batch.events
+    if skip >= len(events):
+        return [], None
+    part = batch.partition
+    wm = state.watermarks.get(part, 0)
+    for i in range(skip, len(events)):
+        ev = events[i]
+        t = ev.time
+        if t > wm:
+            wm = t
+        handler = _HANDLERS.get(type(ev))
+        if handler is not None:
+            handler(state, cfg, ev, part, (batch.node, batch.boot, part, batch.first_seq + i), out)
+    state.next_seq[key] = batch.first_seq + len(events)
+    state.watermarks[part] = wm
+    if wm > state.now:
+        state.now = wm
+    return out.events, _drift_batch(state, cfg, part, wm, out.drifts)
+
+
+def _drift_batch(state: State, cfg: Config, part: int, wm: int, drifts: list[Drift]) -> DriftBatch | None:
+    if not drifts and wm - state.published.get(part, 0) < cfg.watermark_step:
+        return None
+    state.published[part] = wm
+    return DriftBatch(drifts=drifts, watermark=wm)
+
+
+def fold(state: State, cfg: Config, batches: Iterable[EventBatch]) -> tuple[list[ProfileEvent], list[DriftBatch]]:
+    events: list[ProfileEvent] = []
+    drifts: list[DriftBatch] = []
+    for batch in batches:
+        evs, db = apply_batch(state, cfg, batch)
+        events.extend(evs)
+        if db is not None:
+            drifts.append(db)
+    return events, drifts
+
+
+# --- per event ----------------------------------------------------------------------------
+
+Pos = tuple[str, str, int, int]
+
+
+def _eid(pos: Pos) -> str:
+    return event_id(*pos)
+
+
+def _version(state: State, cfg: Config, ev: Any, part: int, pos: Pos, out: Out) -> tuple[Profile, Version] | None:
+    """The (profile, version) an event belongs to, created on first sight; time advanced."""
+    c = ev.container
+    image = c.image_name
+    if not image:
+        return None
+    t = ev.time
+    prof = state.profiles.get(image)
+    if prof is None:
+        if len(state.profiles) >= cfg.max_profiles:
+            state.over_cap_events += 1
+            return None
+        prof = state.profiles[image] = Profile(image=image, partition=part, now=t, versions={})
+    if t > prof.now:
+        prof.now = t
+    if prof.now >= prof.deadline:
+        advance(prof, cfg, out, _eid(pos))
+    tag = c.image_tag or DEFAULT_IMAGE_TAG
+    v = prof.versions.get(tag)
+    if v is None:
+        v = _new_version(prof, cfg, tag, t)
+        out.events.append(
+            VersionFirstSeen(
+                id=f"pl:{_eid(pos)}:{len(out.events)}", time=t, image_name=image, image_tag=tag, container_id=c.id,
+                versions={tag_: ver.last_seen for tag_, ver in prof.versions.items()},
+            )
+        )
+    elif t > v.last_seen:
+        v.last_seen = t
+    return prof, v
+
+
+def _new_version(prof: Profile, cfg: Config, tag: str, t: int) -> Version:
+    v = Version(
+        tag=tag, first_seen=t, last_seen=t, warmup_until=t + cfg.warmup_period,
+        states={et: "warmup" for et in EVENT_TYPES}, since={et: t for et in EVENT_TYPES},
+        last_new={et: t for et in EVENT_TYPES}, sizes={et: 0 for et in EVENT_TYPES},
+        behaviours={et: {} for et in EVENT_TYPES},
+    )
+    prof.versions[tag] = v
+    prof.deadline = min(prof.deadline, _version_deadline(v, cfg))
+    return v
+
+
+def _on_exec(state: State, cfg: Config, ev: ExecObserved, part: int, pos: Pos, out: Out) -> None:
+    pv = _version(state, cfg, ev, part, pos, out)
+    if pv is not None and "exec" in cfg.event_types:
+        p = ev.process
+        _observe(state, cfg, pv, "exec", p.path or p.comm, LINEAGE_SEP.join(p.ancestors), 1, ev, pos, out)
+
+
+def _on_open(state: State, cfg: Config, ev: FileOpened, part: int, pos: Pos, out: Out) -> None:
+    pv = _version(state, cfg, ev, part, pos, out)
+    if pv is not None and "open" in cfg.event_types:
+        p = ev.process
+        key = generalise_path(ev.file.path)
+        _observe(state, cfg, pv, "open", p.path or p.comm, key, access_mask(ev.file.flags), ev, pos, out)
+
+
+def _on_dns(state: State, cfg: Config, ev: DnsQueried, part: int, pos: Pos, out: Out) -> None:
+    pv = _version(state, cfg, ev, part, pos, out)
+    if pv is not None and "dns" in cfg.event_types:
+        _observe(state, cfg, pv, "dns", "", dns_key(ev.dns.name, cfg.dns_depth), 1, ev, pos, out)
+
+
+def _on_connect(state: State, cfg: Config, ev: ConnectObserved, part: int, pos: Pos, out: Out) -> None:
+    pv = _version(state, cfg, ev, part, pos, out)
+    if pv is not None and "connect" in cfg.event_types:
+        n = ev.net
+        key = f"{n.proto}:{addr_class(n.addr)}:{n.port}"
+        _observe(state, cfg, pv, "connect", ev.process.path or ev.process.comm, key, 1, ev, pos, out)
+
+
+def _on_syscalls(state: State, cfg: Config, ev: SyscallsObserved, part: int, pos: Pos, out: Out) -> None:
+    pv = _version(state, cfg, ev, part, pos, out)
+    if pv is not None and "syscalls" in cfg.event_types:
+        exe = ev.process.path or ev.process.comm
+        for name in ev.syscalls:
+            _observe(state, cfg, pv, "syscalls", exe, name, 1, ev, pos, out)
+
+
+def _on_lifecycle(state: State, cfg: Config, ev: Any, part: int, pos: Pos, out: Out) -> None:
+    if _version(state, cfg, ev, part, pos, out) is None:
+        return
+    if isinstance(ev, ContainerStarted):
+        state.containers[ev.container.id] = ev.time + cfg.warmup_period
+    elif isinstance(ev, ContainerStopped):
+        state.containers.pop(ev.container.id, None)
+
+
+def _on_tick(state: State, cfg: Config, ev: ClockTicked, part: int, pos: Pos, out: Out) -> None:
+    t = ev.time
+    for prof in state.profiles.values():
+        if prof.partition != part:
+            continue
+        if t > prof.now:
+            prof.now = t
+        if prof.now >= prof.deadline:
+            advance(prof, cfg, out, _eid(pos))
+    if state.containers:
+        done = [cid for cid, until in state.containers.items() if until <= t]
+        for cid in done:
+            del state.containers[cid]
+
+
+_HANDLERS: dict[type, Callable[..., None]] = {
+    ExecObserved: _on_exec,
+    FileOpened: _on_open,
+    DnsQueried: _on_dns,
+    ConnectObserved: _on_connect,
+    SyscallsObserved: _on_syscalls,
+    ContainerStarted: _on_lifecycle,
+    ContainerStopped: _on_lifecycle,
+    ClockTicked: _on_tick,
+}
+for _tp in RawEvent.__args__:  # type: ignore[attr-defined]
+    _HANDLERS.setdefault(_tp, _on_lifecycle)  # exit: version last seen only
+
+
+# --- the decision for one behaviour ----------------------------------------------------------
+
+
+def _observe(state: State, cfg: Config, pv: tuple[Profile, Version], et: str, exe: str, key: str, mask: int,
+             ev: Any, pos: Pos, out: Out) -> None:
+    """Fast path: known in this version → nothing to do."""
+    by_exe = pv[1].behaviours[et].get(exe)
+    have = by_exe.get(key, 0) if by_exe is not None else 0
+    if have & mask != mask:
+        _novel(state, cfg, pv[0], pv[1], et, exe, key, mask & ~have, ev, pos, out)
+
+
+def _known_elsewhere(prof: Profile, v: Version, et: str, exe: str, key: str, missing: int) -> bool:
+    union = 0
+    for other in prof.versions.values():
+        if other is not v:
+            d = other.behaviours[et].get(exe)
+            if d is not None:
+                union |= d.get(key, 0)
+    return union & missing == missing
+
+
+def _novel(state: State, cfg: Config, prof: Profile, v: Version, et: str, exe: str, key: str, missing: int,
+           ev: Any, pos: Pos, out: Out) -> None:
+    t = ev.time
+    s = v.states[et]
+    warm = s == "warmup" or state.containers.get(ev.container.id, 0) > t
+    known = _known_elsewhere(prof, v, et, exe, key, missing)
+    inserted = False
+    if s in _LEARNS or (s == "stable" and warm):
+        inserted = _insert(cfg, prof, v, et, exe, key, missing, ev, pos, out)
+        s = v.states[et]
+    if known or warm or any(o.states[et] == "unstable" for o in prof.versions.values()):
+        return
+    if s in _STABLE_LIKE:
+        _drift(prof, v, et, exe, key, ev, pos, out, s, "stable_version", inserted, "")
+    elif s == "learning":
+        stable = next((o.tag for o in prof.versions.values() if o is not v and o.states[et] == "stable"), None)
+        if stable is not None:
+            _drift(prof, v, et, exe, key, ev, pos, out, s, "other_version_stable", inserted, stable)
+
+
+def _insert(cfg: Config, prof: Profile, v: Version, et: str, exe: str, key: str, missing: int,
+            ev: Any, pos: Pos, out: Out) -> bool:
+    by_exe = v.behaviours[et].get(exe)
+    have = by_exe.get(key, 0) if by_exe is not None else 0
+    t = ev.time
+    if not have and v.sizes[et] >= cfg.size_threshold:
+        new = "unstable" if v.states[et] in _LEARNS else "at_max_size"
+        _set_state(prof, v, et, new, t, "size_threshold", out, _eid(pos))
+        return False
+    if by_exe is None:
+        by_exe = v.behaviours[et][exe] = {}
+    if not have:
+        v.sizes[et] += 1
+    mask = have | missing
+    by_exe[key] = mask
+    if v.states[et] in _LEARNS:
+        v.last_new[et] = t
+    out.events.append(_added(prof, v, et, exe, key, mask, t, f"pl:{_eid(pos)}:{len(out.events)}"))
+    return True
+
+
+def _added(prof: Profile, v: Version, et: str, exe: str, key: str, mask: int, t: int, id_: str) -> BehaviourAdded:
+    if et == "exec":
+        lineage = [*key.split(LINEAGE_SEP), exe] if key else [exe]
+        return BehaviourAdded(id=id_, time=t, image_name=prof.image, image_tag=v.tag, event_type="exec",
+                              behaviour=exe, executable=exe, lineage=lineage)
+    access = access_text(mask) if et == "open" else ""
+    return BehaviourAdded(id=id_, time=t, image_name=prof.image, image_tag=v.tag, event_type=et,  # type: ignore[arg-type]
+                          behaviour=key, executable=exe, access=access)
+
+
+def _drift(prof: Profile, v: Version, et: str, exe: str, key: str, ev: Any, pos: Pos, out: Out, s: str,
+           reason: str, inserted: bool, stable_tag: str) -> None:
+    eid = _eid(pos)
+    behaviour = exe if et == "exec" else key
+    out.drifts.append(
+        Drift(id=f"drift:{eid}:{len(out.drifts)}", time=ev.time, image_name=prof.image, image_tag=v.tag,
+              event_type=et, behaviour=behaviour, version_state=s, reason=reason,  # type: ignore[arg-type]
+              inserted=inserted, stable_tag=stable_tag, container=ev.container, event=ev, event_id=eid)
+    )
+
+
+# --- time-driven transitions -------------------------------------------------------------------
+
+
+def _version_deadline(v: Version, cfg: Config) -> int:
+    due = NEVER
+    for et in cfg.event_types:
+        s = v.states[et]
+        if s == "warmup":
+            due = min(due, v.warmup_until)
+        elif s == "learning":
+            due = min(due, v.last_new[et] + cfg.stable_period[et], v.since[et] + cfg.unstable_time)
+    return due
+
+
+def advance(prof: Profile, cfg: Config, out: Out, cause: str) -> None:
+    """Apply every transition due at or before ``prof.now``, stamped with the time it became due."""
+    now = prof.now
+    for v in prof.versions.values():
+        for et in cfg.event_types:
+            s = v.states[et]
+            if s == "warmup" and v.warmup_until <= now:
+                _set_state(prof, v, et, "learning", v.warmup_until, "warmup_period", out, cause, keep_clocks=True)
+                s = "learning"
+            if s != "learning":
+                continue
+            stable_at = max(v.last_new[et] + cfg.stable_period[et], v.warmup_until)
+            unstable_at = max(v.since[et] + cfg.unstable_time, v.warmup_until)
+            if stable_at <= unstable_at and stable_at <= now:
+                _set_state(prof, v, et, "stable", stable_at, "stable_period", out, cause)
+            elif unstable_at < stable_at and unstable_at <= now:
+                _set_state(prof, v, et, "unstable", unstable_at, "time_threshold", out, cause)
+    _refresh_deadline(prof, cfg)
+
+
+def _refresh_deadline(prof: Profile, cfg: Config) -> None:
+    prof.deadline = min((_version_deadline(v, cfg) for v in prof.versions.values()), default=NEVER)
+
+
+def _set_state(prof: Profile, v: Version, et: str, new: str, t: int, reason: str, out: Out, cause: str,
+               keep_clocks: bool = False) -> None:
+    old = v.states[et]
+    if old == new:
+        return
+    v.states[et] = new
+    if new in _LEARNS and not keep_clocks:
+        v.since[et] = v.last_new[et] = t
+    out.events.append(
+        StateChanged(id=f"pl:{cause}:{len(out.events)}", time=t, image_name=prof.image, image_tag=v.tag,
+                     event_type=et, old_state=old, new_state=new, reason=reason)  # type: ignore[arg-type]
+    )
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def apply_command(state: State, cfg: Config, cmd: Command) -> list[ProfileEvent]:
+    """Apply an operator/evictor command at the profile's current event time (or ``cmd.time``)."""
+    out = Out()
+    prof = state.profiles.get(cmd.image_name)
+    if prof is None:
+        return []
+    at = cmd.time or prof.now
+    cause = cmd.id
+    if isinstance(cmd, SetState):
+        v = prof.versions.get(cmd.image_tag)
+        if v is not None:
+            for et in [cmd.event_type] if cmd.event_type else EVENT_TYPES:
+                if cmd.state == "warmup" and v.states[et] != "warmup":
+                    v.warmup_until = at + cfg.warmup_period
+                _set_state(prof, v, et, cmd.state, at, "operator", out, cause)
+    elif isinstance(cmd, EvictVersion):
+        v = prof.versions.pop(cmd.image_tag, None)
+        if v is not None:
+            out.events.append(VersionEvicted(id=f"pl:{cause}:0", time=at, image_name=prof.image, image_tag=v.tag,
+                                             last_seen=v.last_seen))
+    elif isinstance(cmd, ResetProfile):
+        if cmd.image_tag is None:
+            del state.profiles[cmd.image_name]
+            return [ProfileReset(id=f"pl:{cause}:0", time=at, image_name=prof.image)]
+        if prof.versions.pop(cmd.image_tag, None) is not None:
+            out.events.append(ProfileReset(id=f"pl:{cause}:0", time=at, image_name=prof.image, image_tag=cmd.image_tag))
+    _refresh_deadline(prof, cfg)
+    return out.events
+
+
+# --- reading and snapshots ------------------------------------------------------------------------
+
+
+def summary(prof: Profile) -> dict[str, Any]:
+    """What `vigil profiles show` prints: the profile with its versions."""
+    return {
+        "image_name": prof.image,
+        "partition": prof.partition,
+        "event_time": prof.now,
+        "versions": [
+            {
+                "image_tag": v.tag,
+                "first_seen": v.first_seen,
+                "last_seen": v.last_seen,
+                "states": dict(v.states),
+                "sizes": dict(v.sizes),
+                "size": sum(v.sizes.values()),
+            }
+            for v in prof.versions.values()
+        ],
+    }
+
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(State)
+
+
+def encode_state(state: State) -> bytes:
+    return _state_encoder.encode(state)
+
+
+def decode_state(data: bytes) -> State:
+    return _state_decoder.decode(data)

@@ -1,0 +1,94 @@
+"""Pure canonicalisers for behaviour keys: file paths, DNS names, network addresses.
+
+Invariants: deterministic, no I/O; the memo caches only speed things up (a
+cleared cache gives the same answers). The path generaliser is deliberately
+small (numbers, UUIDs, hex ids, ``/proc/<pid>``); the audit-report-writer has a
+richer one for AppArmor.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_LONG_HEX = re.compile(r"[0-9a-fA-F]{16,}")
+_NUMBER = re.compile(r"^\d+$")
+_SHORT_HEX_ID = re.compile(r"^(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}$")
+_MEMO_MAX = 65_536
+_path_memo: dict[str, str] = {}
+_addr_memo: dict[str, str] = {}
+
+# open(2) flags (x86_64) and the kernel's internal exec marker seen on opens done by execve.
+O_ACCMODE = 0o3
+O_WRONLY = 0o1
+O_RDWR = 0o2
+O_CREAT = 0o100
+O_TRUNC = 0o1000
+O_APPEND = 0o2000
+FMODE_EXEC = 0x20
+READ, WRITE, EXEC = 1, 2, 4
+
+
+def _segment(seg: str) -> str:
+    if _NUMBER.match(seg) or _SHORT_HEX_ID.match(seg):
+        return "*"
+    seg = _UUID.sub("*", seg)
+    return _LONG_HEX.sub("*", seg)
+
+
+def generalise_path(path: str) -> str:
+    """``/proc/4242/status`` → ``/proc/*/status``; numbers, UUIDs, hex ids → ``*``."""
+    hit = _path_memo.get(path)
+    if hit is not None:
+        return hit
+    out = "/".join(_segment(seg) if seg else seg for seg in path.split("/"))
+    if len(_path_memo) >= _MEMO_MAX:
+        _path_memo.clear()
+    _path_memo[path] = out
+    return out
+
+
+def access_mask(flags: int) -> int:
+    """r/w/x bits (READ|WRITE|EXEC) from open flags."""
+    mode = flags & O_ACCMODE
+    mask = READ if mode != O_WRONLY else 0
+    if mode in (O_WRONLY, O_RDWR) or flags & (O_CREAT | O_TRUNC | O_APPEND):
+        mask |= WRITE
+    if flags & FMODE_EXEC:
+        mask |= EXEC
+    return mask or READ
+
+
+def access_text(mask: int) -> str:
+    return ("r" if mask & READ else "") + ("w" if mask & WRITE else "") + ("x" if mask & EXEC else "")
+
+
+def dns_key(name: str, depth: int) -> str:
+    """The last ``depth`` labels, lower-cased, no trailing dot."""
+    labels = name.rstrip(".").lower().split(".")
+    return ".".join(labels[-depth:])
+
+
+_CLASSES = [
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10",
+              "::1/128", "fc00::/7", "fe80::/10")
+]
+
+
+def addr_class(addr: str) -> str:
+    """Private, loopback and link-local addresses → their CIDR class; public addresses stay themselves."""
+    hit = _addr_memo.get(addr)
+    if hit is not None:
+        return hit
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        out = addr
+    else:
+        out = next((str(net) for net in _CLASSES if ip.version == net.version and ip in net), str(ip))
+    if len(_addr_memo) >= _MEMO_MAX:
+        _addr_memo.clear()
+    _addr_memo[addr] = out
+    return out
