@@ -1,8 +1,193 @@
-"""`vigil alerts`: Anomaly alerts (tail, list)."""
+"""`vigil alerts`: anomaly alerts as downstream subscribers see them.
+
+``tail`` follows new messages on ``vigil.alerts.out`` (a plain NATS
+subscription: nothing is stored, no consumer left behind); ``list --since``
+reads what the ALERTS stream stored on that subject in the last DURATION (an
+ephemeral consumer starting at that wall-clock store time). Both filter by
+container, image and rule, and print ``-o table`` lines or ``-o json`` (one
+contract object per line, AlertThreshold included).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
 import typer
+
+from contracts.alerts import Alert, AlertMessage, AlertThreshold, alert_decoder
+from contracts.subjects import ALERTS, ALERTS_OUT, ALERTS_RAW
+from services.cli.output import Format, console, err_console, json_line
+from services.runtime.settings import Duration, Settings, SettingsError, load
 
 NAME = "alerts"
 app = typer.Typer(help="Anomaly alerts (tail, list).", no_args_is_help=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
+OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
+ContainerOpt = typer.Option(None, "--container", help="container id (or name)")
+ImageOpt = typer.Option(None, "--image", help="image name, or name:tag")
+RuleOpt = typer.Option(None, "--rule", help="rule id (anomaly_detection; AlertThreshold for throttling alerts)")
+RawOpt = typer.Option(False, "--raw", help="read vigil.alerts.raw (before throttling) instead of vigil.alerts.out")
+
+
+class Filter(msgspec.Struct, frozen=True):
+    container: str | None = None
+    image: str | None = None
+    rule: str | None = None
+
+    def __call__(self, alert: AlertMessage) -> bool:
+        c = alert.container
+        if self.container and self.container not in (c.id, c.name):
+            return False
+        if self.image and self.image not in (c.image_name, f"{c.image_name}:{c.image_tag}"):
+            return False
+        return not self.rule or self.rule == rule_of(alert)
+
+
+def rule_of(alert: AlertMessage) -> str:
+    return alert.rule_id if isinstance(alert, Alert) else (alert.rule_id or alert.Operation)
+
+
+def table_line(alert: AlertMessage) -> str:
+    when = dt.datetime.fromtimestamp(alert.time / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    c = alert.container
+    where = f"{c.namespace}/{c.pod}/{c.name or c.id}" if c.pod else c.id
+    image = f"{c.image_name}:{c.image_tag}"
+    if isinstance(alert, AlertThreshold):
+        limit, interval = alert.MaxAlertsPerSec, alert.DroppingAlertsInterval
+        return f"{when}  {where}  {image}  [yellow]AlertThreshold[/yellow] over {limit}/s: dropping for {interval}s"
+    return f"{when}  {where}  {image}  [bold]{alert.severity}[/bold]  {alert.rule_id}  {alert.title}"
+
+
+def emit(alert: AlertMessage, fmt: Format) -> None:
+    if fmt == Format.json:
+        json_line(alert)
+    else:
+        console.print(table_line(alert), highlight=False, soft_wrap=True)
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load(config).settings
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command("tail")
+def tail(
+    container: str | None = ContainerOpt,
+    image: str | None = ImageOpt,
+    rule: str | None = RuleOpt,
+    output: Format = OutputOpt,
+    raw: bool = RawOpt,
+    count: int = typer.Option(0, "--count", "-n", help="stop after this many alerts (0: follow until Ctrl-C)"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Follow new alerts as they are published."""
+    settings = _settings(config)
+    try:
+        asyncio.run(_tail(settings, ALERTS_RAW if raw else ALERTS_OUT, Filter(container, image, rule), output, count))
+    except KeyboardInterrupt:
+        pass
+
+
+async def _tail(settings: Settings, subject: str, keep: Filter, fmt: Format, count: int) -> None:
+    from services.runtime.bus import connect
+
+    bus = await connect(settings, start_embedded=False, name="vigil-alerts-tail")
+    done = asyncio.Event()
+    shown = 0
+
+    async def on_message(msg: Any) -> None:
+        nonlocal shown
+        try:
+            alert = alert_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return  # not an alert: tail shows alerts only
+        if keep(alert):
+            emit(alert, fmt)
+            shown += 1
+            if count and shown >= count:
+                done.set()
+
+    try:
+        await bus.nc.subscribe(subject, cb=on_message)
+        await bus.nc.flush()
+        err_console.print(f"following {subject} (Ctrl-C to stop)")
+        await done.wait()
+    finally:
+        await bus.close()
+
+
+@app.command("list")
+def list_(
+    since: str = typer.Option("1h", "--since", help="how far back (store time): 90s, 15m, 1h, 2d"),
+    container: str | None = ContainerOpt,
+    image: str | None = ImageOpt,
+    rule: str | None = RuleOpt,
+    output: Format = OutputOpt,
+    raw: bool = RawOpt,
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Alerts stored in the last DURATION, oldest first."""
+    settings = _settings(config)
+    try:
+        window = Duration.parse(since)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] --since: {exc}")
+        raise typer.Exit(2) from exc
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=float(window))
+    alerts = asyncio.run(_stored(settings, ALERTS_RAW if raw else ALERTS_OUT, start))
+    shown = [a for a in alerts if Filter(container, image, rule)(a)]
+    for alert in shown:
+        emit(alert, output)
+    if output == Format.table:
+        err_console.print(f"{len(shown)} alerts since {start.isoformat(timespec='seconds')}")
+
+
+async def _stored(settings: Settings, subject: str, start: dt.datetime) -> list[AlertMessage]:
+    from nats.js import api
+
+    from services.runtime.bus import connect
+
+    bus = await connect(settings, start_embedded=False, name="vigil-alerts-list")
+    try:
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_TIME,
+            opt_start_time=start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=30.0,
+        )
+        sub = await bus.js.pull_subscribe(subject, stream=ALERTS, config=config)
+        try:
+            return list(_decoded(await _drain(sub)))
+        finally:
+            await sub.unsubscribe()
+    finally:
+        await bus.close()
+
+
+async def _drain(sub: Any) -> list[Any]:
+    msgs: list[Any] = []
+    while True:
+        try:
+            batch = await sub.fetch(500, timeout=1.0)
+        except Exception:  # noqa: BLE001 - nats TimeoutError: nothing more stored
+            return msgs
+        msgs.extend(batch)
+        if batch and batch[-1].metadata.num_pending == 0:
+            return msgs
+
+
+def _decoded(msgs: list[Any]) -> Iterator[AlertMessage]:
+    for msg in msgs:
+        try:
+            yield alert_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
