@@ -102,19 +102,19 @@ class NameRule(Coverage, frozen=True, kw_only=True):
     name: str
 
 
-class Network(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Network(Struct, frozen=True, kw_only=True):
     sockets: list[str] = []  # "inet stream", "inet6 dgram", …
     egress: list[EgressRule] = []
     dns: list[NameRule] = []
 
 
-class Capabilities(Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Capabilities(Struct, frozen=True, kw_only=True):
     known: bool = False
     reason: str = CAPABILITIES_UNKNOWN
     names: list[str] = []
 
 
-class BehaviourModel(Struct, frozen=True, kw_only=True, tag_field="kind", tag="model.v1", omit_defaults=True):
+class BehaviourModel(Struct, frozen=True, kw_only=True, tag_field="kind", tag="model.v1"):
     """What a workload did: the source of both generated profiles."""
 
     profile_name: str

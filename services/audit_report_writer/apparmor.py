@@ -64,7 +64,8 @@ def _capability_section(model: BehaviourModel) -> list[str]:
     caps = model.capabilities
     if not caps.known:
         return [f"  ## unknown: {caps.reason}"]
-    return [f"  capability {name.lower().removeprefix('cap_')}," for name in sorted(caps.names)]
+    names = sorted({name.lower().removeprefix("cap_") for name in caps.names})
+    return [f"  capability {name}," for name in names] or ["  ## none observed: no capability granted"]
 
 
 def _network_section(model: BehaviourModel) -> list[str]:

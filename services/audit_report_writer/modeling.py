@@ -31,7 +31,15 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from contracts.events import ConnectObserved, DnsQueried, ExecObserved, FileOpened, RawEvent, SyscallsObserved
+from contracts.events import (
+    ConnectObserved,
+    Container,
+    DnsQueried,
+    ExecObserved,
+    FileOpened,
+    RawEvent,
+    SyscallsObserved,
+)
 from contracts.models import (
     OPT_OUT_PREFIX,
     OPT_OUT_VALUE,
@@ -39,8 +47,11 @@ from contracts.models import (
     EgressRule,
     ExecRule,
     FileRule,
+    ModelStatus,
+    ModelStatusChanged,
     NameRule,
     Network,
+    StartModeling,
     SyscallRule,
 )
 from contracts.profiles import BehaviourAdded
@@ -92,13 +103,11 @@ def from_behaviour(event: BehaviourAdded) -> Observation:
 
 
 def access_of(flags: int) -> str:
-    """open(2) flags -> access letters (``r``, ``w``, ``a``)."""
+    """open(2) flags -> access letters: ``r``, ``w``, or ``a`` for a write that can only append."""
     mode = flags & O_ACCMODE
     letters = "r" if mode in (0, O_RDWR) else ""
     if mode in (O_WRONLY, O_RDWR):
-        letters += "w"
-    if flags & O_APPEND:
-        letters += "a"
+        letters += "a" if flags & O_APPEND else "w"
     return letters
 
 
@@ -253,6 +262,111 @@ def build_model(
 
 def model_of_learned(events: Iterable[BehaviourAdded], image_name: str, image_tag: str) -> BehaviourModel:
     """The model of one learned profile version (``vigil profiles export``)."""
-    chosen = (e for e in events if e.image_name == image_name and (e.image_tag or "") == image_tag)
+    chosen = [e for e in events if e.image_name == image_name and (e.image_tag or "") == image_tag]
     replicas = fold(from_behaviour(e) for e in chosen)
-    return build_model(replicas, image_name=image_name, image_tag=image_tag, source="learned-profile")
+    times = [e.time for e in chosen] or [0]
+    return build_model(
+        replicas, image_name=image_name, image_tag=image_tag, source="learned-profile", start=min(times), end=max(times)
+    )
+
+
+# --- modelling windows (StartModeling requests, event time) -----------------------------
+
+
+@dataclass
+class Window:
+    """One open request: what its selected containers did in ``[start, end)``."""
+
+    request: StartModeling
+    start: int
+    end: int
+    opt_out: frozenset[str]
+    replicas: dict[str, Replica] = field(default_factory=dict)
+
+    def selects(self, container: Container) -> bool:
+        req = self.request
+        if container.image_name != req.image_name:
+            return False
+        if req.image_tag and container.image_tag != req.image_tag:
+            return False
+        names = {container.name, container.id} - {""}
+        if req.containers and not names & set(req.containers):
+            return False
+        return not names & self.opt_out
+
+
+@dataclass
+class Windows:
+    """Every open window and the event-time watermark (max event time seen)."""
+
+    open: dict[str, Window] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)  # request ids already accepted (duplicates ignored)
+    watermark: int = 0
+    late: int = 0  # selected events that arrived after their window closed
+
+
+@dataclass(frozen=True)
+class Closed:
+    """A window that reached its end: its model, or why there is none."""
+
+    request: StartModeling
+    model: BehaviourModel | None
+    reason: str = ""
+
+
+def status(
+    req: StartModeling, time: int, state: ModelStatus, reason: str = "", **extra: list[str]
+) -> ModelStatusChanged:
+    return ModelStatusChanged(
+        id=f"{req.id}:{state}",
+        time=time,
+        request_id=req.id,
+        image_name=req.image_name,
+        image_tag=req.image_tag,
+        status=state,
+        reason=reason,
+        **extra,
+    )
+
+
+def request(state: Windows, req: StartModeling) -> list[ModelStatusChanged]:
+    """Open a window (``Modeling``), or refuse it (``Error``); a repeated request id is a no-op."""
+    if req.id in state.seen:
+        return []
+    state.seen.add(req.id)
+    start = req.time or state.watermark
+    if not req.image_name:
+        return [status(req, start, "Error", "image_name is empty")]
+    if req.duration <= 0:
+        return [status(req, start, "Error", f"duration must be > 0 ns, got {req.duration}")]
+    state.open[req.id] = Window(req, start, start + req.duration, opted_out(req.annotations))
+    return [status(req, start, "Modeling")]
+
+
+def _close(window: Window) -> Closed:
+    req = window.request
+    if not window.replicas:
+        return Closed(req, None, "no behaviour observed for the selector in the window")
+    model = build_model(
+        window.replicas,
+        image_name=req.image_name,
+        image_tag=req.image_tag,
+        source=f"window:{req.id}",
+        start=window.start,
+        end=window.end,
+    )
+    return Closed(req, model)
+
+
+def advance(state: Windows, event: RawEvent) -> list[Closed]:
+    """Fold one raw event into every window that selects it; close windows the watermark passed."""
+    state.watermark = max(state.watermark, event.time)
+    container = getattr(event, "container", None)
+    if container is not None:
+        for window in state.open.values():
+            if window.start <= event.time < window.end and window.selects(container):
+                fold(from_raw(event), window.replicas)
+    done = sorted((w for w in state.open.values() if state.watermark >= w.end), key=lambda w: (w.end, w.request.id))
+    for window in done:
+        del state.open[window.request.id]
+    return [_close(w) for w in done]

@@ -149,9 +149,7 @@ def profile_of(model: BehaviourModel, arch: str = "x86_64") -> LinuxSeccomp:
     groups: dict[int, list[str]] = {}
     for rule in model.syscalls:
         groups.setdefault(rule.coverage, []).append(rule.name)
-    rules = [
-        LinuxSyscall(names=sorted(groups[cov]), action="SCMP_ACT_ALLOW") for cov in sorted(groups, reverse=True)
-    ]
+    rules = [LinuxSyscall(names=sorted(groups[cov]), action="SCMP_ACT_ALLOW") for cov in sorted(groups, reverse=True)]
     return LinuxSeccomp(
         default_action="SCMP_ACT_ERRNO",
         default_errno_ret=EPERM,
