@@ -1,8 +1,167 @@
-"""`vigil profiles`: Profiles learned per image (list, show, set-state, reset, export)."""
+"""`vigil profiles`: Profiles learned per image (list, show, set-state, reset, export).
+
+``list`` and ``show`` ask the running profile-learner (request/reply on
+``vigil.query.profiles``) and fall back to its last snapshot when it does not
+answer. ``set-state`` and ``reset`` publish commands on the COMMANDS stream;
+the learner applies them at its current event time and records the change as
+profile events.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from contracts.events import EVENT_TYPES
+from contracts.profiles import PROFILE_STATES, Command, ResetProfile, SetState
+from services.cli.output import Format, console, err_console, json_line, rows
+from services.runtime.errors import VigilError
+from services.runtime.settings import Settings, SettingsError, load
 
 NAME = "profiles"
 app = typer.Typer(help="Profiles learned per image (list, show, set-state, reset, export).", no_args_is_help=True)
+
+_ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
+_OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
+
+
+def _settings(config: Optional[Path]) -> Settings:
+    try:
+        return load(config).settings
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
+    """The learner's answer, or None when no learner answers."""
+    import msgspec
+
+    from contracts.subjects import QUERY_PROFILES
+    from services.runtime.bus import connect
+
+    try:
+        bus = await connect(settings, start_embedded=False, name="vigil-profiles")
+    except (VigilError, OSError, Exception):  # noqa: BLE001 - no bus: read the snapshot
+        return None
+    try:
+        reply = await bus.nc.request(QUERY_PROFILES, msgspec.json.encode({"image": image} if image else {}), timeout=3)
+        return msgspec.json.decode(reply.data)
+    except Exception:  # noqa: BLE001 - no responder / timeout
+        return None
+    finally:
+        await bus.close()
+
+
+def _from_snapshot(settings: Settings, image: str | None) -> dict[str, Any] | None:
+    from services.profile_learner import core
+    from services.profile_learner.app import load_snapshot, snapshot_path
+
+    snap = load_snapshot(snapshot_path(settings))
+    if snap is None:
+        return None
+    if image is not None:
+        prof = snap.state.profiles.get(image)
+        return {"profile": core.summary(prof) if prof else None}
+    return {"profiles": [core.summary(p) for p in snap.state.profiles.values()], "over_cap_events": snap.state.over_cap_events}
+
+
+def _read(settings: Settings, image: str | None) -> dict[str, Any]:
+    answer = asyncio.run(_ask(settings, image)) or _from_snapshot(settings, image)
+    if answer is None:
+        err_console.print("[red]error:[/red] no profile-learner answered and it left no snapshot; is Vigil running?")
+        raise typer.Exit(1)
+    return answer
+
+
+def _states_text(states: dict[str, str]) -> str:
+    return " ".join(f"{t}={states[t]}" for t in EVENT_TYPES if t in states)
+
+
+@app.command("list")
+def list_(config: Optional[Path] = _ConfigOpt, output: Format = _OutputOpt) -> None:
+    """One line per profile: image, versions, total size."""
+    answer = _read(_settings(config), None)
+    items = [
+        {
+            "image_name": p["image_name"],
+            "versions": len(p["versions"]),
+            "image_tags": ",".join(v["image_tag"] for v in p["versions"]),
+            "size": sum(v["size"] for v in p["versions"]),
+        }
+        for p in answer.get("profiles", [])
+    ]
+    rows(items, ["image_name", "versions", "image_tags", "size"], output, title="profiles")
+
+
+@app.command()
+def show(image: str = typer.Argument(..., help="image name"), config: Optional[Path] = _ConfigOpt,
+         output: Format = _OutputOpt) -> None:
+    """The profile with its versions: state per event type, sizes, first/last seen (event time, ns)."""
+    prof = _read(_settings(config), image).get("profile")
+    if prof is None:
+        err_console.print(f"[red]error:[/red] no profile for image {image!r}")
+        raise typer.Exit(1)
+    if output == Format.json:
+        json_line(prof)
+        return
+    console.print(f"[bold]{prof['image_name']}[/bold] (partition {prof.get('partition', 0)})")
+    items = [{**v, "states": _states_text(v["states"])} for v in prof["versions"]]
+    rows(items, ["image_tag", "states", "size", "first_seen", "last_seen"], output, title="versions")
+
+
+def _publish(settings: Settings, cmd: Command) -> None:
+    async def go() -> None:
+        from contracts.codec import encode_json
+        from contracts.subjects import commands_subject
+        from services.runtime.bus import connect
+
+        bus = await connect(settings, start_embedded=False, name="vigil-profiles")
+        try:
+            await bus.ensure_streams()
+            await bus.js.publish(commands_subject(cmd.image_name), encode_json(cmd), headers={"Nats-Msg-Id": cmd.id})
+        finally:
+            await bus.close()
+
+    try:
+        asyncio.run(go())
+    except VigilError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"sent {cmd.id}")
+
+
+@app.command("set-state")
+def set_state(
+    image: str = typer.Argument(..., help="image name"),
+    tag: str = typer.Argument(..., help="image tag (version)"),
+    state: str = typer.Argument(..., help=" | ".join(PROFILE_STATES)),
+    event_type: Optional[str] = typer.Option(None, "--event-type", help=f"one of {', '.join(EVENT_TYPES)} (default: all)"),
+    config: Optional[Path] = _ConfigOpt,
+) -> None:
+    """Force a version's state (all event types, or one)."""
+    if state not in PROFILE_STATES:
+        err_console.print(f"[red]error:[/red] state must be one of {', '.join(PROFILE_STATES)}")
+        raise typer.Exit(2)
+    if event_type is not None and event_type not in EVENT_TYPES:
+        err_console.print(f"[red]error:[/red] event type must be one of {', '.join(EVENT_TYPES)}")
+        raise typer.Exit(2)
+    cmd = SetState(id=f"cli:{uuid.uuid4()}", image_name=image, image_tag=tag, state=state, event_type=event_type)  # type: ignore[arg-type]
+    _publish(_settings(config), cmd)
+
+
+@app.command()
+def reset(
+    image: str = typer.Argument(..., help="image name"),
+    tag: Optional[str] = typer.Argument(None, help="image tag (default: the whole profile)"),
+    config: Optional[Path] = _ConfigOpt,
+) -> None:
+    """Forget a profile (or one version of it); it starts learning again from its next event."""
+    _publish(_settings(config), ResetProfile(id=f"cli:{uuid.uuid4()}", image_name=image, image_tag=tag))
+
+
+# --- export (another engineer's command goes below) ---------------------------------------------

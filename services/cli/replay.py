@@ -2,8 +2,77 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from services.cli.output import Format, console, err_console, json_line
+from services.runtime.errors import VigilError
+from services.runtime.settings import Settings, SettingsError, load
+
+
+async def replay_profile_learner(settings: Settings) -> dict[str, Any]:
+    """Rebuild the learner's state from EVENTS + COMMANDS up to its snapshot's positions; compare bytes."""
+    from contracts.subjects import COMMANDS, EVENTS
+    from services.profile_learner import core, replay
+    from services.profile_learner.app import core_config, load_snapshot, snapshot_path
+    from services.runtime.bus import connect
+
+    snap = load_snapshot(snapshot_path(settings))
+    bus = await connect(settings, start_embedded=False, name="vigil-replay")
+    try:
+        if snap is None:
+            upto = {EVENTS: await replay.last_seq(bus.js, EVENTS), COMMANDS: await replay.last_seq(bus.js, COMMANDS)}
+        else:
+            upto = dict(snap.positions)
+        state = core.State()
+        stats = await replay.rebuild_from_log(bus.js, state, core_config(settings), {}, upto)
+    finally:
+        await bus.close()
+    report: dict[str, Any] = {
+        "service": "profile-learner",
+        "positions": upto,
+        "event_batches": stats.events_messages,
+        "commands": stats.commands,
+        "undecodable": stats.undecodable,
+        "profiles": len(state.profiles),
+    }
+    if snap is None:
+        report["result"] = "no-snapshot"
+    else:
+        report["result"] = "match" if core.encode_state(state) == core.encode_state(snap.state) else "mismatch"
+    return report
 
 
 def register(root: typer.Typer) -> None:
     """Add this module's top-level command(s) to the root CLI."""
+
+    @root.command("replay")
+    def replay_cmd(
+        service: str = typer.Argument(..., help="profile-learner"),
+        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
+        output: Format = typer.Option(Format.table, "--output", "-o", help="table or json"),
+    ) -> None:
+        """Rebuild SERVICE's state from the log and report whether it matches its snapshot."""
+        try:
+            settings = load(config).settings
+        except SettingsError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        if service != "profile-learner":
+            err_console.print(f"[red]error:[/red] replay supports: profile-learner (got {service!r})")
+            raise typer.Exit(2)
+        try:
+            report = asyncio.run(replay_profile_learner(settings))
+        except VigilError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+        if output == Format.json:
+            json_line(report)
+        else:
+            for key, value in report.items():
+                console.print(f"{key}: {value}")
+        if report["result"] == "mismatch":
+            raise typer.Exit(1)
