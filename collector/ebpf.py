@@ -104,6 +104,7 @@ class Probe:
         self.opts = opts
         self.bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=cflags(opts))
         self._pending: list[bytes] = []
+        self._final: dict[str, int] | None = None
         self.bpf["events"].open_ring_buffer(self._on_record)
 
     def _on_record(self, _ctx: Any, data: int, size: int) -> int:
@@ -117,6 +118,8 @@ class Probe:
         return out
 
     def counters(self) -> dict[str, int]:
+        if self._final is not None:
+            return dict(self._final)
         table = self.bpf["counters"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(abi.COUNTER_NAMES)}
 
@@ -142,4 +145,6 @@ class Probe:
             yield key.cgroup_id, key.pid, nrs
 
     def close(self) -> None:
-        self.bpf.cleanup()
+        if self._final is None:
+            self._final = self.counters()
+            self.bpf.cleanup()

@@ -1,29 +1,297 @@
-"""Collector entry point: pick a source, batch, publish, tick.
+"""Collector entry point: pick a source, enrich, batch, publish, tick.
 
-Sources: ``ebpf`` (needs root and BCC), ``trace:FILE`` (JSONL) and
-``synthetic`` (load generator). ``auto`` means ebpf when available.
+Sources: ``ebpf`` (root + BCC), ``trace:FILE`` (JSONL, DESIGN.md format) and
+``synthetic`` (load generator); ``auto`` is ebpf when available.
+
+Invariants:
+- publish ids are exactly-once: (node, boot, partition, sequence) where boot
+  is ``<kernel boot id>-<collector start, ns since boot>`` for live sources
+  (a restarted collector never reuses a sequence) and a hash of the file for
+  a trace (re-publishing a trace stores nothing twice);
+- every ``collector.tick_interval`` a ClockTicked goes to every partition
+  (live sources only: a trace carries its own time);
+- the dedup map is flushed when the workload registry changes, so behaviour
+  first seen from an unknown container is reported again with its identity.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import logging
 import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
+from collector import abi, identity
+from collector import workloads as wreg
+from collector.enrich import Enricher
+from collector.publisher import BatchingPublisher
+from collector.sources import Synthetic, SyntheticSpec, trace_source
+from contracts.codec import encode_json
+from contracts.decisions import Heartbeat
+from contracts.events import ClockTicked, RawEvent
+from contracts.subjects import HEARTBEAT_BUCKET
+from services.runtime.bus import Bus, connect
+from services.runtime.service import ensure_buckets
 from services.runtime.settings import Settings
+
+log = logging.getLogger("vigil.collector")
+
+
+def resolve_source(settings: Settings) -> str:
+    source = settings.collector.source
+    if source == "auto":
+        from collector.ebpf import missing
+
+        return "ebpf" if not missing() else "synthetic-unavailable"
+    return source
 
 
 def collector_available(settings: Settings) -> tuple[bool, str]:
-    """Whether `vigil up` should start the collector, and why not."""
+    """Whether `vigil up` should start the collector, and if not, exactly what is missing."""
     source = settings.collector.source
-    if source != "auto" and source != "ebpf":
+    if source not in ("auto", "ebpf"):
         return True, source
-    if os.geteuid() != 0:
-        return False, "the eBPF collector needs root"
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        return False, "BCC is not installed (make install-kernel-deps as root)"
+    from collector.ebpf import missing
+
+    lacking = missing()
+    if lacking:
+        return False, "the eBPF collector needs: " + "; ".join(lacking)
     return True, "ebpf"
 
 
-async def run_collector(settings: Settings) -> None:
-    raise SystemExit("the collector's live sources land with the collector issue; use `vigil collect --from TRACE`")
+def boot_id(path: str = "/proc/sys/kernel/random/boot_id") -> str:
+    try:
+        return Path(path).read_text().strip().replace("-", "")[:16]
+    except OSError:
+        return socket.gethostname()
+
+
+def live_boot() -> str:
+    return f"{boot_id()}-{time.monotonic_ns()}"
+
+
+def trace_boot(path: Path) -> str:
+    return "trace-" + hashlib.sha1(path.read_bytes()).hexdigest()[:12]
+
+
+class Collector:
+    """One collector run; :meth:`stop` may be called from any thread."""
+
+    def __init__(self, settings: Settings, source: str | None = None) -> None:
+        self.settings = settings
+        self.source = source or resolve_source(settings)
+        self.registry = wreg.Registry()
+        self.probe: Any = None
+        self.enricher: Enricher | None = None
+        self.decode_stats = abi.DecodeStats()
+        self.records = 0
+        self.batcher: BatchingPublisher | None = None
+        self.ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_dedup = threading.Event()
+
+    # --- control (thread-safe) ----------------------------------------------------
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def request_dedup_flush(self) -> None:
+        self._flush_dedup.set()
+
+    def counters(self) -> dict[str, int]:
+        out = {"records": self.records, "decoded": self.decode_stats.decoded,
+               "unknown_op": self.decode_stats.unknown_op, "short": self.decode_stats.short,
+               "size_mismatch": self.decode_stats.size_mismatch}
+        if self.batcher is not None:
+            out.update(events=self.batcher.events, batches=self.batcher.batches)
+        if self.probe is not None:
+            out.update({f"kernel_{k}": v for k, v in self.probe.counters().items()})
+        if self.enricher is not None:
+            out.update(host_dropped=self.enricher.stats.host_dropped, not_dns=self.enricher.stats.not_dns)
+        return out
+
+    # --- run -------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, int]:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        cfg = self.settings.collector
+        if self.source == "synthetic-unavailable":
+            from collector.ebpf import missing
+
+            raise SystemExit("collector: the eBPF source is unavailable: " + "; ".join(missing())
+                             + " (set collector.source to synthetic or trace:FILE)")
+        bus = await connect(self.settings, name="vigil-collector")
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            await bus.ensure_streams()
+            await ensure_buckets(bus)
+            kv = await wreg.bucket(bus.js)
+            if cfg.workloads_file:
+                changed = await wreg.seed_from_file(kv, cfg.workloads_file)
+                log.info("workloads file %s: %d entries written", cfg.workloads_file, changed)
+            await self.registry.start(kv)
+            is_trace = self.source.startswith("trace:")
+            boot = trace_boot(Path(self.source[6:])) if is_trace else live_boot()
+            async with bus.publisher() as pub:
+                self.batcher = BatchingPublisher(pub, self.settings.node_name, boot, self.settings.nats.partitions, cfg.batch_size)
+                tasks.append(asyncio.create_task(self._flusher()))
+                tasks.append(asyncio.create_task(self._heartbeats(bus)))
+                if not is_trace:
+                    tasks.append(asyncio.create_task(self._ticker()))
+                await self._pump(self._chunks())
+                await self.batcher.drain()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await self.registry.stop()
+            if self.probe is not None:
+                self.probe.close()
+            await bus.close()
+        stats = self.counters()
+        log.info("collector stopped: %s", stats)
+        return stats
+
+    async def _pump(self, chunks: AsyncIterator[list[RawEvent]]) -> None:
+        assert self.batcher is not None and self._stop is not None
+        stop = asyncio.create_task(self._stop.wait())
+        it = chunks.__aiter__()
+        try:
+            while True:
+                nxt = asyncio.ensure_future(it.__anext__())
+                done, _ = await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await nxt
+                    return
+                try:
+                    chunk = nxt.result()
+                except StopAsyncIteration:
+                    return
+                for event in chunk:
+                    await self.batcher.add(event)
+        finally:
+            stop.cancel()
+            with contextlib.suppress(Exception):
+                await it.aclose()  # type: ignore[attr-defined]
+
+    def _chunks(self) -> AsyncIterator[list[RawEvent]]:
+        cfg = self.settings.collector
+        if self.source.startswith("trace:"):
+            return trace_source(Path(self.source[6:]), cfg.batch_size)
+        if self.source == "synthetic":
+            spec = SyntheticSpec(rate=cfg.synthetic_rate, containers=cfg.synthetic_containers, images=cfg.synthetic_images,
+                                 mix=cfg.synthetic_mix, total=cfg.synthetic_events, node=self.settings.node_name)
+            return self._counted(Synthetic(spec).run(float(cfg.batch_interval)))
+        if self.source == "ebpf":
+            return self._ebpf()
+        raise SystemExit(f"collector: unknown source {self.source!r}")
+
+    async def _counted(self, chunks: AsyncIterator[list[RawEvent]]) -> AsyncIterator[list[RawEvent]]:
+        self.ready.set()
+        async for chunk in chunks:
+            self.records += len(chunk)
+            yield chunk
+
+    # --- the kernel source -------------------------------------------------------------
+
+    async def _ebpf(self) -> AsyncIterator[list[RawEvent]]:
+        from collector.ebpf import Probe, ProbeOptions
+
+        cfg = self.settings.collector
+        types = self.settings.runtime_security_config.event_types
+        opts = ProbeOptions(
+            dedup=cfg.dedup, dedup_size=cfg.dedup_map_size, ring_bytes=cfg.ring_buffer_bytes,
+            exec=types.exec, open=types.open, connect=types.connect and self.settings.runtime_security_config.network.enabled,
+            dns=types.dns, syscalls=types.syscalls,
+        )
+        self.probe = await asyncio.to_thread(Probe, opts)
+        self.enricher = Enricher(
+            node=self.settings.node_name, paths=identity.CgroupPaths(), workloads=self.registry,
+            host_processes=cfg.host_processes, clock_offset_ns=time.time_ns() - time.monotonic_ns(),
+        )
+        log.info("eBPF collector attached (dedup %s, ring %d bytes)", opts.dedup, opts.ring_bytes)
+        self.ready.set()
+        seen_version = self.registry.version
+        next_syscalls = next_flush = time.monotonic()
+        while True:
+            await asyncio.sleep(float(cfg.consume_interval))
+            out = self._decode(self.probe.consume())
+            now = time.monotonic()
+            if now >= next_syscalls:
+                next_syscalls = now + float(cfg.syscalls_interval)
+                for cg, pid, nrs in self.probe.drain_syscalls():
+                    out.extend(self.enricher.syscalls(cg, pid, nrs, time.time_ns()))
+            flush = self._flush_dedup.is_set() or self.registry.version != seen_version
+            if cfg.dedup_flush_interval and now >= next_flush:
+                next_flush, flush = now + float(cfg.dedup_flush_interval), True
+            if flush:
+                self._flush_dedup.clear()
+                seen_version = self.registry.version
+                self.probe.flush_dedup()
+            if out:
+                yield out
+
+    def _decode(self, raw: list[bytes]) -> list[RawEvent]:
+        assert self.enricher is not None
+        self.records += len(raw)
+        out: list[RawEvent] = []
+        for data in raw:
+            rec = abi.decode(data, self.decode_stats)
+            if rec is not None:
+                out.extend(self.enricher.handle(rec))
+        return out
+
+    # --- timers ------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        assert self.batcher is not None
+        interval = float(self.settings.collector.tick_interval)
+        while interval > 0:
+            await self.batcher.add(ClockTicked(time=time.time_ns(), node=self.settings.node_name))
+            await asyncio.sleep(interval)
+
+    async def _flusher(self) -> None:
+        assert self.batcher is not None
+        interval = float(self.settings.collector.batch_interval)
+        while True:
+            await asyncio.sleep(interval)
+            await self.batcher.drain()
+
+    async def _heartbeats(self, bus: Bus) -> None:
+        try:
+            kv = await bus.js.key_value(HEARTBEAT_BUCKET)
+        except Exception:  # noqa: BLE001 - heartbeats are best effort
+            return
+        started = time.time()
+        key = f"collector.{self.settings.node_name}".replace(":", "_")
+        while True:
+            beat = Heartbeat(service="collector", instance=self.settings.node_name, host=socket.gethostname(),
+                             pid=os.getpid(), started=started, updated=time.time(), counters=self.counters())
+            with contextlib.suppress(Exception):
+                await kv.put(key, encode_json(beat))
+            await asyncio.sleep(float(self.settings.telemetry.heartbeat_interval))
+
+
+async def run_collector(settings: Settings, source: str | None = None) -> dict[str, int]:
+    """Run until SIGINT/SIGTERM (live sources) or the end of the trace."""
+    collector = Collector(settings, source)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, collector.stop)
+    return await collector.run()

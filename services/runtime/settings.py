@@ -124,6 +124,16 @@ class Collector(_S):
     host_processes: Literal["ignore", "tag"] = "ignore"
     workloads_file: str = ""
     dedup_map_size: int = 65_536
+    dedup: bool = True  # in-kernel suppression of repeated (cgroup, behaviour) keys
+    dedup_flush_interval: Duration = Duration(0)  # 0: flush only when the workload registry changes
+    ring_buffer_bytes: int = 16 << 20
+    consume_interval: Duration = Duration(0.01)  # ring buffer drain period (submits do not wake us)
+    syscalls_interval: Duration = Duration(1)  # syscall bitmap drain period
+    synthetic_rate: int = 1000  # events/s offered by the synthetic source
+    synthetic_containers: int = 4
+    synthetic_images: int = 2
+    synthetic_mix: str = "exec=1,open=6,dns=1,connect=1,syscalls=1"
+    synthetic_events: int = 0  # stop after this many (0: run until stopped)
 
 
 class Suppression(_S):
@@ -215,6 +225,10 @@ _POSITIVE = {
     "nats.fetch_batch",
     "nats.max_ack_pending",
     "collector.batch_size",
+    "collector.dedup_map_size",
+    "collector.ring_buffer_bytes",
+    "collector.synthetic_containers",
+    "collector.synthetic_images",
     "archive.batch_size",
     "audit_reports.keep_runs",
 }

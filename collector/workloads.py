@@ -1,0 +1,146 @@
+"""The workload registry as the collector sees it: an in-memory map kept in
+sync with the NATS KV bucket (watched), seeded from ``collector.workloads_file``.
+
+Invariants:
+- the bucket is the source of truth; the map is a cache updated only by the
+  watch (a put from any writer shows up here, a delete removes it);
+- lookups also accept a container id prefix of >= 12 characters (docker's
+  short ids) registered by an operator;
+- :func:`load_file` is pure over the YAML text and names the bad entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from contracts import workloads as wl
+from contracts.subjects import WORKLOAD_BUCKET
+from contracts.workloads import Workload
+
+log = logging.getLogger("vigil.collector.workloads")
+
+
+class WorkloadFileError(ValueError):
+    pass
+
+
+def parse_file(text: str, origin: str = "workloads file") -> list[Workload]:
+    """YAML ``workloads: [{container_id, image | image_name+image_tag, pod, namespace, name}]``."""
+    doc = yaml.safe_load(text) or {}
+    items = doc.get("workloads", []) if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise WorkloadFileError(f"{origin}: expected a list under 'workloads'")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not item.get("container_id"):
+            raise WorkloadFileError(f"{origin}: entry {i} needs container_id")
+        out.append(from_fields(dict(item), source="file"))
+    return out
+
+
+def from_fields(item: dict[str, Any], source: str) -> Workload:
+    image = item.pop("image", "")
+    name, tag = wl.split_image(image) if image else (item.get("image_name", ""), item.get("image_tag", ""))
+    if not name:
+        raise WorkloadFileError(f"workload {item.get('container_id')}: needs image or image_name")
+    return Workload(
+        container_id=str(item["container_id"]),
+        image_name=name,
+        image_tag=str(item.get("image_tag") or tag),
+        pod=str(item.get("pod", "")),
+        namespace=str(item.get("namespace", "")),
+        name=str(item.get("name", "")),
+        source=source,
+    )
+
+
+async def bucket(js: Any) -> Any:
+    try:
+        return await js.key_value(WORKLOAD_BUCKET)
+    except Exception:  # noqa: BLE001 - create on first use
+        from nats.js.api import KeyValueConfig
+
+        return await js.create_key_value(KeyValueConfig(bucket=WORKLOAD_BUCKET, history=5))
+
+
+async def put(kv: Any, w: Workload) -> None:
+    await kv.put(wl.key(w.container_id), wl.encode(w))
+
+
+async def seed_from_file(kv: Any, path: str) -> int:
+    """Put every entry of the file that the bucket does not already hold as is."""
+    items = parse_file(Path(path).read_text(), path)
+    changed = 0
+    for w in items:
+        try:
+            entry = await kv.get(wl.key(w.container_id))
+            if entry.value == wl.encode(w):
+                continue
+        except Exception:  # noqa: BLE001 - not there yet
+            pass
+        await put(kv, w)
+        changed += 1
+    return changed
+
+
+class Registry:
+    """container id → Workload, updated from the bucket's watch."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Workload] = {}
+        self.version = 0  # bumped on every change: caches keyed on it are invalidated
+        self._task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    def get(self, container_id: str) -> Workload | None:
+        found = self.by_id.get(container_id)
+        if found is not None or len(container_id) < 12:
+            return found
+        for cid, w in self.by_id.items():
+            if len(cid) >= 12 and container_id.startswith(cid):
+                return w
+        return None
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        if value:
+            try:
+                w = wl.decode(value)
+            except Exception as exc:  # noqa: BLE001 - a bad entry is skipped, not fatal
+                log.warning("workload %s: unreadable entry: %s", key, exc)
+                return
+            self.by_id[w.container_id] = w
+        else:
+            self.by_id = {cid: w for cid, w in self.by_id.items() if wl.key(cid) != key}
+        self.version += 1
+
+    async def start(self, kv: Any) -> None:
+        watcher = await kv.watchall()
+        self._task = asyncio.create_task(self._run(watcher))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), 5)
+
+    async def _run(self, watcher: Any) -> None:
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    self.ready.set()
+                    continue
+                deleted = entry.operation in ("DEL", "PURGE")
+                self.apply(entry.key, None if deleted else entry.value)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
