@@ -57,6 +57,17 @@ class GatekeeperDecision(Struct, frozen=True, kw_only=True, forbid_unknown_field
     auditId: str = ""
 
 
+class GatekeeperAuditEvent(Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """An audit run marker line on the intake: ``eventType`` audit_started or
+    audit_finished, ``auditId`` = the run's start time (RFC3339), as Gatekeeper
+    names its audit runs."""
+
+    eventType: Literal["audit_started", "audit_finished"]
+    auditId: str
+    timeStamp: str = ""  # default: the audit id (the run's start time)
+    violations: int | None = None  # audit_finished: violations the run found, when known
+
+
 class AuditStarted(Struct, frozen=True, kw_only=True, tag_field="kind", tag="audit_started.v1"):
     audit_id: str  # RFC3339 start time of the run, as Gatekeeper names it
     time: int

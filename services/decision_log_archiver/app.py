@@ -1,77 +1,199 @@
 """decision-log-archiver adapter: the single writer of the DuckDB archive.
 
-Rows are staged while a fetched batch is handled and written in ``commit``,
-in one transaction together with the stream position; the runner acks only
-after that. Upserts on the decision id make a redelivered decision a no-op.
+Invariants:
+
+- Rows are staged while a fetched batch is handled and written in
+  :meth:`Archiver.commit`, in one transaction together with the stream
+  position; the runner acks only after that. A failing commit raises, the
+  runner retries it with exponential backoff and jitter and acks nothing
+  meanwhile. A failed write may leave DuckDB's instance invalidated, so the
+  connection is dropped and reopened (lazily, also at start: an unwritable
+  archive directory delays the archive, it never stops the service).
+- Upserts on the decision id (appender, ``action="upsert"``) make a
+  redelivered decision a no-op. Because the sink is idempotent, no
+  redelivery is ever skipped by position (see :class:`_NeverSkip`).
+- Payloads on ``vigil.decisions.intake`` may be Gatekeeper-shaped; they are
+  read with the intake's own pure normaliser.
+- Read-only SQL is served on ``vigil.query.decisions`` (request/reply, core
+  NATS on the runner's own connection) from cursors of the writer's
+  connection, each in a read-only transaction: the only way to query a
+  DuckDB file while a process writes it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import duckdb
+from nats.aio.msg import Msg
+from opentelemetry import metrics
 
-from contracts.codec import ContractError, decode_json
 from contracts.decisions import Decision
-from contracts.subjects import DECISIONS, ConsumerSpec
-from services.decision_log_archiver import core
+from contracts.subjects import DECISIONS, QUERY_DECISIONS, ConsumerSpec
+from services.decision_intake.core import Rejected, normalise
+from services.decision_log_archiver import core, query
 from services.runtime.bus import Bus, data_path
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
 
+log = logging.getLogger("vigil.archiver")
+DURABLE = "decision-log-archiver"
+
+
+class _NeverSkip(dict[str, int]):
+    """Positions the runner consults to skip redeliveries: never skip here.
+
+    After a crash JetStream delivers new messages before it redelivers the
+    unacknowledged ones (after ``ack_wait``), so a position can be ahead of
+    decisions that were never committed. The archive upserts by id, so
+    re-applying a redelivery is harmless and skipping it would lose it."""
+
+    def get(self, key: str, default: Any = None) -> int:  # type: ignore[override]
+        return 0
+
 
 class Archiver(AppBase):
     name = "decision-log-archiver"
-    consumers = (ConsumerSpec(DECISIONS, "decision-log-archiver"),)
+    consumers = (ConsumerSpec(DECISIONS, DURABLE),)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
+        self.positions = _NeverSkip()
+        self.fetch_batch = settings.archive.batch_size
         self.path = data_path(settings, settings.archive.path)
         self.con: duckdb.DuckDBPyConnection | None = None
-        self.staged: list[tuple[Any, ...]] = []
+        self.staged: dict[str, tuple[Any, ...]] = {}
+        self.backlog = 0
+        self._bus: Bus | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sub: Any = None
+
+    # --- life cycle ------------------------------------------------------------------
 
     async def start(self, bus: Bus) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path))
-        cols = ", ".join(f"{name} {sql}" for name, sql in core.COLUMNS)
-        self.con.execute(f"CREATE TABLE IF NOT EXISTS decisions ({cols})")
-        self.con.execute("CREATE TABLE IF NOT EXISTS positions (stream VARCHAR PRIMARY KEY, seq BIGINT)")
-        for stream, seq in self.con.execute("SELECT stream, seq FROM positions").fetchall():
-            self.positions[stream] = seq
+        self._bus = bus
+        with contextlib.suppress(Exception):
+            self._open()  # an unwritable archive is retried by commit, not fatal
+        self._sub = await bus.nc.subscribe(QUERY_DECISIONS, queue=DURABLE, cb=self._on_query)
+        self._tasks.append(asyncio.create_task(self._watch_backlog(bus)))
+        meter = metrics.get_meter("vigil.decision-log-archiver")
+        meter.create_observable_gauge(
+            "vigil.archive.backlog",
+            callbacks=[lambda _opts: [metrics.Observation(self.backlog)]],
+            description="decisions in DECISIONS not yet committed to the archive",
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        self._close()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if self.con is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = duckdb.connect(str(self.path))
+            try:
+                for statement in core.create_statements():
+                    con.execute(statement)
+            except Exception:
+                con.close()
+                raise
+            self.con = con
+            self.counters["archive_opened"] += 1
+        return self.con
+
+    def _close(self) -> None:
+        if self.con is not None:
+            with contextlib.suppress(Exception):
+                self.con.close()
+            self.con = None
+
+    # --- the stream --------------------------------------------------------------------
 
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
-        try:
-            decision = decode_json("decision", msg.data)
-        except ContractError as exc:
-            raise Invalid(str(exc)) from exc
-        if isinstance(decision, Decision):
-            self.staged.append(core.to_row(decision, msg.seq))
+        result = normalise(msg.data)
+        if isinstance(result, Rejected):
+            raise Invalid(result.reason)
+        if isinstance(result.message, Decision):
+            core.stage(self.staged, result.message, msg.seq)
         return ()
 
     async def commit(self) -> None:
-        assert self.con is not None
         if not self.staged and not self.positions:
             return
-        con = self.con
+        try:
+            self._write(self._open())
+        except Exception:
+            self.counters["sink_failures"] += 1
+            self._close()  # a failed write can invalidate the instance: reopen on retry
+            raise
+        self.counters["archived"] += len(self.staged)
+        self.staged = {}
+
+    def _write(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute("BEGIN")
         try:
             if self.staged:
-                appender = con.appender("decisions", action="upsert")
-                appender.append_rows(self.staged)
+                appender = con.appender(core.TABLE, action="upsert")
+                appender.append_rows(list(self.staged.values()))
                 appender.flush()
             for stream, seq in self.positions.items():
-                con.execute("INSERT OR REPLACE INTO positions VALUES (?, ?)", [stream, seq])
+                con.execute(
+                    f"INSERT INTO {core.POSITIONS} VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = greatest(seq, excluded.seq)",
+                    [stream, seq],
+                )
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
             raise
-        self.counters["archived"] += len(self.staged)
-        self.staged = []
 
-    async def stop(self) -> None:
-        if self.con is not None:
-            self.con.close()
+    async def _watch_backlog(self, bus: Bus) -> None:
+        interval = max(0.5, float(self.settings.telemetry.heartbeat_interval))
+        while True:
+            try:
+                info = await bus.js.consumer_info(DECISIONS, DURABLE)
+                self.backlog = info.num_pending + info.num_ack_pending + len(self.staged)
+                self.counters["backlog"] = self.backlog
+            except Exception as exc:  # noqa: BLE001 - a metric must not stop the service
+                log.debug("backlog unavailable: %s", exc)
+            await asyncio.sleep(interval)
+
+    # --- read-only SQL endpoint ------------------------------------------------------
+
+    async def _on_query(self, msg: Msg) -> None:
+        if not msg.reply:
+            return
+        max_bytes = max(1024, self._max_payload() - 1024)
+        try:
+            request = query.request_decoder.decode(msg.data)
+            cur = self._open().cursor()  # created on the loop thread, used by one worker thread
+            if request.export:
+                result = await asyncio.to_thread(query.export_parquet, cur, Path(request.export))
+            else:
+                result = await asyncio.to_thread(query.run, cur, request.sql, request.max_rows)
+            chunks = list(query.reply_chunks(result, max_bytes))
+            self.counters["queries"] += 1
+        except query.QueryRefused as exc:
+            self.counters["queries_refused"] += 1
+            chunks = [query.error_reply(str(exc), refused=True)]
+        except Exception as exc:  # noqa: BLE001 - every request gets an answer
+            self.counters["queries_failed"] += 1
+            chunks = [query.error_reply(f"{type(exc).__name__}: {exc}")]
+        assert self._bus is not None
+        for chunk in chunks:
+            await self._bus.nc.publish(msg.reply, chunk)
+
+    def _max_payload(self) -> int:
+        return self._bus.nc.max_payload if self._bus is not None else 1 << 20
 
 
 def build(settings: Settings) -> Archiver:

@@ -1,0 +1,1 @@
+"""Decision intake: Gatekeeper-compatible ndjson sidecar (unix socket) feeding DECISIONS."""

@@ -1,0 +1,198 @@
+"""Decision intake sidecar: a unix stream socket taking ndjson, one decision per line.
+
+Protocol: the client writes lines; the intake answers every line, in order,
+with one JSON line: ``{"ok":true,"id":…}`` (``"duplicate":true`` when
+JetStream already had that id) or ``{"ok":false,"reason":…}``.
+
+Invariants:
+
+- A line is answered ``ok`` only after JetStream stored it (publish ack).
+  Lines are pipelined: everything read in one chunk is published through the
+  windowed :class:`~services.runtime.bus.Publisher` and flushed once, then the
+  chunk's answers are written.
+- ``Nats-Msg-Id`` is ``decision:<decisionId>`` (``audit_started:<auditId>`` …),
+  so a line re-sent after a lost answer is stored once.
+- A bad line (invalid UTF-8 or JSON, wrong types, longer than
+  ``decision_intake.max_line_bytes``) is answered with its reason and counted;
+  it never closes the connection or stops the intake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+
+from contracts.codec import encode_json
+from contracts.subjects import INTAKE_DECISIONS
+from services.decision_intake import core
+from services.runtime.bus import Bus, PubAck, Publisher, data_path
+from services.runtime.errors import PublishError, VigilError
+from services.runtime.settings import Settings
+
+log = logging.getLogger("vigil.intake")
+READ_CHUNK = 256 * 1024
+_answer = msgspec.json.Encoder()
+
+
+class IntakeError(VigilError):
+    """The intake cannot start (socket path in use, bad mode)."""
+
+
+def socket_path(settings: Settings, override: str | Path | None = None) -> Path:
+    raw = str(override or settings.decision_intake.socket or "intake.sock")
+    return data_path(settings, raw)
+
+
+class Intake:
+    """Serves one unix socket; one windowed publisher per client connection."""
+
+    def __init__(self, settings: Settings, bus: Bus, path: Path, mode: int | None = None) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.path = path
+        self.mode = int(settings.decision_intake.socket_mode, 8) if mode is None else mode
+        self.max_line = settings.decision_intake.max_line_bytes
+        self.counters: Counter[str] = Counter()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_socket(self.path)
+        old = os.umask(0o777 & ~self.mode)  # the socket is born with the mode: no window of wider access
+        try:
+            self._server = await asyncio.start_unix_server(self._serve_client, path=str(self.path), limit=READ_CHUNK)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, self.mode)
+        log.info("decision intake listening on %s (mode %o)", self.path, self.mode)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.counters["connections"] += 1
+        try:
+            async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
+                async for results in self._chunks(reader):
+                    writer.write(await self._store(pub, results))
+                    await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.counters["connections_lost"] += 1
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _chunks(self, reader: asyncio.StreamReader) -> AsyncIterator[list[core.Result]]:
+        """Results of the complete lines of each read chunk; an over-long line is skipped to its end."""
+        rest = b""
+        skipping = False
+        while chunk := await reader.read(READ_CHUNK):
+            lines, rest = core.split_lines(rest + chunk)
+            results: list[core.Result] = []
+            for line in lines:
+                if skipping:
+                    results.append(core.too_long(self.max_line))
+                    skipping = False
+                else:
+                    results.append(self._validate(line))
+            if len(rest) > self.max_line:
+                rest, skipping = b"", True
+            if results:
+                yield results
+        if skipping:
+            yield [core.too_long(self.max_line)]
+        elif rest.strip():
+            yield [self._validate(rest)]
+
+    def _validate(self, line: bytes) -> core.Result:
+        if len(line) > self.max_line:
+            return core.too_long(self.max_line)
+        return core.normalise(line)
+
+    async def _store(self, pub: Publisher, results: list[core.Result]) -> bytes:
+        """Publish the accepted lines of one chunk, wait for their acks, return the chunk's answers."""
+        for result in results:
+            if isinstance(result, core.Accepted):
+                await pub.publish(INTAKE_DECISIONS, encode_json(result.message), result.msg_id)
+        failure = ""
+        acks: list[PubAck] = []
+        try:
+            acks = await pub.flush()
+        except PublishError as exc:
+            failure = f"not stored, send again: {exc}"
+        return b"".join(self._answers(results, iter(acks), failure))
+
+    def _answers(self, results: list[core.Result], acks: Iterator[PubAck], failure: str) -> list[bytes]:
+        out: list[bytes] = []
+        for result in results:
+            if isinstance(result, core.Rejected):
+                self.counters[f"rejected_{result.kind}"] += 1
+                self.counters["rejected"] += 1
+                out.append(_answer.encode({"ok": False, "reason": result.reason}) + b"\n")
+            elif failure:
+                self.counters["not_stored"] += 1
+                out.append(_answer.encode({"ok": False, "id": _id(result), "reason": failure}) + b"\n")
+            else:
+                ack = next(acks)
+                self.counters["accepted"] += 1
+                self.counters["duplicates"] += ack.duplicate
+                reply = {"ok": True, "id": _id(result), "duplicate": True} if ack.duplicate else {"ok": True, "id": _id(result)}
+                out.append(_answer.encode(reply) + b"\n")
+        return out
+
+
+def _id(result: core.Accepted) -> str:
+    message = result.message
+    return message.id or result.msg_id
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A socket file left by a dead intake is removed; a live one is an error."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise IntakeError(f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+        return
+    finally:
+        probe.close()
+    raise IntakeError(f"another intake already listens on {path}")
+
+
+async def serve(settings: Settings, path: Path, stopping: asyncio.Event, bus: Bus | None = None) -> Counter[str]:
+    """Run the intake until ``stopping`` is set; returns its counters."""
+    from services.runtime.bus import connect
+
+    own_bus = bus is None
+    bus = bus or await connect(settings, name="vigil-intake")
+    intake = Intake(settings, bus, path)
+    try:
+        await bus.ensure_streams()
+        await intake.start()
+        await stopping.wait()
+    finally:
+        await intake.stop()
+        if own_bus:
+            await bus.close()
+    return intake.counters
