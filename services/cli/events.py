@@ -1,8 +1,147 @@
-"""`vigil events`: Raw runtime events (tail)."""
+"""`vigil events tail`: raw runtime events from the EVENTS stream.
+
+Reads through an ephemeral pull consumer (nothing durable is left behind),
+decodes each msgpack batch and prints matching events: ``-o json`` gives one
+trace-format object per line (DESIGN.md: bare ``kind``, RFC3339 ``time``,
+contract field names), ``-o table`` a summary line per event. Without
+``--follow`` it prints the last ``--last`` matching events and exits.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from services.cli.output import Format, err_console, json_line, rows
+from services.runtime.errors import VigilError
+from services.runtime.settings import Settings, SettingsError, load
 
 NAME = "events"
 app = typer.Typer(help="Raw runtime events (tail).", no_args_is_help=True)
+
+COLUMNS = ["time", "kind", "node", "container", "image", "pid", "comm", "detail"]
+
+
+def _settings(config: Optional[Path]) -> Settings:
+    try:
+        return load(config).settings
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def matches(obj: dict[str, Any], kind: str | None, image: str | None, container: str | None, node: str | None) -> bool:
+    c = obj.get("container") or {}
+    return (
+        (not kind or obj["kind"] == kind)
+        and (not image or c.get("image_name") == image)
+        and (not container or str(c.get("id", "")).startswith(container))
+        and (not node or obj.get("node") == node)
+    )
+
+
+def detail(obj: dict[str, Any]) -> str:
+    if "file" in obj:
+        return f"{obj['file']['path']} flags={obj['file']['flags']:#o}"
+    if "dns" in obj:
+        return f"{obj['dns']['name']} {obj['dns']['qtype']}"
+    if "net" in obj:
+        return f"{obj['net']['addr']}:{obj['net']['port']} {obj['net']['family']}"
+    if "syscalls" in obj:
+        return ",".join(obj["syscalls"])
+    if obj["kind"] == "exit":
+        return f"code={obj.get('exit_code', 0)}"
+    proc = obj.get("process") or {}
+    return " ".join(proc.get("argv") or [proc.get("path", "")]) if obj["kind"] == "exec" else ""
+
+
+def row(obj: dict[str, Any]) -> dict[str, Any]:
+    c, p = obj.get("container") or {}, obj.get("process") or {}
+    image = c.get("image_name", "") + (":" + c["image_tag"] if c.get("image_tag") else "")
+    return {"time": obj["time"], "kind": obj["kind"], "node": obj.get("node", ""), "container": str(c.get("id", ""))[:12],
+            "image": image, "pid": p.get("pid", ""), "comm": p.get("comm", ""), "detail": detail(obj)}
+
+
+def objects(payloads: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    from contracts import trace
+    from contracts.codec import ContractError, decode_batch
+
+    for data in payloads:
+        try:
+            batch = decode_batch(data)
+        except ContractError:
+            continue
+        for event in batch.events:
+            yield trace.to_obj(event)
+
+
+async def _tail(settings: Settings, follow: bool, last: int, filters: dict[str, Any], output: Format) -> None:
+    from contracts.subjects import EVENTS
+    from services.runtime.bus import connect
+
+    bus = await connect(settings, start_embedded=False, name="vigil-events")
+    kept: deque[dict[str, Any]] = deque(maxlen=max(last, 1))
+    seen_ticks: set[str] = set()
+    try:
+        sub = await bus.js.pull_subscribe("vigil.events.*", stream=EVENTS)
+        caught_up = False
+        while True:
+            try:
+                msgs = await sub.fetch(500, timeout=1.0 if not caught_up else 5.0)
+            except Exception:  # noqa: BLE001 - nats TimeoutError: nothing new
+                msgs = []
+            if not msgs and not caught_up:
+                caught_up = True
+                _emit(list(kept), output)
+                kept.clear()
+                if not follow:
+                    return
+            for m in msgs:
+                await m.ack()
+            for obj in objects(m.data for m in msgs):
+                if obj["kind"] == "tick":  # ticks go to every partition: print each once
+                    if obj["time"] in seen_ticks or filters.get("kind") != "tick":
+                        continue
+                    seen_ticks.add(obj["time"])
+                if matches(obj, **filters):
+                    if caught_up:
+                        _emit([obj], output)
+                    else:
+                        kept.append(obj)
+    finally:
+        await bus.close()
+
+
+def _emit(objs: list[dict[str, Any]], output: Format) -> None:
+    if output == Format.json:
+        for obj in objs:
+            json_line(obj)
+    elif objs:
+        rows([row(o) for o in objs], COLUMNS, output)
+
+
+@app.command("tail")
+def tail(
+    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="exec, exit, open, connect, dns, syscalls, container_start, container_stop, tick"),
+    image: Optional[str] = typer.Option(None, "--image", help="image name"),
+    container: Optional[str] = typer.Option(None, "--container", help="container id or prefix"),
+    node: Optional[str] = typer.Option(None, "--node"),
+    last: int = typer.Option(50, "--last", "-n", help="matching events already stored to print first"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new events"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
+    output: Format = typer.Option(Format.table, "--output", "-o", help="table or json"),
+) -> None:
+    """The last stored events (and, with -f, new ones as they arrive)."""
+    filters = {"kind": kind, "image": image, "container": container, "node": node}
+    try:
+        asyncio.run(_tail(_settings(config), follow, last, filters, output))
+    except KeyboardInterrupt:
+        pass
+    except (VigilError, OSError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc

@@ -1,8 +1,136 @@
-"""`vigil workloads`: The workload registry: container id → image, tag, pod (add, list, remove)."""
+"""`vigil workloads`: the workload registry (container id → image, tag, pod).
+
+Entries live in the NATS KV bucket ``vigil_workloads`` (one JSON Workload per
+container id). The collector watches the bucket, so an entry added here names
+the container's events from the next one on; removing it makes them unknown
+again. A Kubernetes/CRI watcher writes the same entries with source ``cri``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+from services.cli.output import Format, console, err_console, rows
+from services.runtime.errors import VigilError
+from services.runtime.settings import Settings, SettingsError, load
 
 NAME = "workloads"
 app = typer.Typer(help="The workload registry: container id → image, tag, pod (add, list, remove).", no_args_is_help=True)
+
+_ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
+_OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
+COLUMNS = ["container_id", "image_name", "image_tag", "pod", "namespace", "name", "source"]
+
+
+def _settings(config: Optional[Path]) -> Settings:
+    try:
+        return load(config).settings
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+async def _with_bucket(settings: Settings, action: Any) -> Any:
+    from collector.workloads import bucket
+    from services.runtime.bus import connect
+
+    bus = await connect(settings, start_embedded=False, name="vigil-workloads")
+    try:
+        return await action(await bucket(bus.js))
+    finally:
+        await bus.close()
+
+
+def _run(settings: Settings, action: Any) -> Any:
+    try:
+        return asyncio.run(_with_bucket(settings, action))
+    except (VigilError, OSError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@app.command("add")
+def add(
+    container_id: str = typer.Argument(..., help="container id (64 hex, or a >= 12 character prefix)"),
+    image: str = typer.Option(..., "--image", help="image reference, e.g. nginx:1.25 or registry/app@sha256:…"),
+    pod: str = typer.Option("", help="pod name"),
+    namespace: str = typer.Option("", help="namespace"),
+    name: str = typer.Option("", help="container name"),
+    config: Optional[Path] = _ConfigOpt,
+) -> None:
+    """Register (or replace) the workload of a container."""
+    from collector.workloads import WorkloadFileError, from_fields, put
+
+    try:
+        w = from_fields({"container_id": container_id, "image": image, "pod": pod, "namespace": namespace, "name": name}, "cli")
+    except WorkloadFileError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    _run(_settings(config), lambda kv: put(kv, w))
+    console.print(f"registered {w.container_id[:12]}: {w.image_name}:{w.image_tag or '-'}")
+
+
+@app.command("list")
+def list_(config: Optional[Path] = _ConfigOpt, output: Format = _OutputOpt) -> None:
+    """Every registered workload."""
+    import msgspec
+
+    from contracts import workloads as wl
+
+    async def read(kv: Any) -> list[dict[str, Any]]:
+        out = []
+        watcher = await kv.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if entry.operation in ("DEL", "PURGE") or not entry.value:
+                    continue
+                try:
+                    item = msgspec.to_builtins(wl.decode(entry.value))
+                except Exception:  # noqa: BLE001 - unreadable entry
+                    continue
+                item.pop("type", None)
+                out.append(item)
+        finally:
+            await watcher.stop()
+        return sorted(out, key=lambda i: i["container_id"])
+
+    rows(_run(_settings(config), read), COLUMNS, output, title="workloads")
+
+
+@app.command("remove")
+def remove(container_id: str = typer.Argument(...), config: Optional[Path] = _ConfigOpt) -> None:
+    """Forget a container's workload (its events become unknown again)."""
+    from contracts import workloads as wl
+
+    async def delete(kv: Any) -> bool:
+        try:
+            await kv.get(wl.key(container_id))
+        except Exception:  # noqa: BLE001 - not registered
+            return False
+        await kv.delete(wl.key(container_id))
+        return True
+
+    if not _run(_settings(config), delete):
+        err_console.print(f"[red]error:[/red] no workload registered for {container_id}")
+        raise typer.Exit(1)
+    console.print(f"removed {container_id[:12]}")
+
+
+@app.command("load")
+def load_file(path: Path = typer.Argument(..., help="YAML file in the collector.workloads_file format"),
+              config: Optional[Path] = _ConfigOpt) -> None:
+    """Put every entry of a workloads YAML file into the registry."""
+    from collector.workloads import WorkloadFileError, seed_from_file
+
+    try:
+        changed = _run(_settings(config), lambda kv: seed_from_file(kv, str(path)))
+    except WorkloadFileError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(f"{changed} workloads written")
