@@ -136,11 +136,16 @@ class State(Struct, kw_only=True):
 class Out:
     """Outputs of one input: profile events and drifts, ids derived from input ids."""
 
-    __slots__ = ("events", "drifts")
+    __slots__ = ("events", "drifts", "base", "dbase")
 
     def __init__(self) -> None:
         self.events: list[ProfileEvent] = []
         self.drifts: list[Drift] = []
+        self.base = 0  # outputs before the current input event: ids count from here,
+        self.dbase = 0  # so an id depends on the event, not on how events were batched
+
+    def next_id(self, cause: str) -> str:
+        return f"pl:{cause}:{len(self.events) - self.base}"
 
 
 # --- folding inputs ---------------------------------------------------------------------
@@ -164,6 +169,7 @@ def apply_batch(state: State, cfg: Config, batch: EventBatch) -> tuple[list[Prof
             wm = t
         handler = _HANDLERS.get(type(ev))
         if handler is not None:
+            out.base, out.dbase = len(out.events), len(out.drifts)
             handler(state, cfg, ev, part, (batch.node, batch.boot, part, batch.first_seq + i), out)
     state.next_seq[key] = batch.first_seq + len(events)
     state.watermarks[part] = wm
@@ -222,7 +228,7 @@ def _version(state: State, cfg: Config, ev: Any, part: int, pos: Pos, out: Out) 
         v = _new_version(prof, cfg, tag, t)
         out.events.append(
             VersionFirstSeen(
-                id=f"pl:{_eid(pos)}:{len(out.events)}", time=t, image_name=image, image_tag=tag, container_id=c.id,
+                id=out.next_id(_eid(pos)), time=t, image_name=image, image_tag=tag, container_id=c.id,
                 versions={tag_: ver.last_seen for tag_, ver in prof.versions.items()},
             )
         )
@@ -377,7 +383,7 @@ def _insert(cfg: Config, prof: Profile, v: Version, et: str, exe: str, key: str,
     by_exe[key] = mask
     if v.states[et] in _LEARNS:
         v.last_new[et] = t
-    out.events.append(_added(prof, v, et, exe, key, mask, t, f"pl:{_eid(pos)}:{len(out.events)}"))
+    out.events.append(_added(prof, v, et, exe, key, mask, t, out.next_id(_eid(pos))))
     return True
 
 
@@ -396,7 +402,7 @@ def _drift(prof: Profile, v: Version, et: str, exe: str, key: str, ev: Any, pos:
     eid = _eid(pos)
     behaviour = exe if et == "exec" else key
     out.drifts.append(
-        Drift(id=f"drift:{eid}:{len(out.drifts)}", time=ev.time, image_name=prof.image, image_tag=v.tag,
+        Drift(id=f"drift:{eid}:{len(out.drifts) - out.dbase}", time=ev.time, image_name=prof.image, image_tag=v.tag,
               event_type=et, behaviour=behaviour, version_state=s, reason=reason,  # type: ignore[arg-type]
               inserted=inserted, stable_tag=stable_tag, container=ev.container, event=ev, event_id=eid)
     )
@@ -406,34 +412,39 @@ def _drift(prof: Profile, v: Version, et: str, exe: str, key: str, ev: Any, pos:
 
 
 def _version_deadline(v: Version, cfg: Config) -> int:
-    due = NEVER
-    for et in cfg.event_types:
-        s = v.states[et]
-        if s == "warmup":
-            due = min(due, v.warmup_until)
-        elif s == "learning":
-            due = min(due, v.last_new[et] + cfg.stable_period[et], v.since[et] + cfg.unstable_time)
-    return due
+    dues = [due[0] for et in cfg.event_types if (due := _due(v, cfg, et)) is not None]
+    return min(dues, default=NEVER)
 
 
 def advance(prof: Profile, cfg: Config, out: Out, cause: str) -> None:
-    """Apply every transition due at or before ``prof.now``, stamped with the time it became due."""
-    now = prof.now
-    for v in prof.versions.values():
-        for et in cfg.event_types:
-            s = v.states[et]
-            if s == "warmup" and v.warmup_until <= now:
-                _set_state(prof, v, et, "learning", v.warmup_until, "warmup_period", out, cause, keep_clocks=True)
-                s = "learning"
-            if s != "learning":
-                continue
-            stable_at = max(v.last_new[et] + cfg.stable_period[et], v.warmup_until)
-            unstable_at = max(v.since[et] + cfg.unstable_time, v.warmup_until)
-            if stable_at <= unstable_at and stable_at <= now:
-                _set_state(prof, v, et, "stable", stable_at, "stable_period", out, cause)
-            elif unstable_at < stable_at and unstable_at <= now:
-                _set_state(prof, v, et, "unstable", unstable_at, "time_threshold", out, cause)
+    """Apply every transition due at or before ``prof.now`` in event-time order (ties: version, then
+    type order), each stamped with the time it became due, so where ticks fall changes nothing."""
+    while True:
+        best: tuple[int, Version, str, str, str] | None = None
+        for v in prof.versions.values():
+            for et in cfg.event_types:
+                due = _due(v, cfg, et)
+                if due is not None and due[0] <= prof.now and (best is None or due[0] < best[0]):
+                    best = (due[0], v, et, due[1], due[2])
+        if best is None:
+            break
+        t, v, et, new, reason = best
+        _set_state(prof, v, et, new, t, reason, out, cause, keep_clocks=True)
     _refresh_deadline(prof, cfg)
+
+
+def _due(v: Version, cfg: Config, et: str) -> tuple[int, str, str] | None:
+    """The next time-driven transition of (version, type): (time, new state, reason)."""
+    s = v.states[et]
+    if s == "warmup":
+        return v.warmup_until, "learning", "warmup_period"
+    if s != "learning":
+        return None
+    stable_at = max(v.last_new[et] + cfg.stable_period[et], v.warmup_until)
+    unstable_at = max(v.since[et] + cfg.unstable_time, v.warmup_until)
+    if stable_at <= unstable_at:
+        return stable_at, "stable", "stable_period"
+    return unstable_at, "unstable", "time_threshold"
 
 
 def _refresh_deadline(prof: Profile, cfg: Config) -> None:
@@ -449,7 +460,7 @@ def _set_state(prof: Profile, v: Version, et: str, new: str, t: int, reason: str
     if new in _LEARNS and not keep_clocks:
         v.since[et] = v.last_new[et] = t
     out.events.append(
-        StateChanged(id=f"pl:{cause}:{len(out.events)}", time=t, image_name=prof.image, image_tag=v.tag,
+        StateChanged(id=out.next_id(cause), time=t, image_name=prof.image, image_tag=v.tag,
                      event_type=et, old_state=old, new_state=new, reason=reason)  # type: ignore[arg-type]
     )
 

@@ -24,11 +24,11 @@ class VersionEvictor(AppBase):
     name = "version-evictor"
     consumers = (ConsumerSpec(PROFILES, "version-evictor"),)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, meter_provider: metrics.MeterProvider | None = None) -> None:
         super().__init__(settings)
         self.state = core.State()
         self.max_image_tags = settings.runtime_security_config.security_profile.max_image_tags
-        meter = metrics.get_meter("vigil.version-evictor")
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("vigil.version-evictor")
         self.evicted = meter.create_counter(
             "security_profile.evicted_versions", description="profile versions evicted past max_image_tags"
         )
