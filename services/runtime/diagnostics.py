@@ -259,7 +259,7 @@ async def dead_letters(bus: Bus, limit: int = 100) -> list[dict[str, Any]]:
 
 
 def effective_config(settings: Settings, sources: Mapping[str, str], scrubber: Scrubber) -> dict[str, Any]:
-    tree = msgspec.to_builtins(settings)
+    tree = msgspec.to_builtins(settings, enc_hook=float)
     return {"settings": scrubber.tree(tree), "sources": dict(sources)}
 
 
