@@ -113,3 +113,24 @@ def vigil_process(settings: Settings, *args: str, log: Path | None = None) -> It
         proc.wait()
         if log:
             out.close()  # type: ignore[union-attr]
+
+
+async def heartbeat_pids(settings: Settings, service: str) -> set[int]:
+    """Pids of the live instances of a service, from the heartbeat bucket."""
+    from contracts.codec import decode_json
+    from contracts.subjects import HEARTBEAT_BUCKET
+
+    bus = await open_bus(settings)
+    try:
+        kv = await bus.js.key_value(HEARTBEAT_BUCKET)
+        try:
+            keys = await kv.keys()
+        except Exception:  # noqa: BLE001 - nats NoKeysError: nobody alive yet
+            return set()
+        pids = set()
+        for key in keys:
+            if key.startswith(service + "."):
+                pids.add(decode_json("heartbeat", (await kv.get(key)).value).pid)
+        return pids
+    finally:
+        await bus.close()

@@ -66,8 +66,8 @@ class Bus:
     async def ensure_streams(self, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
         await ensure_streams(self.js, self.settings, specs)
 
-    async def pull(self, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
-        return await pull_subscription(self.js, self.settings, spec)
+    async def pull(self, spec: ConsumerSpec, start_seq: int | None = None) -> JetStreamContext.PullSubscription:
+        return await pull_subscription(self.js, self.settings, spec, start_seq)
 
 
 def resolve_url(settings: Settings) -> str | None:
@@ -88,7 +88,12 @@ async def connect(settings: Settings, *, start_embedded: bool = True, name: str 
             settings.data_path, port=settings.nats.port, monitor_port=settings.nats.monitor_port
         )
         url = server.url
-    options: dict[str, Any] = {"name": name, "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5}
+    options: dict[str, Any] = {
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "drain_timeout": 5,
+    }
     if settings.nats.credentials:
         options["user_credentials"] = settings.nats.credentials
     try:
@@ -130,13 +135,23 @@ async def ensure_streams(js: JetStreamContext, settings: Settings, specs: tuple[
 
 
 async def pull_subscription(
-    js: JetStreamContext, settings: Settings, spec: ConsumerSpec
+    js: JetStreamContext, settings: Settings, spec: ConsumerSpec, start_seq: int | None = None
 ) -> JetStreamContext.PullSubscription:
+    """A durable pull consumer. With ``start_seq`` (stateful apps) the durable is
+    recreated to deliver from that stream sequence: the app's own position, not
+    the consumer's ack floor, says where it resumes."""
     filters = list(spec.filter_subjects)
+    if start_seq is not None:
+        try:
+            await js.delete_consumer(spec.stream, spec.durable)
+        except NotFoundError:
+            pass
+    by_seq = start_seq is not None and start_seq > 1
     config = js_api.ConsumerConfig(
         durable_name=spec.durable,
         ack_policy=js_api.AckPolicy.EXPLICIT,
-        deliver_policy=js_api.DeliverPolicy.ALL,
+        deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE if by_seq else js_api.DeliverPolicy.ALL,
+        opt_start_seq=start_seq if by_seq else None,
         max_ack_pending=settings.nats.max_ack_pending,
         ack_wait=float(settings.nats.ack_wait),
         max_deliver=-1,

@@ -8,10 +8,13 @@ Exactly-once effect over at-least-once delivery:
 2. Inputs are acked only after all their outputs are stored and the app's
    ``commit`` (its sink, its snapshot) succeeded. A failing commit is retried
    with exponential backoff and jitter; nothing is acked meanwhile.
-3. The runner tracks the last stream sequence applied per stream in
-   ``app.positions``; a redelivered sequence at or below it is acked without
-   being applied again, so in-memory state never sees an input twice. Apps
-   that snapshot store ``positions`` with their state.
+3. Stateful apps (``stateful = True``) own their position: the last stream
+   sequence applied per stream, in ``app.positions``, restored with their
+   state in ``start``. The runner then (re)creates the app's durable consumer
+   to deliver from position + 1, in order, so state never misses an input
+   that a dead instance had in flight; a redelivered sequence at or below the
+   position is acked without being applied again, so state never sees an
+   input twice. Stateless apps rely on deterministic output ids alone.
 4. An input the app cannot use (:class:`Invalid`, or any exception from
    ``handle``) goes to ``vigil.dlq.<service>`` with the reason and is acked;
    the loop goes on.
@@ -87,6 +90,7 @@ class AppBase:
 
     name = "app"
     consumers: tuple[ConsumerSpec, ...] = ()
+    stateful = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -164,12 +168,22 @@ class Runner:
             await self.app.stop()
 
     async def _consume(self, spec: ConsumerSpec) -> None:
-        sub = await self.bus.pull(spec)
+        start = self.app.positions.get(spec.stream, 0) + 1 if self.app.stateful else None
+        sub = await self.bus.pull(spec, start_seq=start)
+        try:
+            await self._consume_from(spec, sub)
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - connection already gone
+                pass
+
+    async def _consume_from(self, spec: ConsumerSpec, sub: Any) -> None:
         async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
             while not self.stopping.is_set():
                 try:
                     msgs = await sub.fetch(self.settings.nats.fetch_batch, timeout=0.5)
-                except nats.errors.TimeoutError:
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     idle = await self.app.idle()
                     if idle:
                         for out in idle:
@@ -184,7 +198,7 @@ class Runner:
         for msg in msgs:
             meta = msg.metadata
             seq = meta.sequence.stream
-            if seq <= app.positions.get(stream, 0):
+            if app.stateful and seq <= app.positions.get(stream, 0):
                 app.counters["redelivered_skipped"] += 1
                 continue
             inc = Incoming(

@@ -1,0 +1,186 @@
+"""The runtime's promises, on a real nats-server: exactly-once effect across a
+SIGKILL, deduplicated republishing, dead letters that do not stop consumption,
+and configuration errors that name the key."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from collector.publisher import BatchingPublisher
+from contracts.codec import decode_json, encode_batch
+from contracts.events import Container, EventBatch, ExecObserved, Process
+from contracts.subjects import DEADLETTER, events_subject
+from services.profile_learner.app import ProfileLearner
+from services.runtime.settings import Settings
+from tests.integration.echo_app import ECHO_STREAM
+from tests.support import heartbeat_pids, make_settings, open_bus, read_stream, running, service_env, wait_for
+
+T0 = 1_767_225_600_000_000_000
+
+
+def exec_event(i: int, images: int = 5) -> ExecObserved:
+    return ExecObserved(
+        time=T0 + i * 1000,
+        node="n1",
+        container=Container(id=f"c{i % 17}", image_name=f"img{i % images}", image_tag="1"),
+        process=Process(pid=1000 + i, path=f"/usr/bin/tool{i % 40}"),
+    )
+
+
+async def _publish(settings: Settings, n: int, boot: str = "b1", batch_size: int = 200) -> list[str]:
+    bus = await open_bus(settings)
+    try:
+        async with bus.publisher() as pub:
+            batcher = BatchingPublisher(pub, "n1", boot, settings.nats.partitions, batch_size)
+            await batcher.add_all(exec_event(i) for i in range(n))
+            await batcher.drain()
+        ids = []
+        for p in range(settings.nats.partitions):
+            ids += [f"n1:{boot}:{p}:{s}" for s in range(batcher.next_seq[p])]
+        return ids
+    finally:
+        await bus.close()
+
+
+async def _echoed(settings: Settings) -> list[str]:
+    bus = await open_bus(settings)
+    try:
+        msgs = await read_stream(bus, ECHO_STREAM.name)
+        return [eid for m in msgs for eid in msgspec.json.decode(m.data)]
+    finally:
+        await bus.close()
+
+
+async def _consumer_ack_floor(settings: Settings, durable: str) -> int:
+    bus = await open_bus(settings)
+    try:
+        info = await bus.js.consumer_info("EVENTS", durable)
+        return info.ack_floor.stream_seq
+    finally:
+        await bus.close()
+
+
+def _start_echo(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "tests.integration.echo_app"], env=service_env(settings), stdout=out, stderr=out)
+
+
+def test_100k_events_consumed_exactly_once_across_sigkill(nats_server: Any, tmp_path: Path) -> None:
+    # a short ack wait: what a killed instance had in flight is redelivered sooner
+    settings = make_settings(tmp_path / "vigil", nats_server.url, NATS_ACK_WAIT="3s")
+    expected = asyncio.run(_publish(settings, 100_000))
+    assert len(expected) == 100_000
+    total_batches = asyncio.run(_stream_messages(settings, "EVENTS"))
+    log = tmp_path / "echo.log"
+    kills = 0
+    for threshold in (total_batches // 4, total_batches // 2):
+        proc = _start_echo(settings, log)
+        try:
+            asyncio.run(wait_for(lambda: _floor_at_least(settings, threshold), timeout=60, interval=0.01))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+    proc = _start_echo(settings, log)
+    try:
+        asyncio.run(wait_for(lambda: _floor_at_least(settings, total_batches), timeout=120))
+        asyncio.run(wait_for(lambda: _alive(settings, proc.pid)))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()[-2000:]
+    echoed = _echoed_sync(settings)
+    counts = Counter(echoed)
+    assert kills == 2
+    assert set(counts) == set(expected)
+    assert [eid for eid, c in counts.items() if c > 1] == []
+
+
+async def _alive(settings: Settings, pid: int) -> bool:
+    return pid in await heartbeat_pids(settings, "echo")
+
+
+def _echoed_sync(settings: Settings) -> list[str]:
+    return asyncio.run(_echoed(settings))
+
+
+async def _floor_at_least(settings: Settings, seq: int) -> bool:
+    try:
+        return await _consumer_ack_floor(settings, "echo") >= seq
+    except Exception:  # noqa: BLE001 - consumer not created yet
+        return False
+
+
+async def _stream_messages(settings: Settings, stream: str) -> int:
+    bus = await open_bus(settings)
+    try:
+        return (await bus.js.stream_info(stream)).state.messages
+    finally:
+        await bus.close()
+
+
+def test_republishing_the_same_batch_is_deduplicated(settings: Settings) -> None:
+    async def scenario() -> tuple[list[bool], int]:
+        bus = await open_bus(settings)
+        try:
+            batch = EventBatch(node="n1", boot="b", first_seq=0, partition=0, events=[exec_event(1)])
+            dup_flags = []
+            for _ in range(3):
+                async with bus.publisher() as pub:
+                    await pub.publish(events_subject(0), encode_batch(batch), batch.id)
+                    dup_flags += [a.duplicate for a in await pub.flush()]
+            return dup_flags, (await bus.js.stream_info("EVENTS")).state.messages
+        finally:
+            await bus.close()
+
+    flags, stored = asyncio.run(scenario())
+    assert flags == [False, True, True]
+    assert stored == 1
+
+
+def test_undecodable_message_is_dead_lettered_and_consumption_goes_on(settings: Settings) -> None:
+    async def scenario() -> tuple[list[object], int]:
+        bus = await open_bus(settings)
+        try:
+            async with bus.publisher() as pub:
+                await pub.publish(events_subject(0), b"\xc1 not msgpack", "garbage-1")
+                good = EventBatch(node="n1", boot="b", first_seq=0, partition=0, events=[exec_event(i) for i in range(3)])
+                await pub.publish(events_subject(0), encode_batch(good), good.id)
+                await pub.flush()
+            learner = ProfileLearner(settings)
+            async with running(learner, settings):
+                await wait_for(lambda: learner.counters["in"] >= 2)
+            letters = [decode_json("dead_letter", m.data) for m in await read_stream(bus, DEADLETTER)]
+            return letters, learner.counters["dead_letters"]
+        finally:
+            await bus.close()
+
+    letters, counted = asyncio.run(scenario())
+    assert counted == 1
+    assert len(letters) == 1
+    letter = letters[0]
+    assert letter.service == "profile-learner"
+    assert "not an EventBatch" in letter.reason
+    assert letter.payload == b"\xc1 not msgpack"
+    assert letter.stream == "EVENTS" and letter.stream_seq == 1
+
+
+def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:
+    env = {**os.environ, "VIGIL_DATA_DIR": str(tmp_path), "VIGIL_MAX_ALERT_PER_SEC": "lots"}
+    proc = subprocess.run([sys.executable, "-m", "services.cli.main", "run", "throttler"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "max_alert_per_sec" in proc.stderr
+    cfg = tmp_path / "vigil.yaml"
+    cfg.write_text("runtime_security_config:\n  security_profile:\n    max_image_tag: 3\n")
+    proc = subprocess.run([sys.executable, "-m", "services.cli.main", "config", "show", "--config", str(cfg)], env=env | {"VIGIL_MAX_ALERT_PER_SEC": "5"}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "runtime_security_config.security_profile.max_image_tag" in proc.stderr
+    assert "unknown key" in proc.stderr
