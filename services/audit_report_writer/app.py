@@ -1,8 +1,10 @@
 """audit-report-writer adapter: one app, one handler object per consumer.
 
-Audit-run files (DECISIONS) are handled by :class:`audit_runs.AuditRuns`; other
-consumers sit beside it, dispatched by the input's stream. The runner calls
-``commit`` before it acks, so every handler makes its output durable there.
+Audit-run files (DECISIONS) are handled by :class:`audit_runs.AuditRuns`;
+modelling windows (MODELS requests + EVENTS) by
+:class:`model_files.ModelWindowsHandler`, which writes its files before it
+returns the ``Completed`` status. Other consumers sit beside them, dispatched
+by the input's stream. The runner calls ``commit`` before it acks, so every handler makes its output durable there.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Sequence
 
 from contracts.subjects import DECISIONS
 from services.audit_report_writer import audit_runs
+from services.audit_report_writer.model_files import MODEL_CONSUMERS, ModelWindowsHandler
 from services.runtime.bus import Bus
 from services.runtime.service import AppBase, Incoming, Outgoing
 from services.runtime.settings import Settings
@@ -18,11 +21,12 @@ from services.runtime.settings import Settings
 
 class AuditReportWriter(AppBase):
     name = "audit-report-writer"
-    consumers = (audit_runs.CONSUMER,)
+    consumers = (audit_runs.CONSUMER, *MODEL_CONSUMERS)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.audit_runs = audit_runs.AuditRuns(settings, self.counters)
+        self.models = ModelWindowsHandler(settings.data_path)
 
     async def start(self, bus: Bus) -> None:
         self.audit_runs.load()
@@ -30,6 +34,8 @@ class AuditReportWriter(AppBase):
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
         if msg.stream == DECISIONS:
             return self.audit_runs.handle(msg)
+        if msg.stream in self.models.streams:
+            return self.models.handle(msg)
         return ()
 
     async def commit(self) -> None:

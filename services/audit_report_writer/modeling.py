@@ -54,7 +54,7 @@ from contracts.models import (
     StartModeling,
     SyscallRule,
 )
-from contracts.profiles import BehaviourAdded
+from contracts.profiles import BehaviourAdded, ProfileEvent, ProfileReset, VersionEvicted
 from services.audit_report_writer.paths import generalise, is_library
 
 UNATTRIBUTED = ""  # replica key of learned behaviour (BehaviourAdded names no container)
@@ -370,3 +370,17 @@ def advance(state: Windows, event: RawEvent) -> list[Closed]:
     for window in done:
         del state.open[window.request.id]
     return [_close(w) for w in done]
+
+
+def learned_behaviour(events: Iterable[ProfileEvent]) -> list[BehaviourAdded]:
+    """The BehaviourAdded events still in force: a reset or an eviction forgets what came before it."""
+    kept: list[BehaviourAdded] = []
+    for event in events:
+        if isinstance(event, BehaviourAdded):
+            kept.append(event)
+        elif isinstance(event, (ProfileReset, VersionEvicted)):
+            whole = isinstance(event, ProfileReset) and not event.image_tag
+            kept = [
+                e for e in kept if e.image_name != event.image_name or (not whole and e.image_tag != event.image_tag)
+            ]
+    return kept

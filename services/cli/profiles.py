@@ -165,3 +165,43 @@ def reset(
 
 
 # --- export (another engineer's command goes below) ---------------------------------------------
+
+
+@app.command()
+def export(
+    image: str = typer.Argument(..., help="IMAGE[:TAG] (no tag: latest)"),
+    fmt: str = typer.Option("model", "--format", "-f", help="model | apparmor | seccomp"),
+    out: Path | None = typer.Option(None, "-o", "--out", help="write to FILE (default: stdout)"),
+    config: Path | None = _ConfigOpt,
+) -> None:
+    """A learned version as a behaviour model, an AppArmor profile or a seccomp profile.
+
+    Folds the PROFILES stream (ephemeral consumer) into the version's learned
+    behaviour; a reset or eviction forgets what came before it.
+    """
+    import sys
+
+    from contracts.profiles import DEFAULT_IMAGE_TAG
+    from services.audit_report_writer import model_files, modeling
+    from services.cli.models import learned_events, split_image
+
+    if fmt not in model_files.FILE_NAMES:
+        err_console.print(f"[red]error:[/red] --format must be one of {', '.join(model_files.FILE_NAMES)}")
+        raise typer.Exit(2)
+    name, tag = split_image(image)
+    tag = tag or DEFAULT_IMAGE_TAG
+    try:
+        events = asyncio.run(learned_events(_settings(config), name))
+    except VigilError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    behaviour = modeling.learned_behaviour(events)
+    if not any(e.image_tag == tag for e in behaviour):
+        err_console.print(f"[red]error:[/red] nothing learned for {name}:{tag}")
+        raise typer.Exit(1)
+    text = model_files.render(modeling.model_of_learned(behaviour, name, tag), fmt)  # type: ignore[arg-type]
+    if out is None:
+        sys.stdout.write(text)
+        return
+    model_files.write_text(out, text)
+    err_console.print(f"wrote {out} ({fmt}, {name}:{tag})")

@@ -1,0 +1,127 @@
+"""Model files on disk, and the audit-report-writer's modelling handler (the I/O side of :mod:`modeling`).
+
+Files: ``<data_dir>/models/<image>/<tag>/{model.json, apparmor.profile, seccomp.json}``.
+
+The texts come from the pure generators (:mod:`modeling`, :mod:`apparmor`,
+:mod:`seccomp`); this module only renders the three formats and writes them
+atomically (temp file + rename in the same directory), so a reader never
+sees half a profile. Image and tag become path tokens (``/`` and ``:`` are
+replaced); an empty tag (every tag) is written as ``any``. Writing the same
+model twice gives the same bytes, so a redelivered completion is harmless.
+
+:class:`ModelWindowsHandler` is what the app mounts: it consumes the MODELS
+requests and the EVENTS stream, feeds the pure window fold, writes the files
+of every window that closes and returns the status events to publish
+(``Modeling`` on a request, ``Completed`` with the files, or ``Error``).
+Windows live in memory: a restart during a window loses it (its status stays
+``Modeling``; request it again).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from contracts.codec import ContractError, decode_batch, encode_json
+from contracts.models import BehaviourModel, ModelMessage, ModelStatusChanged, StartModeling
+from contracts.subjects import EVENTS, MODELS, MODELS_REQUESTS, ConsumerSpec, models_status_subject, token
+from services.audit_report_writer import apparmor, modeling, seccomp
+from services.runtime.service import Incoming, Invalid, Outgoing
+
+ExportFormat = Literal["model", "apparmor", "seccomp"]
+FILE_NAMES: dict[ExportFormat, str] = {"model": "model.json", "apparmor": "apparmor.profile", "seccomp": "seccomp.json"}
+MODELS_DIR = "models"
+
+
+def host_arch() -> str:
+    return platform.machine() or "x86_64"
+
+
+def render(model: BehaviourModel, fmt: ExportFormat, arch: str | None = None) -> str:
+    if fmt == "model":
+        return msgspec.json.format(msgspec.json.encode(model), indent=2).decode() + "\n"
+    if fmt == "apparmor":
+        return apparmor.render(model)
+    text = seccomp.render(model, arch or host_arch())
+    seccomp.validate(text)
+    return text
+
+
+def model_dir(data_path: Path, image_name: str, image_tag: str) -> Path:
+    return data_path / MODELS_DIR / token(image_name) / token(image_tag or "any")
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_model(data_path: Path, model: BehaviourModel, arch: str | None = None) -> list[Path]:
+    """Write all three files; returns their paths (model, AppArmor, seccomp)."""
+    target = model_dir(data_path, model.image_name, model.image_tag)
+    written = []
+    for fmt, name in FILE_NAMES.items():
+        path = target / name
+        write_text(path, render(model, fmt, arch))
+        written.append(path)
+    return written
+
+
+# --- the app's modelling handler ---------------------------------------------------------
+
+MODEL_CONSUMERS = (
+    ConsumerSpec(MODELS, "audit-report-writer-models", (MODELS_REQUESTS,)),
+    ConsumerSpec(EVENTS, "audit-report-writer-models-events"),
+)
+_request_decoder = msgspec.json.Decoder(ModelMessage)
+
+
+def _status_out(status: ModelStatusChanged) -> Outgoing:
+    return Outgoing(models_status_subject(status.image_name), encode_json(status), id=f"models:{status.id}")
+
+
+class ModelWindowsHandler:
+    """Incoming MODELS request / EVENTS batch -> status events to publish (files written on close)."""
+
+    streams = (MODELS, EVENTS)
+
+    def __init__(self, data_path: Path, arch: str | None = None) -> None:
+        self.data_path = data_path
+        self.arch = arch or host_arch()
+        self.state = modeling.Windows()
+
+    def handle(self, msg: Incoming) -> list[Outgoing]:
+        if msg.stream == MODELS:
+            return self._request(msg)
+        try:
+            batch = decode_batch(msg.data)
+        except ContractError as exc:
+            raise Invalid(str(exc)) from exc
+        closed = [c for event in batch.events for c in modeling.advance(self.state, event)]
+        return [_status_out(self._complete(c)) for c in closed]
+
+    def _request(self, msg: Incoming) -> list[Outgoing]:
+        try:
+            req = _request_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise Invalid(f"not a modelling request: {exc}") from exc
+        if not isinstance(req, StartModeling):
+            raise Invalid(f"not a modelling request: {type(req).__name__} on {msg.subject}")
+        return [_status_out(s) for s in modeling.request(self.state, req)]
+
+    def _complete(self, closed: modeling.Closed) -> ModelStatusChanged:
+        req, end = closed.request, self.state.watermark
+        if closed.model is None:
+            return modeling.status(req, end, "Error", closed.reason)
+        try:
+            paths = write_model(self.data_path, closed.model, self.arch)
+        except (OSError, seccomp.SeccompInvalid) as exc:
+            return modeling.status(req, end, "Error", f"writing the model failed: {exc}")
+        files = [str(p.relative_to(self.data_path)) for p in paths]
+        return modeling.status(req, closed.model.end, "Completed", replicas=closed.model.containers, files=files)
