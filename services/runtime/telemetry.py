@@ -91,3 +91,41 @@ def service_meters(service: str) -> ServiceMeters:
         outputs=meter.create_counter("vigil.messages_out", description=f"{service}: output messages published"),
         dead_letters=meter.create_counter("vigil.dead_letters", description=f"{service}: inputs dead-lettered"),
     )
+
+
+# --- additions for operations (self-test, tests, exported counters) ------------------------
+
+
+def sdk_tracer_provider() -> TracerProvider:
+    """The process's SDK tracer provider; installs one when only the API's default is set.
+
+    Tests attach an ``InMemorySpanExporter`` to it; ``configure`` installs the
+    same kind of provider for a service process."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    provider = TracerProvider(resource=Resource.create({"service.name": "vigil"}))
+    trace.set_tracer_provider(provider)
+    propagate.set_global_textmap(_propagator)
+    return provider
+
+
+def trace_id_of(headers: Mapping[str, str]) -> str:
+    """The W3C trace id (32 hex digits) in a message's ``traceparent`` header, or ''."""
+    parts = headers.get("traceparent", "").split("-")
+    return parts[1] if len(parts) == 4 else ""
+
+
+def observe_counters(service: str, counters: Mapping[str, int]) -> None:
+    """Export a service's own counters (the ones its heartbeat carries: events,
+    profiles, ``security_profile.versions``, ``security_profile.evicted_versions``,
+    throttled alerts, archived decisions, …) as the gauge ``vigil.service.counter``
+    with attributes ``service`` and ``name``, read at every collection."""
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+    def observe(_: CallbackOptions) -> list[Observation]:
+        return [Observation(int(v), {"service": service, "name": k}) for k, v in list(counters.items())]
+
+    metrics.get_meter(f"vigil.{service}").create_observable_gauge(
+        "vigil.service.counter", callbacks=[observe], description="a service's own counters, by name"
+    )
