@@ -4,7 +4,8 @@ Audit-run files (DECISIONS) are handled by :class:`audit_runs.AuditRuns`;
 modelling windows (MODELS requests + EVENTS) by
 :class:`model_files.ModelWindowsHandler`, which writes its files before it
 returns the ``Completed`` status. Other consumers sit beside them, dispatched
-by the input's stream. The runner calls ``commit`` before it acks, so every handler makes its output durable there.
+by the input's stream. The runner calls ``commit`` before it acks, so every
+handler makes its output durable there.
 """
 
 from __future__ import annotations

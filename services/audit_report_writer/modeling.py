@@ -302,7 +302,6 @@ class Windows:
     open: dict[str, Window] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)  # request ids already accepted (duplicates ignored)
     watermark: int = 0
-    late: int = 0  # selected events that arrived after their window closed
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ the empty path are returned unchanged.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 LIBRARY_ROOTS: tuple[str, ...] = (
     "/lib",
@@ -91,6 +92,7 @@ def _library_glob(path: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1 << 16)  # pure: paths repeat heavily within a workload
 def generalise(path: str) -> str:
     """The glob a profile should hold for ``path`` (see the module docstring)."""
     if not path.startswith("/") or path == "/":
