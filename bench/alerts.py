@@ -177,10 +177,12 @@ async def _settle(latencies: list[float], expected: int, timeout: float) -> None
         await asyncio.sleep(0.1)
 
 
-def start_service(name: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def start_service(name: str, settings: Settings, log: Path, profile: Path | None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "VIGIL_DATA_DIR": settings.data_dir, "VIGIL_NATS_URL": settings.nats.url}
     out = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped
-    return subprocess.Popen([sys.executable, "-m", "services.cli.main", "run", name], env=env, stdout=out, stderr=out)
+    prof = ["-m", "cProfile", "-o", str(profile / f"{name}.prof")] if profile else []
+    cmd = [sys.executable, *prof, "-m", "services.cli.main", "run", name]
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,12 +192,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=100, help="drifts per DriftBatch message")
     parser.add_argument("--novel", type=float, default=0.01, help="fraction of drifts that are new behaviours")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--profile", type=Path, help="run the services under cProfile, writing DIR/<service>.prof")
     args = parser.parse_args(argv)
     seconds = 3.0 if args.quick else args.seconds
     with tempfile.TemporaryDirectory(prefix="vigil-bench-alerts-") as tmp:
         server = embedded.start(Path(tmp) / "nats", port=-1)
         settings = load_settings(env={"VIGIL_DATA_DIR": str(Path(tmp) / "vigil"), "VIGIL_NATS_URL": server.url})
-        procs = [start_service(name, settings, Path(tmp) / f"{name}.log") for name in ("anomaly-detector", "throttler")]
+        procs = [
+            start_service(name, settings, Path(tmp) / f"{name}.log", args.profile)
+            for name in ("anomaly-detector", "throttler")
+        ]
         try:
             result = asyncio.run(measure(settings, args.rate, args.batch, seconds, args.novel))
         finally:
@@ -211,9 +217,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report(r: dict[str, float], rate: int, novel: float, seconds: float) -> None:
-    print(
-        f"bench.alerts: {seconds:.0f}s at {rate} drift ev/s offered, {novel:.1%} novel; detector+throttler+nats"
-    )
+    print(f"bench.alerts: {seconds:.0f}s at {rate} drift ev/s offered, {novel:.1%} novel; detector+throttler+nats")
     print(f"  offered            {r['offered_ev_s']:>10,.0f} ev/s  ({r['offered_ev_s'] / rate:.2f} of target)")
     print(f"  alerts out         {r['alerts_received']:>10,.0f} / {r['alerts_expected']:,.0f} expected")
     print(f"  latency p50        {r['p50_ms']:>10.1f} ms")
