@@ -91,6 +91,7 @@ class AppBase:
     name = "app"
     consumers: tuple[ConsumerSpec, ...] = ()
     stateful = False
+    fetch_batch = 0  # messages per pull request (and so per commit); 0: nats.fetch_batch
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -182,7 +183,7 @@ class Runner:
         async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
             while not self.stopping.is_set():
                 try:
-                    msgs = await sub.fetch(self.settings.nats.fetch_batch, timeout=0.5)
+                    msgs = await sub.fetch(getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch, timeout=0.5)
                 except (nats.errors.TimeoutError, asyncio.TimeoutError):
                     idle = await self.app.idle()
                     if idle:
