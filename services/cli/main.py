@@ -159,6 +159,8 @@ def up(config: Optional[Path] = ConfigOpt) -> None:
         spawn(name)
         console.print(f"  started {name:<24} pid {children[name].pid:<8} log {logs / (name + '.log')}")
     console.print("Ctrl-C stops everything.")
+    if settings.self_test.enabled:
+        ops.spawn_self_test(env)  # prints `Runtime self test: OK` or the failed checks once services are up
     stopping = False
 
     def on_signal(*_: Any) -> None:
@@ -280,7 +282,7 @@ async def _collect_trace(settings: Settings, path: Path, boot: Optional[str]) ->
 
 @app.command()
 def status(config: Optional[Path] = ConfigOpt, output: Format = OutputOpt) -> None:
-    """Streams, consumer lag and live services."""
+    """Streams, consumer lag, dead letters, live services and their counters."""
     settings = settings_or_exit(config)
     try:
         report = asyncio.run(_status(settings))
@@ -294,61 +296,48 @@ def status(config: Optional[Path] = ConfigOpt, output: Format = OutputOpt) -> No
         return
     console.print(f"NATS: {report['url']}")
     rows(report["streams"], ["stream", "messages", "bytes", "first_seq", "last_seq"], output, title="streams")
-    rows(report["consumers"], ["stream", "consumer", "pending", "ack_pending", "redelivered", "ack_floor"], output, title="consumers")
+    rows(
+        report["consumers"],
+        ["stream", "consumer", "lag", "pending", "ack_pending", "redelivered", "ack_floor"],
+        output,
+        title="consumers (lag = pending + ack_pending)",
+    )
     rows(report["services"], ["service", "instance", "age_s", "position", "counters"], output, title="live services")
+    summary = report["summary"]
+    console.print(
+        f"dead letters: {summary['dead_letters']}   total consumer lag: {summary['total_lag']}   "
+        f"archive backlog: {summary['archive_backlog']}   live services: {len(report['services'])}",
+        highlight=False,
+    )
+    if summary["not_running"]:
+        console.print(f"[yellow]not running:[/yellow] {', '.join(summary['not_running'])}")
 
 
 async def _status(settings: Settings) -> dict[str, Any]:
-    from contracts.codec import decode_json
-    from contracts.subjects import HEARTBEAT_BUCKET, STREAMS
+    from services.runtime import diagnostics
     from services.runtime.bus import connect, resolve_url
 
     url = resolve_url(settings)
     if url is None:
         raise VigilError(f"Vigil is not running (no VIGIL_NATS_URL, nothing in {settings.data_path}); start it with `vigil up`")
     bus = await connect(settings, start_embedded=False, name="vigil-status")
-    report: dict[str, Any] = {"url": url, "streams": [], "consumers": [], "services": []}
     try:
-        for spec in STREAMS:
-            try:
-                info = await bus.js.stream_info(spec.name)
-            except Exception:  # noqa: BLE001 - stream not created yet
-                continue
-            st = info.state
-            report["streams"].append(
-                {"stream": spec.name, "messages": st.messages, "bytes": st.bytes, "first_seq": st.first_seq, "last_seq": st.last_seq}
-            )
-            for ci in await bus.js.consumers_info(spec.name):
-                report["consumers"].append(
-                    {
-                        "stream": spec.name,
-                        "consumer": ci.name,
-                        "pending": ci.num_pending,
-                        "ack_pending": ci.num_ack_pending,
-                        "redelivered": ci.num_redelivered,
-                        "ack_floor": ci.ack_floor.stream_seq if ci.ack_floor else 0,
-                    }
-                )
-        try:
-            kv = await bus.js.key_value(HEARTBEAT_BUCKET)
-            now = time.time()
-            for key in await kv.keys():
-                entry = await kv.get(key)
-                beat = decode_json("heartbeat", entry.value)
-                report["services"].append(
-                    {
-                        "service": beat.service,
-                        "instance": beat.instance,
-                        "age_s": round(now - beat.updated, 1),
-                        "position": beat.position,
-                        "counters": beat.counters,
-                    }
-                )
-        except Exception:  # noqa: BLE001 - no bucket or no keys yet
-            pass
+        streams, consumers = await diagnostics.stream_report(bus)
+        beats = await diagnostics.heartbeats(bus)
     finally:
         await bus.close()
-    return report
+    services = [
+        {k: b[k] for k in ("service", "instance", "age_s", "position", "counters")} for b in beats
+    ]
+    live = {b["service"] for b in beats}
+    summary = {
+        "dead_letters": next((s["messages"] for s in streams if s["stream"] == "DEADLETTER"), 0),
+        "total_lag": sum(c["lag"] for c in consumers),
+        "archive_backlog": sum(c["lag"] for c in consumers if c["consumer"].startswith("decision-log-archiver")),
+        "not_running": [name for name in SERVICES if name not in live],
+        "metrics": diagnostics.metrics_snapshot(beats, consumers),
+    }
+    return {"url": url, "streams": streams, "consumers": consumers, "services": services, "summary": summary}
 
 
 def main() -> None:

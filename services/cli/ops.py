@@ -35,7 +35,6 @@ from typing import Any
 import typer
 
 from services.cli.output import console, err_console
-from services.runtime.errors import VigilError
 from services.runtime.settings import Loaded, Settings, SettingsError, load
 
 LEARNER = "profile-learner"
@@ -196,11 +195,31 @@ async def _choose_path(bus: Any, settings: Settings, wanted: str) -> tuple[str, 
         usable, why = False, "runtime_security_config.enabled is false"
     elif usable and not collector_live:
         usable, why = False, "no collector heartbeat in vigil_heartbeats"
+    elif usable and wanted == "auto" and settings.collector.host_processes == "ignore" and not _in_container():
+        usable, why = (
+            False,
+            "the collector ignores host processes (collector.host_processes: ignore) and this runs on the host",
+        )
     if usable:
         return "kernel", "eBPF collector is running"
     if wanted == "kernel":
         return "kernel", f"requested, but {why}"
     return "trace", f"kernel collector not used: {why}; published with collector.publisher.BatchingPublisher"
+
+
+def _in_container() -> bool:
+    """Whether this process runs in a container (cgroup v2 path other than the root)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    return any(
+        line.startswith("0::/")
+        and line.strip() not in ("0::/", "0::/init.scope")
+        and "/user.slice" not in line
+        and "/system.slice" not in line
+        for line in lines
+    )
 
 
 # --- the test workload ------------------------------------------------------------
@@ -582,4 +601,9 @@ def send_flare(path: Path, url: str, case_id: str | None) -> int:
         return int(resp.status)
 
 
-__all__ = ["register", "run_self_test", "gather_flare", "VigilError"]
+def spawn_self_test(env: dict[str, str], timeout: float = 60.0) -> subprocess.Popen[bytes]:
+    """`vigil up`'s hook when ``self_test.enabled``: run the self-test in the background on the
+    same bus; it waits (up to ``timeout``) for the services' heartbeats, prints its verdict to
+    the terminal and exits. `vigil up` does not restart it."""
+    cmd = [sys.executable, "-m", "services.cli.main", "self-test", "--timeout", str(timeout)]
+    return subprocess.Popen(cmd, env=env)
