@@ -10,8 +10,11 @@ Invariants:
   connection is dropped and reopened (lazily, also at start: an unwritable
   archive directory delays the archive, it never stops the service).
 - Upserts on the decision id (appender, ``action="upsert"``) make a
-  redelivered decision a no-op. Because the sink is idempotent, no
-  redelivery is ever skipped by position (see :class:`_NeverSkip`).
+  redelivered decision a no-op, so the app is not ``stateful``: the runner
+  never skips a redelivery by position (after a crash JetStream delivers new
+  messages before the unacked ones come back, so a position can run ahead of
+  decisions never committed). The stored position is informative: the highest
+  sequence committed.
 - Payloads on ``vigil.decisions.intake`` may be Gatekeeper-shaped; they are
   read with the intake's own pure normaliser.
 - Read-only SQL is served on ``vigil.query.decisions`` (request/reply, core
@@ -45,25 +48,12 @@ log = logging.getLogger("vigil.archiver")
 DURABLE = "decision-log-archiver"
 
 
-class _NeverSkip(dict[str, int]):
-    """Positions the runner consults to skip redeliveries: never skip here.
-
-    After a crash JetStream delivers new messages before it redelivers the
-    unacknowledged ones (after ``ack_wait``), so a position can be ahead of
-    decisions that were never committed. The archive upserts by id, so
-    re-applying a redelivery is harmless and skipping it would lose it."""
-
-    def get(self, key: str, default: Any = None) -> int:  # type: ignore[override]
-        return 0
-
-
 class Archiver(AppBase):
     name = "decision-log-archiver"
     consumers = (ConsumerSpec(DECISIONS, DURABLE),)
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.positions = _NeverSkip()
         self.fetch_batch = settings.archive.batch_size
         self.path = data_path(settings, settings.archive.path)
         self.con: duckdb.DuckDBPyConnection | None = None
