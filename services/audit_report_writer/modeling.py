@@ -159,7 +159,8 @@ def observe(replicas: dict[str, Replica], obs: Observation) -> None:
     replica = replicas.setdefault(obs.replica, Replica())
     if obs.event_type == "exec":
         path = generalise(obs.behaviour)
-        replica.execs.setdefault(path, obs.lineage)
+        known = replica.execs.get(path)
+        replica.execs[path] = obs.lineage if known is None else min(known, obs.lineage)  # order-independent
         _add_file(replica, obs.behaviour, ("r", "ix"))
     elif obs.event_type == "open":
         letters = {"m" if c == "x" else c for c in obs.access if c in "rwax"} or {"r"}

@@ -83,6 +83,7 @@ _obs = st.builds(
         ["/usr/bin/id", "/proc/12/stat", "tcp:1.2.3.4:80", "example.com", "read", "/lib/libc.so"]
     ),
     access=st.sampled_from(["", "r", "w", "wa", "rx"]),
+    lineage=st.sampled_from([(), ("/bin/sh",), ("/usr/bin/containerd-shim", "/bin/sh")]),
 )
 
 
