@@ -86,6 +86,7 @@ def annotations_of(annotation: list[str], opt_out: list[str]) -> dict[str, str]:
 async def read_subject(settings: Settings, stream: str, subject: str) -> list[bytes]:
     """Every message stored on ``subject`` in ``stream``, oldest first (ephemeral consumer, no acks)."""
     from nats.js import api
+    from nats.js.errors import NotFoundError
 
     from services.runtime.bus import connect
 
@@ -94,7 +95,10 @@ async def read_subject(settings: Settings, stream: str, subject: str) -> list[by
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0
         )
-        sub = await bus.js.pull_subscribe(subject, stream=stream, config=config)
+        try:
+            sub = await bus.js.pull_subscribe(subject, stream=stream, config=config)
+        except NotFoundError:
+            return []  # the stream was never created: nothing stored
         out: list[bytes] = []
         try:
             while True:

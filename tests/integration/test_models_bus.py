@@ -123,6 +123,10 @@ def test_modelling_window_writes_model_and_profiles(settings: Settings) -> None:
 
 
 def test_models_start_publishes_a_request(settings: Settings) -> None:
+    empty = vigil(settings, "models", "list", "-o", "json")  # no stream yet: nothing to list, no traceback
+    assert empty.returncode == 0 and empty.stdout == "", empty.stderr
+    nothing = vigil(settings, "profiles", "export", "web:2.0")
+    assert nothing.returncode == 1 and "nothing learned" in nothing.stderr
     started = vigil(
         settings, "models", "start", "registry:5000/shop/web:2.0", "--duration", "30m",
         "--containers", "web", "--opt-out", "istio-proxy", "--start", "2026-01-01T00:00:00Z",
