@@ -105,7 +105,7 @@ class Probe:
         self.bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=cflags(opts))
         self._pending: list[bytes] = []
         self._final: dict[str, int] | None = None
-        self.bpf["events"].open_ring_buffer(self._on_record)
+        self.bpf[b"events"].open_ring_buffer(self._on_record)
 
     def _on_record(self, _ctx: Any, data: int, size: int) -> int:
         self._pending.append(ctypes.string_at(data, size))
@@ -120,17 +120,17 @@ class Probe:
     def counters(self) -> dict[str, int]:
         if self._final is not None:
             return dict(self._final)
-        table = self.bpf["counters"]
+        table = self.bpf[b"counters"]
         return {name: int(sum(table[ctypes.c_int(i)])) for i, name in enumerate(abi.COUNTER_NAMES)}
 
     def flush_dedup(self) -> None:
         """Forget every reported key: the next occurrence of each is reported again."""
         if self.opts.dedup:
-            self.bpf["dedup"].clear()
+            self.bpf[b"dedup"].clear()
 
     def drain_syscalls(self) -> Iterator[tuple[int, int, list[int]]]:
         """(cgroup id, pid, syscall numbers) per process since the last drain."""
-        table = self.bpf["syscalls"]
+        table = self.bpf[b"syscalls"]
         keys = list(table.keys())
         for key in keys:
             try:

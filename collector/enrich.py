@@ -209,8 +209,8 @@ class Enricher:
         t = self.time(rec.hdr.ts)
         if rec.started:
             return [ContainerStarted(time=t, node=self.node, container=container)]
-        self.paths.forget(rec.id)
-        self._containers.pop(rec.id, None)
+        # cgroup ids are never reused within a boot: the path stays cached (LRU) so
+        # late records of the stopped container (syscall drains) keep their identity.
         self._syscalls_seen.pop(cid, None)
         return [ContainerStopped(time=t, node=self.node, container=container)]
 

@@ -98,6 +98,7 @@ class Collector:
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_dedup = threading.Event()
+        self.flushed_version = 0  # registry version the dedup map was last flushed for
 
     # --- control (thread-safe) ----------------------------------------------------
 
@@ -230,12 +231,17 @@ class Collector:
         next_syscalls = next_flush = time.monotonic()
         while True:
             await asyncio.sleep(float(cfg.consume_interval))
-            out = self._decode(self.probe.consume())
+            records = self._decode(self.probe.consume())
             now = time.monotonic()
-            if now >= next_syscalls:
+            out: list[RawEvent] = []
+            # Drain syscall sets on their timer, and before a container stops so
+            # that its last syscalls are reported before its ContainerStopped.
+            if now >= next_syscalls or any(isinstance(r, abi.CgroupChange) and not r.started for r in records):
                 next_syscalls = now + float(cfg.syscalls_interval)
                 for cg, pid, nrs in self.probe.drain_syscalls():
                     out.extend(self.enricher.syscalls(cg, pid, nrs, time.time_ns()))
+            for rec in records:
+                out.extend(self.enricher.handle(rec))
             flush = self._flush_dedup.is_set() or self.registry.version != seen_version
             if cfg.dedup_flush_interval and now >= next_flush:
                 next_flush, flush = now + float(cfg.dedup_flush_interval), True
@@ -243,18 +249,14 @@ class Collector:
                 self._flush_dedup.clear()
                 seen_version = self.registry.version
                 self.probe.flush_dedup()
+                self.flushed_version = seen_version
             if out:
                 yield out
 
-    def _decode(self, raw: list[bytes]) -> list[RawEvent]:
-        assert self.enricher is not None
+    def _decode(self, raw: list[bytes]) -> list[abi.Record]:
         self.records += len(raw)
-        out: list[RawEvent] = []
-        for data in raw:
-            rec = abi.decode(data, self.decode_stats)
-            if rec is not None:
-                out.extend(self.enricher.handle(rec))
-        return out
+        stats = self.decode_stats
+        return [rec for rec in (abi.decode(data, stats) for data in raw) if rec is not None]
 
     # --- timers ------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ struct vigil_exec {
     u32 ppid;        /* 0: unknown (forked before the collector); user space reads /proc */
     u32 argc;        /* argv slots filled (<= VIGIL_ARGC) */
     char path[VIGIL_PATH_LEN];
-    char argv[VIGIL_ARGC][VIGIL_ARG_LEN];
+    char argv[VIGIL_ARGC * VIGIL_ARG_LEN]; /* VIGIL_ARGC slots of VIGIL_ARG_LEN */
 };
 
 struct vigil_exit {
