@@ -3,22 +3,28 @@
 ``vigil.alerts.clock`` out. Every output's ``Nats-Msg-Id`` is its contract id,
 which the core derives from the drift id, so a replay republishes nothing new.
 
-State (open dedup windows, partition watermarks) lives in memory only; what a
-restart loses is documented in docs/alerts.md.
+State (open dedup windows, partition watermarks) is snapshotted with its DRIFT
+position and caught up silently from the log at start
+(:class:`services.runtime.snapshots.SnapshotApp`), so a restart loses nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import msgspec
+
 from contracts.alerts import Alert, AlertClock
 from contracts.codec import ContractError, decode_drift, encode_json
 from contracts.subjects import ALERTS_CLOCK, ALERTS_RAW, DRIFT, ConsumerSpec, decisions_subject
 from services.anomaly_detector import core
-from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
+from services.runtime.service import Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
+from services.runtime.snapshots import SnapshotApp
 
 DECISIONS_SUBJECT = decisions_subject("anomaly")
+_snapshot_encoder = msgspec.msgpack.Encoder()
+_snapshot_decoder = msgspec.msgpack.Decoder(core.Snapshot)
 
 
 def config_from(settings: Settings) -> core.Config:
@@ -40,7 +46,7 @@ def subject_of(message: core.Output) -> str:
     return DECISIONS_SUBJECT
 
 
-class AnomalyDetector(AppBase):
+class AnomalyDetector(SnapshotApp):
     name = "anomaly-detector"
     consumers = (ConsumerSpec(DRIFT, "anomaly-detector"),)
 
@@ -48,6 +54,16 @@ class AnomalyDetector(AppBase):
         super().__init__(settings)
         self.config = config_from(settings)
         self.state = core.State()
+        self.snapshot_interval = float(settings.anomaly_detector.snapshot_interval)
+
+    def export_state(self) -> bytes:
+        return _snapshot_encoder.encode(core.export(self.state))
+
+    def restore_state(self, data: bytes) -> None:
+        self.state = core.restore(_snapshot_decoder.decode(data))
+
+    def replay(self, subject: str, data: bytes) -> None:
+        core.handle_batch(self.state, self.config, subject, decode_drift(data))
 
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
         try:

@@ -20,6 +20,8 @@ Invariants:
   :class:`AlertClock` tells the throttler how far this partition has got.
 - State is the open windows plus a watermark per partition, nothing else.
   ``handle_batch`` mutates the :class:`State` it is given (a fold step).
+  :func:`export` / :func:`restore` turn it into a plain :class:`Snapshot` and
+  back; ``restore(export(s))`` continues exactly as ``s`` would.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+
+from msgspec import Struct
 
 from contracts.alerts import Alert, AlertClock, Severity
 from contracts.decisions import Decision
@@ -77,6 +81,31 @@ class State:
     clocks: dict[str, int] = field(default_factory=dict)  # last AlertClock time per source
 
 
+class Snapshot(Struct, kw_only=True):
+    """The whole state, in a form msgpack can carry (windows keyed by their drift)."""
+
+    windows: list[Window]
+    watermarks: dict[str, int]
+    clocks: dict[str, int]
+
+
+def key_of(drift: Drift) -> Key:
+    return (drift.image_name, drift.event_type, drift.behaviour)
+
+
+def export(state: State) -> Snapshot:
+    return Snapshot(windows=list(state.windows.values()), watermarks=dict(state.watermarks), clocks=dict(state.clocks))
+
+
+def restore(snapshot: Snapshot) -> State:
+    state = State(watermarks=dict(snapshot.watermarks), clocks=dict(snapshot.clocks))
+    for window in snapshot.windows:
+        key = key_of(window.drift)
+        state.windows[key] = window
+        heapq.heappush(state.ends.setdefault(window.source, []), (window.end, key))
+    return state
+
+
 # --- the fold step -----------------------------------------------------------------
 
 
@@ -90,7 +119,7 @@ def handle_batch(state: State, config: Config, source: str, batch: DriftBatch) -
 
 
 def handle_drift(state: State, config: Config, source: str, drift: Drift) -> list[Output]:
-    key: Key = (drift.image_name, drift.event_type, drift.behaviour)
+    key = key_of(drift)
     out: list[Output] = []
     window = state.windows.get(key)
     if window is not None and drift.time < window.end:

@@ -146,6 +146,7 @@ class Suppression(_S):
 class AnomalyDetector(_S):
     dedup_window: Duration = Duration(60)
     suppressions: list[Suppression] = []
+    snapshot_interval: Duration = Duration(10)  # wall-clock seconds between detector/throttler snapshots
 
 
 class DecisionIntake(_S):

@@ -35,6 +35,7 @@ HONOURED_BY: dict[str, str] = {
     "nats.monitor_port": "`vigil up` (embedded server)",
     "collector": "collector",
     "anomaly_detector": "anomaly-detector",
+    "anomaly_detector.snapshot_interval": "anomaly-detector, throttler (state snapshots)",
     "decision_intake": "`vigil intake` / decision intake (off unless enabled)",
     "archive": "decision-log-archiver",
     "audit_reports": "audit-report-writer",

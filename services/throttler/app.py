@@ -4,8 +4,9 @@ AlertThreshold on ``vigil.alerts.out``, throttle Decision on
 ``vigil.decisions.throttle`` out.
 
 A passed alert is republished byte for byte with ``Nats-Msg-Id`` ``out:<alert
-id>``. State (buckets, clocks) lives in memory only; docs/alerts.md says what a
-restart loses.
+id>``. State (buckets, clocks) is snapshotted with its ALERTS position and
+caught up silently from the log at start
+(:class:`services.runtime.snapshots.SnapshotApp`), so a restart loses nothing.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from contracts.alerts import ThrottlerInput
 from contracts.codec import encode_json
 from contracts.decisions import Decision
 from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_OUT, ALERTS_RAW, ConsumerSpec, decisions_subject
-from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
+from services.runtime.service import Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings, SettingsError
+from services.runtime.snapshots import SnapshotApp
 from services.throttler import core
 
 DECISIONS_SUBJECT = decisions_subject("throttle")
 _decoder = msgspec.json.Decoder(ThrottlerInput)
+_snapshot_encoder = msgspec.msgpack.Encoder()
+_snapshot_decoder = msgspec.msgpack.Decoder(core.Snapshot)
 
 
 def config_from(settings: Settings) -> core.Config:
@@ -39,7 +43,7 @@ def config_from(settings: Settings) -> core.Config:
     )
 
 
-class Throttler(AppBase):
+class Throttler(SnapshotApp):
     name = "throttler"
     consumers = (ConsumerSpec(ALERTS, "throttler", (ALERTS_RAW, ALERTS_CLOCK)),)
 
@@ -47,6 +51,16 @@ class Throttler(AppBase):
         super().__init__(settings)
         self.config = config_from(settings)
         self.state = core.State()
+        self.snapshot_interval = float(settings.anomaly_detector.snapshot_interval)
+
+    def export_state(self) -> bytes:
+        return _snapshot_encoder.encode(core.export(self.state))
+
+    def restore_state(self, data: bytes) -> None:
+        self.state = core.restore(_snapshot_decoder.decode(data))
+
+    def replay(self, subject: str, data: bytes) -> None:
+        core.handle(self.state, self.config, _decoder.decode(data))
 
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
         try:

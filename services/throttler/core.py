@@ -26,13 +26,16 @@ Invariants:
 - Only inputs and their order decide; the wall clock is never read. State is
   the buckets of containers that alerted in the last second or are throttled,
   plus a watermark per clock source; idle buckets are forgotten once the clock
-  passes their window.
+  passes their window. :func:`export` / :func:`restore` turn it into a plain
+  :class:`Snapshot` and back; ``restore(export(s))`` continues exactly as ``s``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from msgspec import Struct
 
 from contracts.alerts import Alert, AlertClock, AlertThreshold
 from contracts.decisions import Decision
@@ -73,6 +76,24 @@ class State:
     buckets: dict[BucketKey, Bucket] = field(default_factory=dict)
     clocks: dict[str, int] = field(default_factory=dict)
     now: int = 0  # lowest clock over sources
+
+
+class Snapshot(Struct, kw_only=True):
+    """The whole state, in a form msgpack can carry."""
+
+    buckets: list[tuple[str, str, Bucket]]
+    clocks: dict[str, int]
+    now: int
+
+
+def export(state: State) -> Snapshot:
+    buckets = [(cid, rule, bucket) for (cid, rule), bucket in sorted(state.buckets.items())]
+    return Snapshot(buckets=buckets, clocks=dict(state.clocks), now=state.now)
+
+
+def restore(snapshot: Snapshot) -> State:
+    buckets = {(cid, rule): bucket for cid, rule, bucket in snapshot.buckets}
+    return State(buckets=buckets, clocks=dict(snapshot.clocks), now=snapshot.now)
 
 
 def handle(state: State, config: Config, message: Input) -> list[Output]:

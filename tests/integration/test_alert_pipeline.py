@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from contracts.alerts import Alert, AlertThreshold
 from contracts.codec import encode_batch
 from contracts.decisions import Decision
@@ -50,8 +52,8 @@ async def _publish(settings: Settings, batches: list[DriftBatch]) -> None:
     bus = await open_bus(settings)
     try:
         async with bus.publisher() as pub:
-            for n, batch in enumerate(batches):
-                await pub.publish(drift_subject(0), encode_batch(batch), f"drift-test:{n}")
+            for batch in batches:
+                await pub.publish(drift_subject(0), encode_batch(batch), f"drift-test:{batch.watermark}")
             await pub.flush()
     finally:
         await bus.close()
@@ -149,3 +151,44 @@ def test_replay_of_the_same_drift_gives_byte_identical_outputs(settings: Setting
     assert [m.data for m in out_a] == [m.data for m in out_b]  # alerts.out: same order, same bytes
     assert payloads(dec_a) == payloads(dec_b)
     assert len(out_a) == 5 and len(dec_a) == len(EXPECTED_DECISIONS)
+
+
+async def _run_until(settings: Settings, batches: list[DriftBatch], decisions: int, out_id: str) -> None:
+    await _publish(settings, batches)
+    async with running(AnomalyDetector(settings), settings), running(Throttler(settings), settings):
+        await wait_for(lambda: _at_least(settings, DECISIONS, decisions), timeout=30)
+        await wait_for(lambda: _out_has(settings, out_id), timeout=30)
+
+
+async def _outputs(settings: Settings) -> tuple[list, list]:
+    bus = await open_bus(settings)
+    try:
+        return await read_stream(bus, ALERTS, ALERTS_OUT, timeout=0.5), await read_stream(bus, DECISIONS)
+    finally:
+        await bus.close()
+
+
+@pytest.mark.parametrize("snapshots", ["kept", "lost"])
+def test_a_restart_mid_window_loses_and_duplicates_nothing(settings: Settings, snapshots: str) -> None:
+    """Stop both services while the dedup window and the throttle window are open;
+    with their snapshots (graceful stop) or without (a crash before any snapshot:
+    state is rebuilt silently from the log up to the ack floor)."""
+    settings = make_settings(Path(settings.data_dir), settings.nats.url, **ENV)
+    batches = scenario()
+    asyncio.run(_run_until(settings, batches[:3], decisions=7, out_id="out:alert:d6"))
+    snapshot_files = [settings.data_path / name / "snapshot.bin" for name in ("anomaly-detector", "throttler")]
+    assert all(f.exists() for f in snapshot_files)
+    if snapshots == "lost":
+        for f in snapshot_files:
+            f.unlink()
+    asyncio.run(_run_until(settings, batches[3:], decisions=len(EXPECTED_DECISIONS), out_id="out:alert:d9"))
+    out_msgs, decision_msgs = asyncio.run(_outputs(settings))
+    assert [a.id for a in decode_all(out_msgs, Alert | AlertThreshold)] == [
+        "alert:d0",
+        "alert:d1",
+        "threshold:alert:d2",
+        "alert:d6",
+        "alert:d9",
+    ]
+    decisions = decode_all(decision_msgs, Decision)
+    assert sorted((d.id, d.action, d.count) for d in decisions) == sorted(EXPECTED_DECISIONS)

@@ -260,3 +260,24 @@ def test_replaying_the_same_batches_gives_the_same_outputs() -> None:
         return [o for b in batches for o in core.handle_batch(state, Config(), SRC, b)]
 
     assert replay() == replay()
+
+
+def test_a_restored_snapshot_continues_exactly_like_the_original() -> None:
+    import msgspec
+
+    batches = [
+        DriftBatch(
+            drifts=[exec_drift(f"/bin/t{i % 7}", T0 + i * NS, i), dns_drift(f"h{i % 3}.example.com", T0 + i * NS, i)],
+            watermark=T0 + i * NS,
+        )
+        for i in range(150)
+    ]
+    live = State()
+    for b in batches[:80]:
+        core.handle_batch(live, Config(), SRC, b)
+    data = msgspec.msgpack.encode(core.export(live))
+    restored = core.restore(msgspec.msgpack.decode(data, type=core.Snapshot))
+    rest = batches[80:]
+    assert [o for b in rest for o in core.handle_batch(restored, Config(), SRC, b)] == [
+        o for b in rest for o in core.handle_batch(live, Config(), SRC, b)
+    ]

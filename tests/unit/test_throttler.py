@@ -145,3 +145,20 @@ def test_replaying_the_same_input_gives_the_same_outputs() -> None:
     first = replay()
     assert first == replay()
     assert sum(isinstance(o, Decision) for o in first) > 0
+
+
+def test_a_restored_snapshot_continues_exactly_like_the_original() -> None:
+    import msgspec
+
+    cfg = Config(max_per_sec=3, throttle_sec=5)
+    inputs = [
+        m
+        for s in range(120)
+        for m in (alert(T0 + s * 300 * MS, s), alert(T0 + s * 300 * MS, s, DB), clock(T0 + s * 300 * MS))
+    ]
+    live = State()
+    feed(live, cfg, inputs[:100])
+    assert any(b.throttled_at is not None for b in live.buckets.values())
+    data = msgspec.msgpack.encode(core.export(live))
+    restored = core.restore(msgspec.msgpack.decode(data, type=core.Snapshot))
+    assert feed(restored, cfg, inputs[100:]) == feed(live, cfg, inputs[100:])
