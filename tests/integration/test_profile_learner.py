@@ -1,0 +1,193 @@
+"""profile-learner + version-evictor through a real nats-server: traces published with
+`vigil collect --from`, drift and profile events read back from the streams, the CLI against
+the running learner, replay against its snapshot, and a SIGKILL mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from collector.publisher import BatchingPublisher
+from contracts import trace
+from contracts.codec import decode_batch, decode_drift
+from contracts.events import EVENT_TYPES, RawEvent
+from contracts.profiles import CommandApplied, ProfileEvent, StateChanged, VersionEvicted
+from contracts.subjects import DRIFT, EVENTS, PROFILES
+from services.profile_learner import core
+from services.profile_learner.app import ProfileLearner, core_config
+from services.profile_learner.sim import exec_, start, tick
+from services.runtime.embedded import EmbeddedServer
+from services.runtime.settings import Settings
+from services.version_evictor.app import VersionEvictor
+from tests.support import make_settings, open_bus, read_stream, running, service_env, vigil_process, wait_for
+
+SP = "RUNTIME_SECURITY_CONFIG_SECURITY_PROFILE_"
+ENV = {
+    SP + "MAX_IMAGE_TAGS": "2",
+    SP + "SNAPSHOT_INTERVAL": "0.2s",
+    SP + "ANOMALY_DETECTION_WORKLOAD_WARMUP_PERIOD": "5s",
+    SP + "ANOMALY_DETECTION_UNSTABLE_PROFILE_TIME_THRESHOLD": "60s",
+    **{SP + f"ANOMALY_DETECTION_MINIMUM_STABLE_PERIOD_{t.upper()}": "10s" for t in EVENT_TYPES},
+    "NATS_ACK_WAIT": "1s",
+}
+_profile_dec = msgspec.json.Decoder(ProfileEvent)
+
+
+@pytest.fixture
+def lc_settings(tmp_path: Path, nats_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in ENV.items():
+        monkeypatch.setenv(f"VIGIL_{key}", value)  # for `vigil …` subprocesses
+    return make_settings(tmp_path / "vigil", nats_server.url, **ENV)
+
+
+def write_trace(path: Path, events: list[RawEvent]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in trace.write(events)))
+    return path
+
+
+def collect(settings: Settings, path: Path) -> None:
+    with vigil_process(settings, "collect", "--from", str(path)) as proc:
+        assert proc.wait(60) == 0
+
+
+def vigil(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], env=service_env(settings),
+                          capture_output=True, text=True, timeout=60)
+
+
+async def drifts(bus: object) -> list[tuple[str, str, str, bool, str]]:
+    msgs = await read_stream(bus, DRIFT)  # type: ignore[arg-type]
+    return [(d.image_tag, d.behaviour, d.reason, d.inserted, d.stable_tag) for m in msgs for d in decode_drift(m.data).drifts]
+
+
+async def profile_events(bus: object) -> list[ProfileEvent]:
+    return [_profile_dec.decode(m.data) for m in await read_stream(bus, PROFILES)]  # type: ignore[arg-type]
+
+
+def test_eviction_life_cycle_end_to_end_with_cli_and_replay(lc_settings: Settings, tmp_path: Path) -> None:
+    asyncio.run(_eviction_life_cycle(lc_settings, tmp_path))
+
+
+async def _eviction_life_cycle(settings: Settings, tmp_path: Path) -> None:
+    """The seed's eviction trace; the CLI is run in threads so the in-process services keep serving."""
+    phase1 = [start(0, "app", "v1"), exec_(7, "app", "v1", "/bin/b"), exec_(20, "app", "v1", "/bin/c"),
+              start(21, "app", "v2", cid="c2"), exec_(27, "app", "v2", "/bin/d", cid="c2"), start(40, "app", "v3", cid="c3")]
+    phase2 = [exec_(47, "app", "v3", "/bin/b", cid="c3"), tick(48)]
+    bus = await open_bus(settings)
+    try:
+        async with running(ProfileLearner(settings), settings), running(VersionEvictor(settings), settings):
+            await asyncio.to_thread(collect, settings, write_trace(tmp_path / "phase1.jsonl", phase1))
+            await wait_for(lambda: _has(bus, VersionEvicted), timeout=30)
+            await asyncio.to_thread(collect, settings, write_trace(tmp_path / "phase2.jsonl", phase2))
+            expected = [
+                ("v1", "/bin/c", "stable_version", False, ""),
+                ("v2", "/bin/d", "other_version_stable", True, "v1"),
+                ("v3", "/bin/b", "other_version_stable", True, "v2"),  # v1, which knew /bin/b, was evicted
+            ]
+            await wait_for(lambda: _drifts_are(bus, expected), timeout=30)
+            evicted = [e for e in await profile_events(bus) if isinstance(e, VersionEvicted)]
+            assert [e.image_tag for e in evicted] == ["v1"]
+
+            shown = await asyncio.to_thread(vigil, settings, "profiles", "show", "app", "-o", "json")
+            assert shown.returncode == 0, shown.stderr
+            prof = json.loads(shown.stdout)
+            assert [v["image_tag"] for v in prof["versions"]] == ["v2", "v3"]
+            assert prof["versions"][0]["states"]["exec"] == "stable" and prof["versions"][1]["sizes"]["exec"] == 1
+            listed = await asyncio.to_thread(vigil, settings, "profiles", "list", "-o", "json")
+            assert json.loads(listed.stdout.splitlines()[0])["image_name"] == "app"
+
+            sent = await asyncio.to_thread(vigil, settings, "profiles", "set-state", "app", "v3", "stable", "--event-type", "exec")
+            assert sent.returncode == 0, sent.stderr
+            await wait_for(lambda: _has(bus, CommandApplied), timeout=30)
+            changed = [e for e in await profile_events(bus) if isinstance(e, StateChanged) and e.reason == "operator"]
+            assert [(e.image_tag, e.event_type, e.new_state) for e in changed] == [("v3", "exec", "stable")]
+        replayed = await asyncio.to_thread(vigil, settings, "replay", "profile-learner", "-o", "json")  # the learner stopped: snapshot written
+        report = json.loads(replayed.stdout)
+        assert report["result"] == "match" and report["commands"] == 2, report  # the eviction + the operator's
+    finally:
+        await bus.close()
+
+
+async def _has(bus: object, kind: type) -> bool:
+    return any(isinstance(e, kind) for e in await profile_events(bus))
+
+
+async def _drifts_are(bus: object, expected: list[tuple[str, str, str, bool, str]]) -> bool:
+    got = await drifts(bus)
+    assert len(got) <= len(expected), got
+    return got == expected
+
+
+def busy_trace(images: int = 40, rounds: int = 1500) -> list[RawEvent]:
+    """Images learn for 12 s, then repeat known behaviour with a novel one now and then."""
+    events: list[RawEvent] = []
+    for i in range(images):
+        events += [start(0, f"img{i}", "v1", cid=f"c{i}"), exec_(6, f"img{i}", "v1", "/bin/known", cid=f"c{i}")]
+    events.append(tick(20))
+    for r in range(rounds):
+        t = 20 + r * 0.01
+        for i in range(images):
+            path = f"/bin/new{r}" if r % 97 == 0 else "/bin/known"
+            events.append(exec_(t, f"img{i}", "v1", path, cid=f"c{i}"))
+        if r % 100 == 0:
+            events.append(tick(t))
+    return events
+
+
+def test_sigkill_mid_stream_then_restart_gives_the_same_outputs_once(lc_settings: Settings, tmp_path: Path) -> None:
+    asyncio.run(_sigkill_mid_stream(lc_settings, tmp_path))
+
+
+async def _sigkill_mid_stream(settings: Settings, tmp_path: Path) -> None:
+    bus = await open_bus(settings)
+    try:
+        async with bus.publisher() as pub:
+            batcher = BatchingPublisher(pub, "n1", "boot-kill", settings.nats.partitions, 200)
+            await batcher.add_all(busy_trace())
+            await batcher.drain()
+        last = (await bus.js.stream_info(EVENTS)).state.last_seq
+        log = tmp_path / "learner.log"
+        with vigil_process(settings, "run", "profile-learner", log=log) as proc:
+            floor = await wait_for(lambda: _ack_floor(bus), timeout=60, interval=0.01)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert floor < last, "the learner finished before the kill; the trace is too small to test a crash"
+        with vigil_process(settings, "run", "profile-learner", log=log):
+            await wait_for(lambda: _done(bus, last), timeout=90)
+        # the reference: the pure core folded over exactly what is in EVENTS
+        state = core.State()
+        batches = [decode_batch(m.data) for m in await read_stream(bus, EVENTS)]
+        want_events, want_drift = core.fold(state, core_config(settings), batches)
+        got_events = await profile_events(bus)
+        got_drift = [decode_drift(m.data) for m in await read_stream(bus, DRIFT)]
+        assert sum(len(d.drifts) for d in want_drift) > 0
+        assert got_events == want_events
+        assert got_drift == want_drift
+    finally:
+        await bus.close()
+
+
+async def _ack_floor(bus: object) -> int:
+    try:
+        info = await bus.js.consumer_info(EVENTS, "profile-learner")  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+    return info.ack_floor.stream_seq if info.ack_floor else 0
+
+
+async def _done(bus: object, last: int) -> bool:
+    return await _ack_floor(bus) >= last
+
+
+def test_settings_reach_the_core(lc_settings: Settings) -> None:
+    cfg = core_config(lc_settings)
+    assert cfg.stable_period["exec"] == 10 * core.SECOND and cfg.warmup_period == 5 * core.SECOND
+    assert cfg.unstable_time == 60 * core.SECOND and cfg.dns_depth == 3
+
