@@ -23,10 +23,11 @@ from services.runtime.settings import Settings
 class AuditReportWriter(AppBase):
     name = "audit-report-writer"
     consumers = (audit_runs.CONSUMER, *MODEL_CONSUMERS)
+    stateful_streams = frozenset({DECISIONS})  # audit runs are order-sensitive: resume at their saved position
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        self.audit_runs = audit_runs.AuditRuns(settings, self.counters)
+        self.audit_runs = audit_runs.AuditRuns(settings, self.counters, self.positions)
         self.models = ModelWindowsHandler(settings.data_path)
 
     async def start(self, bus: Bus) -> None:

@@ -3,7 +3,11 @@
 Directory: ``audit_reports.dir`` (default ``<data_dir>/audit``). Per run:
 ``<id>.txt`` (open) → ``<id>.log`` (finished) and ``<id>.json`` (summary);
 ``finished.json`` remembers finished run ids so a redelivered marker cannot
-reopen a run whose files retention already deleted.
+reopen a run whose files retention already deleted; ``positions.json`` holds
+the last DECISIONS sequence applied. Order matters here (an end marker closes
+the run), so the app is ``stateful``: after a restart the runner delivers from
+that position + 1, in stream order, and a violation in flight when the writer
+died is never overtaken by the end of its run.
 
 Crash safety (effects are applied in :meth:`AuditRuns.commit`, which the runner
 calls before it acks the inputs):
@@ -37,15 +41,18 @@ from services.runtime.settings import Settings
 
 CONSUMER = ConsumerSpec(DECISIONS, "audit-report-writer")
 INDEX = "finished.json"
+POSITIONS = "positions.json"
 
 
 class AuditRuns:
     """Audit-run files from the DECISIONS stream (one consumer of audit-report-writer)."""
 
-    def __init__(self, settings: Settings, counters: Counter[str]) -> None:
+    def __init__(self, settings: Settings, counters: Counter[str], positions: dict[str, int]) -> None:
         self.dir = data_path(settings, settings.audit_reports.dir)
         self.keep_runs = settings.audit_reports.keep_runs
         self.counters = counters
+        self.positions = positions  # the app's, shared with the runner; DECISIONS' entry is ours
+        self._saved_position = 0
         self.state = core.State()
         self.pending: list[core.Effect] = []
 
@@ -53,6 +60,9 @@ class AuditRuns:
 
     def load(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._saved_position = _read_position(self.dir / POSITIONS)
+        if self._saved_position:
+            self.positions[DECISIONS] = self._saved_position
         for audit_id in _read_index(self.dir / INDEX):
             self.state.finished[audit_id] = None
         for summary in sorted(self.dir.glob("*.json")):
@@ -101,6 +111,10 @@ class AuditRuns:
                 self._apply(effect)
             self.pending.pop(0)
         self._flush_appends(appends)
+        position = self.positions.get(DECISIONS, 0)
+        if position != self._saved_position:
+            _atomic_write(self.dir / POSITIONS, msgspec.json.encode({DECISIONS: position}) + b"\n")
+            self._saved_position = position
 
     def _flush_appends(self, appends: dict[str, list[bytes]]) -> None:
         for name, lines in appends.items():
@@ -175,6 +189,13 @@ def _read_index(path: Path) -> list[str]:
         return [str(x) for x in msgspec.json.decode(path.read_bytes())]
     except (FileNotFoundError, msgspec.DecodeError):
         return []
+
+
+def _read_position(path: Path) -> int:
+    try:
+        return int(msgspec.json.decode(path.read_bytes()).get(DECISIONS, 0))
+    except (FileNotFoundError, msgspec.DecodeError, AttributeError, ValueError):
+        return 0
 
 
 def _audit_id_of(content: bytes) -> str:

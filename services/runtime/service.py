@@ -91,6 +91,7 @@ class AppBase:
     name = "app"
     consumers: tuple[ConsumerSpec, ...] = ()
     stateful = False
+    stateful_streams: frozenset[str] = frozenset()  # streams whose position the app owns (as if stateful)
     fetch_batch = 0  # messages per pull request (and so per commit); 0: nats.fetch_batch
 
     def __init__(self, settings: Settings) -> None:
@@ -113,6 +114,10 @@ class AppBase:
 
     async def stop(self) -> None:
         """Final snapshot, close sinks."""
+
+
+def _owns_position(app: Any, stream: str) -> bool:
+    return bool(app.stateful or stream in getattr(app, "stateful_streams", ()))
 
 
 def input_id(msg: Msg) -> str:
@@ -169,7 +174,7 @@ class Runner:
             await self.app.stop()
 
     async def _consume(self, spec: ConsumerSpec) -> None:
-        start = self.app.positions.get(spec.stream, 0) + 1 if self.app.stateful else None
+        start = self.app.positions.get(spec.stream, 0) + 1 if _owns_position(self.app, spec.stream) else None
         sub = await self.bus.pull(spec, start_seq=start)
         try:
             await self._consume_from(spec, sub)
@@ -199,7 +204,7 @@ class Runner:
         for msg in msgs:
             meta = msg.metadata
             seq = meta.sequence.stream
-            if app.stateful and seq <= app.positions.get(stream, 0):
+            if _owns_position(app, stream) and seq <= app.positions.get(stream, 0):
                 app.counters["redelivered_skipped"] += 1
                 continue
             inc = Incoming(

@@ -81,7 +81,7 @@ def test_recover_open_drops_torn_duplicate_and_premature_end_lines() -> None:
 
 def _writer(tmp_path: Path, keep: int = 3) -> AuditRuns:
     settings = make_settings(tmp_path, "nats://127.0.0.1:1", AUDIT_REPORTS_KEEP_RUNS=str(keep))
-    runs = AuditRuns(settings, Counter())
+    runs = AuditRuns(settings, Counter(), {})
     runs.load()
     return runs
 
