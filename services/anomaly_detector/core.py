@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from msgspec import Struct
+from msgspec.structs import replace
 
 from contracts.alerts import Alert, AlertClock, Severity
 from contracts.decisions import Decision
-from contracts.events import DnsQueried, FileOpened, RawEvent
+from contracts.events import ClockTicked, DnsQueried, FileOpened, RawEvent
 from contracts.profiles import Drift, DriftBatch
 
 NS = 1_000_000_000
@@ -68,7 +69,8 @@ class Window:
     source: str
     first_id: str  # id of the first verdict's decision
     action: str  # alert | suppress
-    drift: Drift  # the first drift (context for the dedup decision)
+    drift: Drift  # the first drift without its raw event (context for the dedup decision)
+    severity: Severity
     repeats: int = 0
     last: int = 0
 
@@ -155,6 +157,9 @@ def advance(state: State, source: str, watermark: int) -> list[Output]:
     return out
 
 
+_NO_EVENT = ClockTicked(time=0)  # the count needs no raw event; dropping it keeps state small
+
+
 def _open(state: State, key: Key, source: str, drift: Drift, decision: Decision, window_ns: int) -> None:
     end = drift.time + window_ns
     state.windows[key] = Window(
@@ -163,7 +168,8 @@ def _open(state: State, key: Key, source: str, drift: Drift, decision: Decision,
         source=source,
         first_id=decision.id,
         action=decision.action,
-        drift=drift,
+        drift=replace(drift, event=_NO_EVENT),
+        severity=severity(drift),
         last=drift.time,
     )
     heapq.heappush(state.ends.setdefault(source, []), (end, key))
@@ -315,7 +321,7 @@ def dedup_decision(window: Window) -> Decision:
         action="dedup",
         rule=RULE_ID,
         message=f"{window.repeats} repeats of {drift.event_type} {drift.behaviour} folded into {window.first_id}",
-        severity=severity(drift),
+        severity=window.severity,
         count=window.repeats,
         details={
             **_details(drift),

@@ -4,8 +4,9 @@
 restarts and crashes:
 
 - ``commit`` (called by the runner after the outputs of every handled input are
-  stored) writes a snapshot — state + the stream sequence it reflects — at most
-  every ``snapshot_interval`` wall-clock seconds, and ``stop`` writes a last one.
+  stored) takes a snapshot — state + the stream sequence it reflects, encoded
+  at once, written and fsynced in the background — at most every
+  ``snapshot_interval`` wall-clock seconds; ``stop`` writes a last one.
   A snapshot is a file under ``<data_dir>/<app name>/``, replaced atomically.
 - ``start`` loads the snapshot, then re-applies *silently* (outputs discarded:
   they are stored already) every input from the snapshot's position up to the
@@ -18,6 +19,7 @@ Subclasses provide ``export_state() -> bytes``, ``restore_state(bytes)`` and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -45,6 +47,7 @@ class SnapshotApp(AppBase):
         super().__init__(settings)
         self.snapshot_path = settings.data_path / self.name / "snapshot.bin"
         self._last_snapshot = 0.0
+        self._writing: asyncio.Task[None] | None = None
 
     # --- to be provided by the app ---
     def export_state(self) -> bytes:
@@ -77,12 +80,19 @@ class SnapshotApp(AppBase):
             log.info("%s: caught up %d messages from the log (to seq %d)", self.name, replayed, floor)
 
     async def commit(self) -> None:
-        if time.monotonic() - self._last_snapshot >= self.snapshot_interval:
-            self._write()
+        """When a snapshot is due, encode it now (state and positions agree between
+        inputs) and write it in the background: acks never wait for the disk, and
+        catch-up from the ack floor covers whatever a snapshot has not."""
+        due = time.monotonic() - self._last_snapshot >= self.snapshot_interval
+        if due and (self._writing is None or self._writing.done()):
+            self._last_snapshot = time.monotonic()
+            self._writing = asyncio.create_task(self._write(self._blob()))
 
     async def stop(self) -> None:
+        if self._writing is not None:
+            await self._writing
         if self.positions:
-            self._write()
+            await self._write(self._blob())
 
     # --- the file ---
     def _load(self) -> None:
@@ -98,13 +108,12 @@ class SnapshotApp(AppBase):
         self.restore_state(state)
         self.positions[stream] = int(seq)
 
-    def _write(self) -> None:
-        if not self.positions:
-            return
-        ((stream, seq),) = self.positions.items()
-        blob = _HEADER + f"{stream} {seq}\n".encode() + self.export_state()
-        write_atomically(self.snapshot_path, blob)
-        self._last_snapshot = time.monotonic()
+    def _blob(self) -> bytes:
+        ((stream, seq),) = self.positions.items() or ((self.consumers[0].stream, 0),)
+        return _HEADER + f"{stream} {seq}\n".encode() + self.export_state()
+
+    async def _write(self, blob: bytes) -> None:
+        await asyncio.to_thread(write_atomically, self.snapshot_path, blob)
         self.counters["snapshots"] += 1
 
 

@@ -3,6 +3,8 @@ suppressions, windows closed by the partition watermark."""
 
 from __future__ import annotations
 
+from msgspec.structs import replace
+
 from contracts.alerts import Alert, AlertClock
 from contracts.decisions import Decision
 from contracts.events import Container, DnsQueried, DnsQuery, ExecObserved, FileAccess, FileOpened, Process
@@ -281,3 +283,11 @@ def test_a_restored_snapshot_continues_exactly_like_the_original() -> None:
     assert [o for b in rest for o in core.handle_batch(restored, Config(), SRC, b)] == [
         o for b in rest for o in core.handle_batch(live, Config(), SRC, b)
     ]
+
+
+def test_the_dedup_decision_keeps_the_first_drifts_severity() -> None:
+    state = State()
+    wrote = open_drift("/etc/nginx/x", flags=1)  # high only because it writes
+    run([wrote, replace(wrote, id="o2", time=T0 + 1)], state=state)
+    (dedup,) = of(run([], watermark=T0 + 60 * NS, state=state), Decision)
+    assert (dedup.severity, dedup.count) == ("high", 1)
