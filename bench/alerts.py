@@ -127,7 +127,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(settings: Settings, rate: int, size: int, seconds: float, novel: float) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    settings: Settings, rate: int, size: int, seconds: float, novel: float, pids: dict[str, int]
+) -> dict[str, float]:
     bus = await connect(settings, start_embedded=False, name="bench-alerts")
     await bus.ensure_streams()
     await ensure_buckets(bus)
@@ -152,7 +160,9 @@ async def measure(settings: Settings, rate: int, size: int, seconds: float, nove
     latencies.clear()
     raw.clear()
     before = gen.novel_sent
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     sent, took = await offer(bus, gen, rate, size, seconds)
+    cpu = {f"cpu_{name}": (cpu_seconds(pid) - cpu0[name]) / took for name, pid in pids.items()}
     expected = gen.novel_sent - before
     await _settle(latencies, expected, 60)
     decisions = (await bus.js.stream_info(DECISIONS)).state.messages
@@ -168,6 +178,8 @@ async def measure(settings: Settings, rate: int, size: int, seconds: float, nove
         "raw_p50_ms": percentile(raw, 0.50),
         "raw_p99_ms": percentile(raw, 0.99),
         "decisions_stored": decisions,
+        "load_avg_1m": os.getloadavg()[0],
+        **cpu,
     }
 
 
@@ -203,7 +215,9 @@ def main(argv: list[str] | None = None) -> None:
             for name in ("anomaly-detector", "throttler")
         ]
         try:
-            result = asyncio.run(measure(settings, args.rate, args.batch, seconds, args.novel))
+            pids = {"anomaly-detector": procs[0].pid, "throttler": procs[1].pid, "nats-server": server.process.pid}
+            pids["bench"] = os.getpid()
+            result = asyncio.run(measure(settings, args.rate, args.batch, seconds, args.novel, pids))
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -226,6 +240,8 @@ def report(r: dict[str, float], rate: int, novel: float, seconds: float) -> None
     print(f"  drift → raw alert  p50 {r['raw_p50_ms']:.1f} ms, p99 {r['raw_p99_ms']:.1f} ms (anomaly-detector alone)")
     print(f"  raw alerts         {r['raw_received']:>10,.0f}")
     print(f"  decisions stored   {r['decisions_stored']:>10,.0f}")
+    cpu = ", ".join(f"{k[4:]} {v:.2f}" for k, v in r.items() if k.startswith("cpu_"))
+    print(f"  CPU cores used     {cpu}  (machine: {os.cpu_count()} cores, load avg {r['load_avg_1m']:.1f})")
 
 
 if __name__ == "__main__":
