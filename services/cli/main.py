@@ -281,7 +281,11 @@ async def _collect_trace(settings: Settings, path: Path, boot: Optional[str]) ->
 
 
 @app.command()
-def status(config: Optional[Path] = ConfigOpt, output: Format = OutputOpt) -> None:
+def status(
+    config: Optional[Path] = ConfigOpt,
+    output: Format = OutputOpt,
+    require: list[str] = typer.Option([], "--require", help="exit 1 unless SERVICE heartbeats (readiness probes)"),
+) -> None:
     """Streams, consumer lag, dead letters, live services and their counters."""
     settings = settings_or_exit(config)
     try:
@@ -289,6 +293,13 @@ def status(config: Optional[Path] = ConfigOpt, output: Format = OutputOpt) -> No
     except VigilError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
+    missing = sorted(set(require) - {s["service"] for s in report["services"]})
+    if require:
+        if missing:
+            err_console.print(f"not ready: no heartbeat from {', '.join(missing)}")
+            raise typer.Exit(1)
+        console.print(f"ready: {', '.join(sorted(set(require)))}")
+        return
     if output == Format.json:
         from services.cli.output import json_line
 
