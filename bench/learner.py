@@ -39,9 +39,13 @@ def mix(n: int, images: int = 50, tags: int = 3, novel: float = 0.001, seed: int
             continue
         kind = rnd.randrange(9)
         if kind < 4:
-            out.append(open_(t, img, v, f"/var/lib/app/{w}/data-{w % 7}.db", flags=w % 3, exe=f"/bin/w{w % 5}", cid=cid))
+            out.append(
+                open_(t, img, v, f"/var/lib/app/{w}/data-{w % 7}.db", flags=w % 3, exe=f"/bin/w{w % 5}", cid=cid)
+            )
         elif kind < 6:
-            out.append(exec_(t, img, v, f"/usr/bin/tool{w}", cid=cid, ancestors=("/usr/bin/containerd-shim", "/bin/sh")))
+            out.append(
+                exec_(t, img, v, f"/usr/bin/tool{w}", cid=cid, ancestors=("/usr/bin/containerd-shim", "/bin/sh"))
+            )
         elif kind < 7:
             out.append(dns_(t, img, v, f"api{w}.svc.cluster.local", cid=cid))
         elif kind < 8:
@@ -52,7 +56,10 @@ def mix(n: int, images: int = 50, tags: int = 3, novel: float = 0.001, seed: int
 
 
 def batches(events: list[RawEvent], boot: str = "b", offset: int = 0) -> list[EventBatch]:
-    return [EventBatch(node="n", boot=boot, first_seq=offset + i, events=events[i:i + BATCH]) for i in range(0, len(events), BATCH)]
+    return [
+        EventBatch(node="n", boot=boot, first_seq=offset + i, events=events[i : i + BATCH])
+        for i in range(0, len(events), BATCH)
+    ]
 
 
 def bench_throughput(n: int) -> float:
@@ -78,9 +85,11 @@ def bench_throughput(n: int) -> float:
         out_events += len(evs)
         drifts += len(db.drifts) if db else 0
     rate = count / core_s
-    print(f"core throughput: {count:,} events in {core_s:.2f}s = {rate:,.0f} ev/s ({rate / 300_000:.2f}x the 300k "
-          f"target); with msgpack decode {count / (core_s + decode_s):,.0f} ev/s; "
-          f"{out_events:,} profile events, {drifts:,} drifts")
+    print(
+        f"core throughput: {count:,} events in {core_s:.2f}s = {rate:,.0f} ev/s ({rate / 300_000:.2f}x the 300k "
+        f"target); with msgpack decode {count / (core_s + decode_s):,.0f} ev/s; "
+        f"{out_events:,} profile events, {drifts:,} drifts"
+    )
     return rate
 
 
@@ -103,8 +112,10 @@ def bench_replay(total: int, unit: int) -> float:
         rep += 1
     rate = done / spent
     behaviours = sum(sum(v.sizes.values()) for p in state.profiles.values() for v in p.versions.values())
-    print(f"replay: {done:,} events ({stats.events_messages:,} batches of {BATCH}) decoded + folded in {spent:.2f}s "
-          f"= {rate:,.0f} ev/s; {len(state.profiles)} profiles, {behaviours:,} behaviours")
+    print(
+        f"replay: {done:,} events ({stats.events_messages:,} batches of {BATCH}) decoded + folded in {spent:.2f}s "
+        f"= {rate:,.0f} ev/s; {len(state.profiles)} profiles, {behaviours:,} behaviours"
+    )
     return rate
 
 
@@ -128,9 +139,11 @@ def bench_memory(n: int) -> tuple[float, float]:
     assert len(keys) == n, len(keys)
     node = (after - before) / n
     key_bytes = sum(k.__sizeof__() for k in keys) / n
-    print(f"memory: {n:,} behaviour nodes: {node:.0f} bytes/node including the key string "
-          f"({key_bytes:.0f} of them), {node - key_bytes:.0f} bytes/node of structure "
-          f"(target <= 300: {'met' if node <= 300 else 'NOT met'})")
+    print(
+        f"memory: {n:,} behaviour nodes: {node:.0f} bytes/node including the key string "
+        f"({key_bytes:.0f} of them), {node - key_bytes:.0f} bytes/node of structure "
+        f"(target <= 300: {'met' if node <= 300 else 'NOT met'})"
+    )
     return node, key_bytes
 
 

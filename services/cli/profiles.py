@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -29,7 +29,7 @@ _ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
 _OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
 
 
-def _settings(config: Optional[Path]) -> Settings:
+def _settings(config: Path | None) -> Settings:
     try:
         return load(config).settings
     except SettingsError as exc:
@@ -67,7 +67,10 @@ def _from_snapshot(settings: Settings, image: str | None) -> dict[str, Any] | No
     if image is not None:
         prof = snap.state.profiles.get(image)
         return {"profile": core.summary(prof) if prof else None}
-    return {"profiles": [core.summary(p) for p in snap.state.profiles.values()], "over_cap_events": snap.state.over_cap_events}
+    return {
+        "profiles": [core.summary(p) for p in snap.state.profiles.values()],
+        "over_cap_events": snap.state.over_cap_events,
+    }
 
 
 def _read(settings: Settings, image: str | None) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def _states_text(states: dict[str, str]) -> str:
 
 
 @app.command("list")
-def list_(config: Optional[Path] = _ConfigOpt, output: Format = _OutputOpt) -> None:
+def list_(config: Path | None = _ConfigOpt, output: Format = _OutputOpt) -> None:
     """One line per profile: image, versions, total size."""
     answer = _read(_settings(config), None)
     items = [
@@ -99,8 +102,9 @@ def list_(config: Optional[Path] = _ConfigOpt, output: Format = _OutputOpt) -> N
 
 
 @app.command()
-def show(image: str = typer.Argument(..., help="image name"), config: Optional[Path] = _ConfigOpt,
-         output: Format = _OutputOpt) -> None:
+def show(
+    image: str = typer.Argument(..., help="image name"), config: Path | None = _ConfigOpt, output: Format = _OutputOpt
+) -> None:
     """The profile with its versions: state per event type, sizes, first/last seen (event time, ns)."""
     prof = _read(_settings(config), image).get("profile")
     if prof is None:
@@ -140,8 +144,8 @@ def set_state(
     image: str = typer.Argument(..., help="image name"),
     tag: str = typer.Argument(..., help="image tag (version)"),
     state: str = typer.Argument(..., help=" | ".join(PROFILE_STATES)),
-    event_type: Optional[str] = typer.Option(None, "--event-type", help=f"one of {', '.join(EVENT_TYPES)} (default: all)"),
-    config: Optional[Path] = _ConfigOpt,
+    event_type: str | None = typer.Option(None, "--event-type", help=f"one of {', '.join(EVENT_TYPES)} (default: all)"),
+    config: Path | None = _ConfigOpt,
 ) -> None:
     """Force a version's state (all event types, or one)."""
     if state not in PROFILE_STATES:
@@ -157,8 +161,8 @@ def set_state(
 @app.command()
 def reset(
     image: str = typer.Argument(..., help="image name"),
-    tag: Optional[str] = typer.Argument(None, help="image tag (default: the whole profile)"),
-    config: Optional[Path] = _ConfigOpt,
+    tag: str | None = typer.Argument(None, help="image tag (default: the whole profile)"),
+    config: Path | None = _ConfigOpt,
 ) -> None:
     """Forget a profile (or one version of it); it starts learning again from its next event."""
     _publish(_settings(config), ResetProfile(id=f"cli:{uuid.uuid4()}", image_name=image, image_tag=tag))

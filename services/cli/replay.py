@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -52,7 +52,7 @@ def register(root: typer.Typer) -> None:
     @root.command("replay")
     def replay_cmd(
         service: str = typer.Argument(..., help="profile-learner"),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
+        config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
         output: Format = typer.Option(Format.table, "--output", "-o", help="table or json"),
     ) -> None:
         """Rebuild SERVICE's state from the log and report whether it matches its snapshot."""

@@ -140,11 +140,19 @@ class ProfileLearner(AppBase):
                 await bus.js.delete_consumer(spec.stream, spec.durable)
             except Exception:  # noqa: BLE001 - did not exist
                 pass
-            await bus.js.add_consumer(spec.stream, js_api.ConsumerConfig(
-                durable_name=spec.durable, name=spec.durable, ack_policy=js_api.AckPolicy.EXPLICIT,
-                deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.handled.get(spec.stream, 0) + 1,
-                max_ack_pending=settings.max_ack_pending, ack_wait=float(settings.ack_wait), max_deliver=-1,
-            ))
+            await bus.js.add_consumer(
+                spec.stream,
+                js_api.ConsumerConfig(
+                    durable_name=spec.durable,
+                    name=spec.durable,
+                    ack_policy=js_api.AckPolicy.EXPLICIT,
+                    deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+                    opt_start_seq=self.handled.get(spec.stream, 0) + 1,
+                    max_ack_pending=settings.max_ack_pending,
+                    ack_wait=float(settings.ack_wait),
+                    max_deliver=-1,
+                ),
+            )
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -182,8 +190,12 @@ class ProfileLearner(AppBase):
         evs = core.apply_command(self.state, self.cfg, cmd)
         prof = self.state.profiles.get(cmd.image_name)
         marker = CommandApplied(
-            id=f"pl:{cmd.id}:applied", time=cmd.time or (prof.now if prof else self.state.now),
-            image_name=cmd.image_name, command_id=cmd.id, command_seq=msg.seq, events_seq=self.handled.get(EVENTS, 0),
+            id=f"pl:{cmd.id}:applied",
+            time=cmd.time or (prof.now if prof else self.state.now),
+            image_name=cmd.image_name,
+            command_id=cmd.id,
+            command_seq=msg.seq,
+            events_seq=self.handled.get(EVENTS, 0),
         )
         self.counters["commands"] += 1
         return [*_profile_outs(evs), Outgoing(replay.MARKER_SUBJECT, encode_json(marker), id=marker.id)]

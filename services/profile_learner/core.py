@@ -228,7 +228,11 @@ def _version(state: State, cfg: Config, ev: Any, part: int, pos: Pos, out: Out) 
         v = _new_version(prof, cfg, tag, t)
         out.events.append(
             VersionFirstSeen(
-                id=out.next_id(_eid(pos)), time=t, image_name=image, image_tag=tag, container_id=c.id,
+                id=out.next_id(_eid(pos)),
+                time=t,
+                image_name=image,
+                image_tag=tag,
+                container_id=c.id,
                 versions={tag_: ver.last_seen for tag_, ver in prof.versions.items()},
             )
         )
@@ -239,9 +243,14 @@ def _version(state: State, cfg: Config, ev: Any, part: int, pos: Pos, out: Out) 
 
 def _new_version(prof: Profile, cfg: Config, tag: str, t: int) -> Version:
     v = Version(
-        tag=tag, first_seen=t, last_seen=t, warmup_until=t + cfg.warmup_period,
-        states={et: "warmup" for et in EVENT_TYPES}, since={et: t for et in EVENT_TYPES},
-        last_new={et: t for et in EVENT_TYPES}, sizes={et: 0 for et in EVENT_TYPES},
+        tag=tag,
+        first_seen=t,
+        last_seen=t,
+        warmup_until=t + cfg.warmup_period,
+        states={et: "warmup" for et in EVENT_TYPES},
+        since={et: t for et in EVENT_TYPES},
+        last_new={et: t for et in EVENT_TYPES},
+        sizes={et: 0 for et in EVENT_TYPES},
         behaviours={et: {} for et in EVENT_TYPES},
     )
     prof.versions[tag] = v
@@ -320,15 +329,25 @@ _HANDLERS: dict[type, Callable[..., None]] = {
     ContainerStopped: _on_lifecycle,
     ClockTicked: _on_tick,
 }
-for _tp in RawEvent.__args__:  # type: ignore[attr-defined]
+for _tp in RawEvent.__args__:
     _HANDLERS.setdefault(_tp, _on_lifecycle)  # exit: version last seen only
 
 
 # --- the decision for one behaviour ----------------------------------------------------------
 
 
-def _observe(state: State, cfg: Config, pv: tuple[Profile, Version], et: str, exe: str, key: str, mask: int,
-             ev: Any, pos: Pos, out: Out) -> None:
+def _observe(
+    state: State,
+    cfg: Config,
+    pv: tuple[Profile, Version],
+    et: str,
+    exe: str,
+    key: str,
+    mask: int,
+    ev: Any,
+    pos: Pos,
+    out: Out,
+) -> None:
     """Fast path: known in this version → nothing to do."""
     by_exe = pv[1].behaviours[et].get(exe)
     have = by_exe.get(key, 0) if by_exe is not None else 0
@@ -346,8 +365,19 @@ def _known_elsewhere(prof: Profile, v: Version, et: str, exe: str, key: str, mis
     return union & missing == missing
 
 
-def _novel(state: State, cfg: Config, prof: Profile, v: Version, et: str, exe: str, key: str, missing: int,
-           ev: Any, pos: Pos, out: Out) -> None:
+def _novel(
+    state: State,
+    cfg: Config,
+    prof: Profile,
+    v: Version,
+    et: str,
+    exe: str,
+    key: str,
+    missing: int,
+    ev: Any,
+    pos: Pos,
+    out: Out,
+) -> None:
     t = ev.time
     s = v.states[et]
     warm = s == "warmup" or state.containers.get(ev.container.id, 0) > t
@@ -366,8 +396,9 @@ def _novel(state: State, cfg: Config, prof: Profile, v: Version, et: str, exe: s
             _drift(prof, v, et, exe, key, ev, pos, out, s, "other_version_stable", inserted, stable)
 
 
-def _insert(cfg: Config, prof: Profile, v: Version, et: str, exe: str, key: str, missing: int,
-            ev: Any, pos: Pos, out: Out) -> bool:
+def _insert(
+    cfg: Config, prof: Profile, v: Version, et: str, exe: str, key: str, missing: int, ev: Any, pos: Pos, out: Out
+) -> bool:
     by_exe = v.behaviours[et].get(exe)
     have = by_exe.get(key, 0) if by_exe is not None else 0
     t = ev.time
@@ -390,21 +421,61 @@ def _insert(cfg: Config, prof: Profile, v: Version, et: str, exe: str, key: str,
 def _added(prof: Profile, v: Version, et: str, exe: str, key: str, mask: int, t: int, id_: str) -> BehaviourAdded:
     if et == "exec":
         lineage = [*key.split(LINEAGE_SEP), exe] if key else [exe]
-        return BehaviourAdded(id=id_, time=t, image_name=prof.image, image_tag=v.tag, event_type="exec",
-                              behaviour=exe, executable=exe, lineage=lineage)
+        return BehaviourAdded(
+            id=id_,
+            time=t,
+            image_name=prof.image,
+            image_tag=v.tag,
+            event_type="exec",
+            behaviour=exe,
+            executable=exe,
+            lineage=lineage,
+        )
     access = access_text(mask) if et == "open" else ""
-    return BehaviourAdded(id=id_, time=t, image_name=prof.image, image_tag=v.tag, event_type=et,  # type: ignore[arg-type]
-                          behaviour=key, executable=exe, access=access)
+    return BehaviourAdded(
+        id=id_,
+        time=t,
+        image_name=prof.image,
+        image_tag=v.tag,
+        event_type=et,  # type: ignore[arg-type]
+        behaviour=key,
+        executable=exe,
+        access=access,
+    )
 
 
-def _drift(prof: Profile, v: Version, et: str, exe: str, key: str, ev: Any, pos: Pos, out: Out, s: str,
-           reason: str, inserted: bool, stable_tag: str) -> None:
+def _drift(
+    prof: Profile,
+    v: Version,
+    et: str,
+    exe: str,
+    key: str,
+    ev: Any,
+    pos: Pos,
+    out: Out,
+    s: str,
+    reason: str,
+    inserted: bool,
+    stable_tag: str,
+) -> None:
     eid = _eid(pos)
     behaviour = exe if et == "exec" else key
     out.drifts.append(
-        Drift(id=f"drift:{eid}:{len(out.drifts) - out.dbase}", time=ev.time, image_name=prof.image, image_tag=v.tag,
-              event_type=et, behaviour=behaviour, version_state=s, reason=reason,  # type: ignore[arg-type]
-              inserted=inserted, stable_tag=stable_tag, container=ev.container, event=ev, event_id=eid)
+        Drift(
+            id=f"drift:{eid}:{len(out.drifts) - out.dbase}",
+            time=ev.time,
+            image_name=prof.image,
+            image_tag=v.tag,
+            event_type=et,  # type: ignore[arg-type]
+            behaviour=behaviour,
+            version_state=s,  # type: ignore[arg-type]
+            reason=reason,  # type: ignore[arg-type]
+            inserted=inserted,
+            stable_tag=stable_tag,
+            container=ev.container,
+            event=ev,
+            event_id=eid,
+        )
     )
 
 
@@ -451,8 +522,9 @@ def _refresh_deadline(prof: Profile, cfg: Config) -> None:
     prof.deadline = min((_version_deadline(v, cfg) for v in prof.versions.values()), default=NEVER)
 
 
-def _set_state(prof: Profile, v: Version, et: str, new: str, t: int, reason: str, out: Out, cause: str,
-               keep_clocks: bool = False) -> None:
+def _set_state(
+    prof: Profile, v: Version, et: str, new: str, t: int, reason: str, out: Out, cause: str, keep_clocks: bool = False
+) -> None:
     old = v.states[et]
     if old == new:
         return
@@ -460,8 +532,16 @@ def _set_state(prof: Profile, v: Version, et: str, new: str, t: int, reason: str
     if new in _LEARNS and not keep_clocks:
         v.since[et] = v.last_new[et] = t
     out.events.append(
-        StateChanged(id=out.next_id(cause), time=t, image_name=prof.image, image_tag=v.tag,
-                     event_type=et, old_state=old, new_state=new, reason=reason)  # type: ignore[arg-type]
+        StateChanged(
+            id=out.next_id(cause),
+            time=t,
+            image_name=prof.image,
+            image_tag=v.tag,
+            event_type=et,  # type: ignore[arg-type]
+            old_state=old,  # type: ignore[arg-type]
+            new_state=new,  # type: ignore[arg-type]
+            reason=reason,
+        )
     )
 
 
@@ -486,8 +566,11 @@ def apply_command(state: State, cfg: Config, cmd: Command) -> list[ProfileEvent]
     elif isinstance(cmd, EvictVersion):
         v = prof.versions.pop(cmd.image_tag, None)
         if v is not None:
-            out.events.append(VersionEvicted(id=f"pl:{cause}:0", time=at, image_name=prof.image, image_tag=v.tag,
-                                             last_seen=v.last_seen))
+            out.events.append(
+                VersionEvicted(
+                    id=f"pl:{cause}:0", time=at, image_name=prof.image, image_tag=v.tag, last_seen=v.last_seen
+                )
+            )
     elif isinstance(cmd, ResetProfile):
         if cmd.image_tag is None:
             del state.profiles[cmd.image_name]

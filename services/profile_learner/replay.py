@@ -45,7 +45,7 @@ class Interleaver:
         start = self._i
         while self._i < len(self._pending) and self._markers.get(self._pending[self._i][0], 0) < events_seq:
             self._i += 1
-        return self._pending[start:self._i]
+        return self._pending[start : self._i]
 
     def rest(self) -> list[tuple[int, bytes]]:
         start, self._i = self._i, len(self._pending)
@@ -78,8 +78,13 @@ def apply(state: core.State, cfg: core.Config, stream: str, data: bytes, stats: 
         stats.undecodable += 1
 
 
-def rebuild(state: core.State, cfg: core.Config, events: Iterable[tuple[int, bytes]],
-            commands: Iterable[tuple[int, bytes]], markers: dict[int, int]) -> Rebuilt:
+def rebuild(
+    state: core.State,
+    cfg: core.Config,
+    events: Iterable[tuple[int, bytes]],
+    commands: Iterable[tuple[int, bytes]],
+    markers: dict[int, int],
+) -> Rebuilt:
     stats = Rebuilt()
     for stream, _seq, data in merge(events, commands, markers):
         apply(state, cfg, stream, data, stats)
@@ -89,13 +94,17 @@ def rebuild(state: core.State, cfg: core.Config, events: Iterable[tuple[int, byt
 # --- reading the log ------------------------------------------------------------------------------
 
 
-async def read_range(js: JetStreamContext, stream: str, first: int, last: int, subject: str = "") -> AsyncIterator[tuple[int, bytes]]:
+async def read_range(
+    js: JetStreamContext, stream: str, first: int, last: int, subject: str = ""
+) -> AsyncIterator[tuple[int, bytes]]:
     """Messages of ``stream`` with first <= seq <= last, through an ephemeral consumer."""
     if last < first:
         return
     config = js_api.ConsumerConfig(
-        deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(first, 1),
-        ack_policy=js_api.AckPolicy.NONE, inactive_threshold=30.0,
+        deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(first, 1),
+        ack_policy=js_api.AckPolicy.NONE,
+        inactive_threshold=30.0,
     )
     sub = await js.pull_subscribe(subject, stream=stream, config=config)
     try:
@@ -133,8 +142,9 @@ async def read_markers(js: JetStreamContext) -> dict[int, int]:
     return markers
 
 
-async def rebuild_from_log(js: JetStreamContext, state: core.State, cfg: core.Config,
-                           positions: dict[str, int], upto: dict[str, int]) -> Rebuilt:
+async def rebuild_from_log(
+    js: JetStreamContext, state: core.State, cfg: core.Config, positions: dict[str, int], upto: dict[str, int]
+) -> Rebuilt:
     """Apply EVENTS and COMMANDS messages after ``positions`` up to ``upto`` (inclusive) to ``state``."""
     markers = await read_markers(js) if upto.get(COMMANDS, 0) > positions.get(COMMANDS, 0) else {}
     commands = [c async for c in read_range(js, COMMANDS, positions.get(COMMANDS, 0) + 1, upto.get(COMMANDS, 0))]

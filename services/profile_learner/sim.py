@@ -55,24 +55,50 @@ def stop(t: float, image: str, tag: str = "", cid: str = "c1") -> ContainerStopp
     return ContainerStopped(time=ns(t), node="n1", container=_ctr(image, tag, cid))
 
 
-def exec_(t: float, image: str, tag: str, path: str, cid: str = "c1", ancestors: tuple[str, ...] = ("/usr/bin/containerd-shim",)) -> ExecObserved:
+def exec_(
+    t: float,
+    image: str,
+    tag: str,
+    path: str,
+    cid: str = "c1",
+    ancestors: tuple[str, ...] = ("/usr/bin/containerd-shim",),
+) -> ExecObserved:
     return ExecObserved(time=ns(t), node="n1", container=_ctr(image, tag, cid), process=_proc(path, ancestors))
 
 
-def open_(t: float, image: str, tag: str, path: str, flags: int = 0, exe: str = "/bin/app", cid: str = "c1") -> FileOpened:
-    return FileOpened(time=ns(t), node="n1", container=_ctr(image, tag, cid), process=_proc(exe), file=FileAccess(path=path, flags=flags))
+def open_(
+    t: float, image: str, tag: str, path: str, flags: int = 0, exe: str = "/bin/app", cid: str = "c1"
+) -> FileOpened:
+    return FileOpened(
+        time=ns(t),
+        node="n1",
+        container=_ctr(image, tag, cid),
+        process=_proc(exe),
+        file=FileAccess(path=path, flags=flags),
+    )
 
 
 def dns_(t: float, image: str, tag: str, name: str, exe: str = "/bin/app", cid: str = "c1") -> DnsQueried:
-    return DnsQueried(time=ns(t), node="n1", container=_ctr(image, tag, cid), process=_proc(exe), dns=DnsQuery(name=name))
+    return DnsQueried(
+        time=ns(t), node="n1", container=_ctr(image, tag, cid), process=_proc(exe), dns=DnsQuery(name=name)
+    )
 
 
-def connect_(t: float, image: str, tag: str, addr: str, port: int, proto: str = "tcp", exe: str = "/bin/app", cid: str = "c1") -> ConnectObserved:
-    return ConnectObserved(time=ns(t), node="n1", container=_ctr(image, tag, cid), process=_proc(exe),
-                           net=NetConnect(addr=addr, port=port, proto=proto))
+def connect_(
+    t: float, image: str, tag: str, addr: str, port: int, proto: str = "tcp", exe: str = "/bin/app", cid: str = "c1"
+) -> ConnectObserved:
+    return ConnectObserved(
+        time=ns(t),
+        node="n1",
+        container=_ctr(image, tag, cid),
+        process=_proc(exe),
+        net=NetConnect(addr=addr, port=port, proto=proto),
+    )
 
 
-def syscalls_(t: float, image: str, tag: str, names: list[str], exe: str = "/bin/app", cid: str = "c1") -> SyscallsObserved:
+def syscalls_(
+    t: float, image: str, tag: str, names: list[str], exe: str = "/bin/app", cid: str = "c1"
+) -> SyscallsObserved:
     return SyscallsObserved(time=ns(t), node="n1", container=_ctr(image, tag, cid), process=_proc(exe), syscalls=names)
 
 

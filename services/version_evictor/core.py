@@ -56,11 +56,14 @@ def _decide(state: State, event: VersionFirstSeen, max_image_tags: int) -> list[
     out = []
     for seen, tag in candidates[:excess]:
         pending.append(tag)
-        out.append(EvictVersion(id=f"evict:{event.id}:{tag}", time=event.time, image_name=image, image_tag=tag,
-                                last_seen=seen))
+        out.append(
+            EvictVersion(id=f"evict:{event.id}:{tag}", time=event.time, image_name=image, image_tag=tag, last_seen=seen)
+        )
     return out
 
 
 def version_counts(state: State) -> dict[str, int]:
     """Versions held per profile, as the learner will after pending evictions."""
-    return {image: len([t for t in tags if t not in state.pending.get(image, [])]) for image, tags in state.versions.items()}
+    return {
+        image: len([t for t in tags if t not in state.pending.get(image, [])]) for image, tags in state.versions.items()
+    }

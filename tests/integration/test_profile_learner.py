@@ -58,13 +58,22 @@ def collect(settings: Settings, path: Path) -> None:
 
 
 def vigil(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], env=service_env(settings),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        env=service_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def drifts(bus: object) -> list[tuple[str, str, str, bool, str]]:
     msgs = await read_stream(bus, DRIFT)  # type: ignore[arg-type]
-    return [(d.image_tag, d.behaviour, d.reason, d.inserted, d.stable_tag) for m in msgs for d in decode_drift(m.data).drifts]
+    return [
+        (d.image_tag, d.behaviour, d.reason, d.inserted, d.stable_tag)
+        for m in msgs
+        for d in decode_drift(m.data).drifts
+    ]
 
 
 async def profile_events(bus: object) -> list[ProfileEvent]:
@@ -77,8 +86,14 @@ def test_eviction_life_cycle_end_to_end_with_cli_and_replay(lc_settings: Setting
 
 async def _eviction_life_cycle(settings: Settings, tmp_path: Path) -> None:
     """The seed's eviction trace; the CLI is run in threads so the in-process services keep serving."""
-    phase1 = [start(0, "app", "v1"), exec_(7, "app", "v1", "/bin/b"), exec_(20, "app", "v1", "/bin/c"),
-              start(21, "app", "v2", cid="c2"), exec_(27, "app", "v2", "/bin/d", cid="c2"), start(40, "app", "v3", cid="c3")]
+    phase1 = [
+        start(0, "app", "v1"),
+        exec_(7, "app", "v1", "/bin/b"),
+        exec_(20, "app", "v1", "/bin/c"),
+        start(21, "app", "v2", cid="c2"),
+        exec_(27, "app", "v2", "/bin/d", cid="c2"),
+        start(40, "app", "v3", cid="c3"),
+    ]
     phase2 = [exec_(47, "app", "v3", "/bin/b", cid="c3"), tick(48)]
     bus = await open_bus(settings)
     try:
@@ -103,12 +118,16 @@ async def _eviction_life_cycle(settings: Settings, tmp_path: Path) -> None:
             listed = await asyncio.to_thread(vigil, settings, "profiles", "list", "-o", "json")
             assert json.loads(listed.stdout.splitlines()[0])["image_name"] == "app"
 
-            sent = await asyncio.to_thread(vigil, settings, "profiles", "set-state", "app", "v3", "stable", "--event-type", "exec")
+            sent = await asyncio.to_thread(
+                vigil, settings, "profiles", "set-state", "app", "v3", "stable", "--event-type", "exec"
+            )
             assert sent.returncode == 0, sent.stderr
             await wait_for(lambda: _has(bus, CommandApplied), timeout=30)
             changed = [e for e in await profile_events(bus) if isinstance(e, StateChanged) and e.reason == "operator"]
             assert [(e.image_tag, e.event_type, e.new_state) for e in changed] == [("v3", "exec", "stable")]
-        replayed = await asyncio.to_thread(vigil, settings, "replay", "profile-learner", "-o", "json")  # the learner stopped: snapshot written
+        replayed = await asyncio.to_thread(
+            vigil, settings, "replay", "profile-learner", "-o", "json"
+        )  # the learner stopped: snapshot written
         report = json.loads(replayed.stdout)
         assert report["result"] == "match" and report["commands"] == 2, report  # the eviction + the operator's
     finally:
@@ -190,4 +209,3 @@ def test_settings_reach_the_core(lc_settings: Settings) -> None:
     cfg = core_config(lc_settings)
     assert cfg.stable_period["exec"] == 10 * core.SECOND and cfg.warmup_period == 5 * core.SECOND
     assert cfg.unstable_time == 60 * core.SECOND and cfg.dns_depth == 3
-

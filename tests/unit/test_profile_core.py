@@ -46,7 +46,12 @@ def test_stable_version_filling_up_in_warmup_goes_at_max_size_and_still_drifts()
 
 def test_profiles_beyond_the_cap_are_counted_not_learned_until_one_is_reset() -> None:
     sim = Sim(cfg(max_profiles=2))
-    sim.feed(exec_(1, "a", "", "/bin/x"), exec_(1, "b", "", "/bin/x"), exec_(2, "c", "", "/bin/x"), exec_(3, "c", "", "/bin/y"))
+    sim.feed(
+        exec_(1, "a", "", "/bin/x"),
+        exec_(1, "b", "", "/bin/x"),
+        exec_(2, "c", "", "/bin/x"),
+        exec_(3, "c", "", "/bin/y"),
+    )
     assert sorted(sim.state.profiles) == ["a", "b"] and sim.state.over_cap_events == 2
     assert sim.tags("a") == ["latest"]
     assert isinstance(sim.command(ResetProfile(id="r1", image_name="a"))[0], ProfileReset)

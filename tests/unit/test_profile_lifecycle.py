@@ -181,7 +181,11 @@ def eviction_steps(kind: str) -> list[Step]:
     return [
         (f"{prefix}-v1-learning-new-process", v1_learning, no_drift),
         (f"{prefix}-v1-stable-process-anomaly", v1_stable, one_drift("stable_version", False, "stable")),
-        (f"{prefix}-v2-learning-new-process-anomaly", v2_new, one_drift("other_version_stable", True, "learning", "v1")),
+        (
+            f"{prefix}-v2-learning-new-process-anomaly",
+            v2_new,
+            one_drift("other_version_stable", True, "learning", "v1"),
+        ),
         (f"{prefix}-check-v1-evicted", v3_evicts_v1, v3_evicts_v1_check),
         (f"{prefix}-v1-process-anomaly", v1_behaviour, one_drift("other_version_stable", True, "learning", "v2")),
     ]

@@ -14,8 +14,26 @@ from contracts.profiles import EvictVersion, ResetProfile, SetState
 from services.profile_learner import core, replay
 from services.profile_learner.sim import dns_, exec_, open_, start, stop, syscalls_, tick
 
-CFG = core.config(stable=10, warmup_period=3 * core.SECOND, unstable_time=50 * core.SECOND, size_threshold=6, max_profiles=2)
+CFG = core.config(
+    stable=10, warmup_period=3 * core.SECOND, unstable_time=50 * core.SECOND, size_threshold=6, max_profiles=2
+)
 TAGS = ["v1", "v2", "v3"]
+
+
+def _event(kind: int, t: float, img: str, tag: str, cid: str, w: int, flags: int) -> RawEvent:
+    if kind == 0:
+        return start(t, img, tag, cid)
+    if kind == 1:
+        return exec_(t, img, tag, f"/bin/p{w}", cid=cid)
+    if kind == 2:
+        return dns_(t, img, tag, f"h{w}.example.com", cid=cid)
+    if kind == 3:
+        return syscalls_(t, img, tag, [f"s{w}", "read"], cid=cid)
+    if kind == 4:
+        return open_(t, img, tag, f"/data/{w}/f", flags=flags, cid=cid)
+    if kind == 5:
+        return tick(t)
+    return stop(t, img, tag, cid)
 
 
 @st.composite
@@ -28,24 +46,18 @@ def traces(draw: Any) -> list[RawEvent]:
         tag = draw(st.sampled_from(TAGS))
         cid = f"{img}-{tag}-{draw(st.integers(0, 1))}"
         w = draw(st.integers(0, 4))
-        kind = draw(st.integers(0, 6))
-        out.append(
-            [
-                lambda: start(t, img, tag, cid),
-                lambda: exec_(t, img, tag, f"/bin/p{w}", cid=cid),
-                lambda: dns_(t, img, tag, f"h{w}.example.com", cid=cid),
-                lambda: syscalls_(t, img, tag, [f"s{w}", "read"], cid=cid),
-                lambda: open_(t, img, tag, f"/data/{w}/f", flags=draw(st.sampled_from([0, 1, 2])), cid=cid),
-                lambda: tick(t),
-                lambda: stop(t, img, tag, cid),
-            ][kind]()
-        )
+        flags = draw(st.sampled_from([0, 1, 2]))
+        out.append(_event(draw(st.integers(0, 6)), t, img, tag, cid, w, flags))
     return out
 
 
 def batches(events: list[RawEvent], cuts: list[int]) -> list[EventBatch]:
     bounds = sorted({0, len(events), *[c % (len(events) + 1) for c in cuts]})
-    return [EventBatch(node="n", boot="b", first_seq=lo, events=events[lo:hi]) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+    return [
+        EventBatch(node="n", boot="b", first_seq=lo, events=events[lo:hi])
+        for lo, hi in zip(bounds, bounds[1:], strict=False)
+        if hi > lo
+    ]
 
 
 def run(state: core.State, bs: list[EventBatch]) -> tuple[list[Any], list[Any], list[int]]:
@@ -70,7 +82,9 @@ def test_fold_a_then_snapshot_then_b_equals_fold_a_plus_b(events: list[RawEvent]
 
 @settings(max_examples=60, deadline=None)
 @given(traces(), st.lists(st.integers(0, 60), max_size=6), st.lists(st.integers(0, 60), max_size=6))
-def test_batching_changes_nothing_learned_or_reported(events: list[RawEvent], cuts_a: list[int], cuts_b: list[int]) -> None:
+def test_batching_changes_nothing_learned_or_reported(
+    events: list[RawEvent], cuts_a: list[int], cuts_b: list[int]
+) -> None:
     sa, sb = core.State(), core.State()
     a, b = run(sa, batches(events, cuts_a)), run(sb, batches(events, cuts_b))
     assert a[:2] == b[:2]
@@ -95,19 +109,30 @@ def commands(draw: Any) -> list[tuple[int, Any]]:
     out = []
     for i in range(draw(st.integers(0, 5))):
         img, tag = draw(st.sampled_from(["a", "b"])), draw(st.sampled_from(TAGS))
-        cmd = draw(st.sampled_from([
-            SetState(id=f"c{i}", image_name=img, image_tag=tag, state=draw(st.sampled_from(["learning", "stable", "unstable", "warmup"])),
-                     event_type=draw(st.sampled_from([None, "exec", "dns"]))),
-            EvictVersion(id=f"c{i}", image_name=img, image_tag=tag),
-            ResetProfile(id=f"c{i}", image_name=img, image_tag=draw(st.sampled_from([None, tag]))),
-        ]))
+        cmd = draw(
+            st.sampled_from(
+                [
+                    SetState(
+                        id=f"c{i}",
+                        image_name=img,
+                        image_tag=tag,
+                        state=draw(st.sampled_from(["learning", "stable", "unstable", "warmup"])),
+                        event_type=draw(st.sampled_from([None, "exec", "dns"])),
+                    ),
+                    EvictVersion(id=f"c{i}", image_name=img, image_tag=tag),
+                    ResetProfile(id=f"c{i}", image_name=img, image_tag=draw(st.sampled_from([None, tag]))),
+                ]
+            )
+        )
         out.append((draw(st.integers(0, 60)), cmd))
     return out
 
 
 @settings(max_examples=60, deadline=None)
 @given(traces(), st.lists(st.integers(0, 60), max_size=6), commands())
-def test_replay_with_command_markers_equals_the_live_state(events: list[RawEvent], cuts: list[int], cmds: list[tuple[int, Any]]) -> None:
+def test_replay_with_command_markers_equals_the_live_state(
+    events: list[RawEvent], cuts: list[int], cmds: list[tuple[int, Any]]
+) -> None:
     bs = batches(events, cuts)
     live = core.State()
     markers: dict[int, int] = {}

@@ -16,7 +16,9 @@ from tests.support import make_settings
 
 
 def seen(tag: str, versions: dict[str, int], image: str = "app") -> VersionFirstSeen:
-    return VersionFirstSeen(id=f"pl:{tag}", time=max(versions.values()), image_name=image, image_tag=tag, versions=versions)
+    return VersionFirstSeen(
+        id=f"pl:{tag}", time=max(versions.values()), image_name=image, image_tag=tag, versions=versions
+    )
 
 
 def test_evicts_the_least_recently_seen_other_version() -> None:
@@ -42,11 +44,15 @@ def test_pending_evictions_are_not_asked_twice_and_confirmation_clears_them() ->
 
 def test_app_publishes_commands_and_counts_evictions(tmp_path: Path) -> None:
     reader = InMemoryMetricReader()
-    app = VersionEvictor(make_settings(tmp_path, "nats://127.0.0.1:1", RUNTIME_SECURITY_CONFIG_SECURITY_PROFILE_MAX_IMAGE_TAGS="1"),
-                         MeterProvider(metric_readers=[reader]))
+    app = VersionEvictor(
+        make_settings(tmp_path, "nats://127.0.0.1:1", RUNTIME_SECURITY_CONFIG_SECURITY_PROFILE_MAX_IMAGE_TAGS="1"),
+        MeterProvider(metric_readers=[reader]),
+    )
 
     def inc(ev: object, seq: int) -> Incoming:
-        return Incoming(id=f"m{seq}", subject="vigil.profiles.app", stream="PROFILES", seq=seq, data=encode_json(ev), headers={})
+        return Incoming(
+            id=f"m{seq}", subject="vigil.profiles.app", stream="PROFILES", seq=seq, data=encode_json(ev), headers={}
+        )
 
     outs = app.handle(inc(seen("v2", {"v1": 1, "v2": 2}), 1))
     assert [o.subject for o in outs] == ["vigil.commands.app"]
@@ -54,7 +60,9 @@ def test_app_publishes_commands_and_counts_evictions(tmp_path: Path) -> None:
     assert isinstance(cmd, EvictVersion) and cmd.image_tag == "v1"
     app.handle(inc(VersionEvicted(id="e", time=3, image_name="app", image_tag="v1"), 2))
     data = reader.get_metrics_data()
-    points = {m.name: list(m.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    points = {
+        m.name: list(m.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
     evicted = points["security_profile.evicted_versions"]
     assert [(dict(p.attributes), p.value) for p in evicted] == [({"image_name": "app", "image_tag": "v1"}, 1)]
     assert [(dict(p.attributes), p.value) for p in points["security_profile.versions"]] == [({"image_name": "app"}, 1)]
