@@ -97,7 +97,7 @@ async def connect(settings: Settings, *, start_embedded: bool = True, name: str 
     if settings.nats.credentials:
         options["user_credentials"] = settings.nats.credentials
     try:
-        nc = await nats.connect(url, **options)
+        nc = await nats.connect(servers=url.split(","), **options)  # a cluster: comma-separated URLs
     except Exception:
         if server is not None:
             server.stop()

@@ -141,3 +141,76 @@ def read_url(data_dir: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return url
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    """A JetStream cluster of nats-server processes on loopback (tests, demos,
+    the chaos harness). Nodes keep their ports and store dirs across restarts."""
+
+    base_dir: Path
+    client_ports: list[int]
+    cluster_ports: list[int]
+    nodes: list[EmbeddedServer | None]
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"nats://127.0.0.1:{p}" for p in self.client_ports]
+
+    @property
+    def url(self) -> str:
+        """All nodes, comma-separated: what VIGIL_NATS_URL takes."""
+        return ",".join(self.urls)
+
+    def start_node(self, i: int) -> EmbeddedServer:
+        routes = ",".join(f"nats://127.0.0.1:{p}" for j, p in enumerate(self.cluster_ports) if j != i)
+        node = start(
+            self.base_dir / f"n{i}",
+            port=self.client_ports[i],
+            server_name=f"n{i}",
+            extra_args=(
+                "--cluster_name", "vigil",
+                "--cluster", f"nats://127.0.0.1:{self.cluster_ports[i]}",
+                "--routes", routes,
+            ),
+        )
+        self.nodes[i] = node
+        return node
+
+    def kill(self, i: int) -> None:
+        node = self.nodes[i]
+        if node is not None:
+            node.kill()
+            self.nodes[i] = None
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node is not None:
+                node.stop()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_cluster(base_dir: Path, size: int = 3) -> Cluster:
+    cluster = Cluster(
+        base_dir, [free_port() for _ in range(size)], [free_port() for _ in range(size)], [None] * size
+    )
+    try:
+        for i in range(size):
+            cluster.start_node(i)
+    except Exception:
+        cluster.stop()
+        raise
+    return cluster

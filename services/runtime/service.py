@@ -185,17 +185,26 @@ class Runner:
                 pass
 
     async def _consume_from(self, spec: ConsumerSpec, sub: Any) -> None:
-        async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
+        failures = 0
+        async with Publisher(self.bus.nc, window=self.settings.nats.publish_window, retries=20) as pub:
             while not self.stopping.is_set():
                 try:
                     msgs = await sub.fetch(getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch, timeout=0.5)
+                    failures = 0
                 except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                    failures = 0
                     idle = await self.app.idle()
                     if idle:
                         for out in idle:
                             await pub.publish(out.subject, out.data, out.id or "", out.headers)
                         await pub.flush()
                         await self._commit()
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a server failing over, a reconnect: wait and pull again
+                    failures += 1
+                    self.app.counters["fetch_errors"] += 1
+                    log.warning("%s: fetch failed (%s: %s); retrying", self.app.name, type(exc).__name__, exc)
+                    await asyncio.sleep(min(0.1 * 2**failures, 2.0))
                     continue
                 await self._process(spec.stream, msgs, pub)
 
@@ -233,7 +242,11 @@ class Runner:
         await pub.flush()
         await self._commit()
         for msg in msgs:
-            await msg.ack()
+            try:
+                await msg.ack()
+            except Exception as exc:  # noqa: BLE001 - a lost ack means a redelivery, which changes nothing
+                self.app.counters["ack_errors"] += 1
+                log.warning("%s: ack failed (%s); the input will be redelivered", self.app.name, exc)
 
     def _handle(self, inc: Incoming) -> Sequence[Outgoing]:
         try:
