@@ -143,10 +143,13 @@ async def measure(
     raw: list[float] = []
 
     def recorder(into: list[float]) -> Callable[[Msg], Awaitable[None]]:
+        seen: set[str] = set()  # a plain subscriber also sees a republished (stored-once) message
+
         async def on_alert(msg: Msg) -> None:
             now = time.time_ns()
             alert = alert_decoder.decode(msg.data)
-            if isinstance(alert, Alert):
+            if isinstance(alert, Alert) and alert.id not in seen:
+                seen.add(alert.id)
                 into.append((now - alert.time) / 1e6)
 
         return on_alert
