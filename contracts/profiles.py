@@ -149,7 +149,11 @@ class DriftBatch(Struct, frozen=True, kw_only=True, tag="drift_batch.v1"):
 
 
 class ProfileSummary(Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """What `vigil profiles show -o json` prints and the query endpoint returns."""
+    """What `vigil profiles show -o json` prints and the query endpoint returns. Each version:
+    ``image_tag``, ``first_seen``, ``last_seen`` (event time ns), ``states`` and ``sizes`` (per
+    event type), ``size`` (total behaviours)."""
 
     image_name: str
     versions: list[dict[str, Any]]
+    partition: int = 0  # the EVENTS/DRIFT partition of the profile
+    event_time: int = 0  # the profile's event time (ns)

@@ -53,6 +53,8 @@ def core_config(settings: Settings) -> core.Config:
     sp = rsc.security_profile
     ad = sp.anomaly_detection
     enabled = tuple(t for t in EVENT_TYPES if getattr(rsc.event_types, t) and (t != "connect" or rsc.network.enabled))
+    if not (rsc.enabled and sp.enabled):
+        enabled = ()  # profiles off: versions are tracked, nothing is learned or reported
     return core.Config(
         stable_period={t: getattr(ad.minimum_stable_period, t).ns for t in EVENT_TYPES},
         warmup_period=ad.workload_warmup_period.ns,

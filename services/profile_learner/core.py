@@ -69,6 +69,7 @@ from contracts.profiles import (
     EvictVersion,
     ProfileEvent,
     ProfileReset,
+    ProfileSummary,
     ResetProfile,
     SetState,
     StateChanged,
@@ -585,23 +586,26 @@ def apply_command(state: State, cfg: Config, cmd: Command) -> list[ProfileEvent]
 
 
 def summary(prof: Profile) -> dict[str, Any]:
-    """What `vigil profiles show` prints: the profile with its versions."""
-    return {
-        "image_name": prof.image,
-        "partition": prof.partition,
-        "event_time": prof.now,
-        "versions": [
-            {
-                "image_tag": v.tag,
-                "first_seen": v.first_seen,
-                "last_seen": v.last_seen,
-                "states": dict(v.states),
-                "sizes": dict(v.sizes),
-                "size": sum(v.sizes.values()),
-            }
-            for v in prof.versions.values()
-        ],
-    }
+    """What `vigil profiles show` prints: the profile with its versions (a ProfileSummary as JSON-able data)."""
+    data: dict[str, Any] = msgspec.to_builtins(
+        ProfileSummary(
+            image_name=prof.image,
+            partition=prof.partition,
+            event_time=prof.now,
+            versions=[
+                {
+                    "image_tag": v.tag,
+                    "first_seen": v.first_seen,
+                    "last_seen": v.last_seen,
+                    "states": dict(v.states),
+                    "sizes": dict(v.sizes),
+                    "size": sum(v.sizes.values()),
+                }
+                for v in prof.versions.values()
+            ],
+        )
+    )
+    return data
 
 
 _state_encoder = msgspec.msgpack.Encoder()

@@ -141,3 +141,29 @@ def test_generaliser_and_keys() -> None:
     assert access_mask(0o1) == 2 and access_mask(0) == 1 and access_mask(0x20) == 5
     assert dns_key("a.b.c.example.com", 3) == "c.example.com"
     assert addr_class("192.168.1.9") == "192.168.0.0/16" and addr_class("8.8.8.8") == "8.8.8.8"
+
+
+def test_summary_is_a_profile_summary_with_versions() -> None:
+    sim = Sim(cfg())
+    stable_v1(sim)
+    s = core.summary(sim.state.profiles["app"])
+    assert s["image_name"] == "app" and s["event_time"] == ns(12)
+    (v1,) = s["versions"]
+    assert (v1["image_tag"], v1["states"]["exec"], v1["sizes"]["exec"], v1["size"]) == ("v1", "stable", 1, 1)
+    assert (v1["first_seen"], v1["last_seen"]) == (ns(0), ns(1))
+
+
+def test_settings_switch_event_types_and_profiles_off(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from services.profile_learner.app import core_config
+    from tests.support import make_settings
+
+    base = "RUNTIME_SECURITY_CONFIG_"
+    on = core_config(make_settings(Path(str(tmp_path)), "nats://x:1", **{base + "NETWORK_ENABLED": "false"}))
+    assert on.event_types == ("exec", "open", "dns", "syscalls")
+    off = core_config(make_settings(Path(str(tmp_path)), "nats://x:1", **{base + "SECURITY_PROFILE_ENABLED": "false"}))
+    assert off.event_types == ()
+    sim = Sim(off)
+    sim.feed(start(0, "app", "v1"), exec_(1, "app", "v1", "/bin/a"))
+    assert not sim.of_kind(BehaviourAdded) and sim.tags("app") == ["v1"]
