@@ -322,9 +322,13 @@ def status(
     )
     if summary["not_running"]:
         console.print(f"[yellow]not running:[/yellow] {', '.join(summary['not_running'])}")
+    off = [key for key, on in report["switches"].items() if not on]
+    console.print("switched off: " + (", ".join(off) if off else "nothing"), highlight=False)
 
 
 async def _status(settings: Settings) -> dict[str, Any]:
+    import msgspec
+
     from services.runtime import diagnostics
     from services.runtime.bus import connect, resolve_url
 
@@ -348,7 +352,18 @@ async def _status(settings: Settings) -> dict[str, Any]:
         "not_running": [name for name in SERVICES if name not in live],
         "metrics": diagnostics.metrics_snapshot(beats, consumers),
     }
-    return {"url": url, "streams": streams, "consumers": consumers, "services": services, "summary": summary}
+    rsc = settings.runtime_security_config
+    switches = {
+        "runtime_security_config.enabled": rsc.enabled,
+        "runtime_security_config.network.enabled": rsc.network.enabled,
+        **{f"runtime_security_config.event_types.{k}": v for k, v in msgspec.structs.asdict(rsc.event_types).items()},
+        "alert_throttling": settings.alert_throttling,
+        "decision_intake.enabled": settings.decision_intake.enabled,
+    }
+    return {
+        "url": url, "streams": streams, "consumers": consumers, "services": services, "summary": summary,
+        "switches": switches,
+    }
 
 
 def main() -> None:

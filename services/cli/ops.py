@@ -133,6 +133,7 @@ async def run_self_test(settings: Settings, path: str = "auto", timeout: float =
 async def _run_checks(bus: Any, settings: Settings, report: SelfTestReport, path: str, timeout: float) -> None:
     from contracts.subjects import DECISIONS, EVENTS
 
+    _check_switches(settings, report)
     missing = [s for s in (EVENTS, DECISIONS) if not await _stream_exists(bus, s)]
     if not report.add(
         "streams", not missing, f"missing {', '.join(missing)}" if missing else "EVENTS, DECISIONS present"
@@ -144,7 +145,7 @@ async def _run_checks(bus: Any, settings: Settings, report: SelfTestReport, path
     nonce = f"{int(time.time())}-{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="vigil-self-test-") as tmp:
         if chosen == "kernel":
-            seqs = await _kernel_activity(bus, Path(tmp), nonce, timeout, report)
+            seqs = await _kernel_activity(bus, Path(tmp), nonce, timeout, report, enabled_activity(settings))
         else:
             workload = _run_workload(Path(tmp), nonce)
             report.add("test workload", workload.ran, workload.detail)
@@ -152,6 +153,24 @@ async def _run_checks(bus: Any, settings: Settings, report: SelfTestReport, path
     if seqs:
         await _check_consumed(bus, EVENTS, LEARNER, seqs, timeout, report, "learner consumed the events")
     await _check_decision(bus, nonce, timeout, report)
+
+
+def enabled_activity(settings: Settings) -> set[str]:
+    """The test activity the configuration lets through: exec, open, dns (dns needs network.enabled)."""
+    rsc = settings.runtime_security_config
+    kinds = {k for k in ("exec", "open", "dns") if getattr(rsc.event_types, k)}
+    return kinds - ({"dns"} if not rsc.network.enabled else set())
+
+
+def _check_switches(settings: Settings, report: SelfTestReport) -> None:
+    """Runtime security switched off is a failed check; switched-off event types are named."""
+    rsc = settings.runtime_security_config
+    if not rsc.enabled:
+        report.add("runtime security enabled", False, "runtime_security_config.enabled is false")
+        return
+    off = sorted({"exec", "open", "dns"} - enabled_activity(settings))
+    detail = "all test event types on" if not off else f"not tested (switched off): {', '.join(off)}"
+    report.add("runtime security enabled", True, detail)
 
 
 async def _stream_exists(bus: Any, name: str) -> bool:
@@ -333,7 +352,9 @@ async def _trace_activity(
 
     if not workload.ran:
         return []
-    events = _trace_events(workload, settings, nonce)
+    kinds = {"ExecObserved": "exec", "FileOpened": "open", "DnsQueried": "dns"}
+    wanted = enabled_activity(settings)
+    events = [e for e in _trace_events(workload, settings, nonce) if kinds.get(type(e).__name__, "") in wanted | {""}]
     async with bus.publisher() as pub:
         batcher = BatchingPublisher(pub, settings.node_name, f"self-test-{nonce}", settings.nats.partitions, 1000)
         await batcher.add_all(events)
@@ -343,14 +364,13 @@ async def _trace_activity(
 
     subject = events_subject(partition_of(SELF_TEST_IMAGE, settings.nats.partitions))
     seqs = [(subject, a.seq) for a in acks]
-    report.add(
-        "events published", bool(seqs), f"{len(events)} events (exec, open, DNS) in {len(seqs)} batch(es) on {subject}"
-    )
+    shown = ", ".join(sorted(wanted)) or "life-cycle only"
+    report.add("events published", bool(seqs), f"{len(events)} events ({shown}) in {len(seqs)} batch(es) on {subject}")
     return seqs
 
 
 async def _kernel_activity(
-    bus: Any, tmp: Path, nonce: str, timeout: float, report: SelfTestReport
+    bus: Any, tmp: Path, nonce: str, timeout: float, report: SelfTestReport, want: set[str] | None = None
 ) -> list[tuple[str, int]]:
     """Run the workload while a core subscription watches EVENTS for its activity as the
     kernel collector reports it (a JetStream publish is also delivered to core subscribers)."""
@@ -384,11 +404,11 @@ async def _kernel_activity(
         workload = await asyncio.to_thread(_run_workload, tmp, nonce)
         report.add("test workload", workload.ran, workload.detail)
         deadline = time.monotonic() + timeout
-        while len(seen) < 3 and time.monotonic() < deadline:
+        want = {"exec", "open", "dns"} if want is None else want
+        while not want <= seen and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     finally:
         await sub.unsubscribe()
-    want = {"exec", "open", "dns"}
     missing = sorted(want - seen)
     hint = "" if not missing else " (host processes are dropped unless collector.host_processes is tag)"
     report.add(

@@ -135,3 +135,35 @@ def test_subject_matching_follows_nats_wildcards() -> None:
     assert subject_matches("vigil.>", "vigil.events.3")
     assert not subject_matches("vigil.events.1", "vigil.events.3")
     assert not subject_matches("vigil.events.*", "vigil.events.3.x")
+
+
+def test_switched_off_runtime_security_fails_the_self_test_by_name(nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support import make_settings
+
+    off = make_settings(tmp_path / "v", nats_server.url, RUNTIME_SECURITY_CONFIG_ENABLED="false")
+    report = asyncio.run(_with_services(off, ProfileLearner(off), Archiver(off)))
+    assert _names(report, False) == {"runtime security enabled"}
+    assert "runtime_security_config.enabled is false" in report.checks[1].detail
+
+
+def test_network_switched_off_sends_no_dns_activity(nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from contracts.codec import decode_batch
+    from tests.support import make_settings
+
+    s = make_settings(tmp_path / "v", nats_server.url, RUNTIME_SECURITY_CONFIG_NETWORK_ENABLED="false")
+
+    async def scenario() -> tuple[SelfTestReport, list[bytes]]:
+        report = await _with_services(s, ProfileLearner(s), Archiver(s))
+        bus = await open_bus(s)
+        try:
+            return report, [m.data for m in await read_stream(bus, EVENTS)]
+        finally:
+            await bus.close()
+
+    report, batches = asyncio.run(scenario())
+    assert report.ok, report.checks
+    kinds = {type(ev).__name__ for data in batches for ev in decode_batch(data).events}
+    assert "DnsQueried" not in kinds and {"ExecObserved", "FileOpened"} <= kinds
+    assert "not tested (switched off): dns" in next(
+        c.detail for c in report.checks if c.name == "runtime security enabled"
+    )
