@@ -63,6 +63,8 @@ class Intake:
         self.max_line = settings.decision_intake.max_line_bytes
         self.counters: Counter[str] = Counter()
         self._server: asyncio.AbstractServer | None = None
+        self._clients: dict[asyncio.Task[None], tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        self._stopping = False
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,24 +77,40 @@ class Intake:
         os.chmod(self.path, self.mode)
         log.info("decision intake listening on %s (mode %o)", self.path, self.mode)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop listening, let connected clients finish their current chunk, then close them."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
             self._server = None
+        for reader, writer in self._clients.values():
+            with contextlib.suppress(Exception):
+                writer.transport.pause_reading()  # nothing more comes in …
+            reader.feed_eof()  # … each client gets the answers of what was read, then EOF
+        if self._clients:
+            _, late = await asyncio.wait(list(self._clients), timeout=grace)
+            for task in late:
+                task.cancel()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counters["connections"] += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients[task] = (reader, writer)
+        pub = Publisher(self.bus.nc, window=self.settings.nats.publish_window)
         try:
-            async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
-                async for results in self._chunks(reader):
-                    writer.write(await self._store(pub, results))
-                    await writer.drain()
+            await pub.start()
+            async for results in self._chunks(reader):
+                writer.write(await self._store(pub, results))
+                await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             self.counters["connections_lost"] += 1
         finally:
+            with contextlib.suppress(Exception):  # the bus may be closing with us
+                await pub.close()
+            self._clients.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -114,6 +132,8 @@ class Intake:
                 rest, skipping = b"", True
             if results:
                 yield results
+        if self._stopping:
+            return  # a line cut by shutdown is not answered: the client sends it again
         if skipping:
             yield [core.too_long(self.max_line)]
         elif rest.strip():
