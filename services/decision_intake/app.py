@@ -201,18 +201,48 @@ def _remove_stale_socket(path: Path) -> None:
 
 
 async def serve(settings: Settings, path: Path, stopping: asyncio.Event, bus: Bus | None = None) -> Counter[str]:
-    """Run the intake until ``stopping`` is set; returns its counters."""
+    """Run the intake until ``stopping`` is set; returns its counters (also in
+    the heartbeat bucket, so `vigil status` shows them)."""
     from services.runtime.bus import connect
 
     own_bus = bus is None
     bus = bus or await connect(settings, name="vigil-intake")
     intake = Intake(settings, bus, path)
+    beats = None
     try:
         await bus.ensure_streams()
         await intake.start()
+        beats = asyncio.create_task(_heartbeats(bus, intake, stopping))
         await stopping.wait()
     finally:
         await intake.stop()
+        if beats is not None:
+            await asyncio.gather(beats, return_exceptions=True)
         if own_bus:
             await bus.close()
     return intake.counters
+
+
+async def _heartbeats(bus: Bus, intake: Intake, stopping: asyncio.Event) -> None:
+    import time
+
+    from contracts.decisions import Heartbeat
+    from contracts.subjects import HEARTBEAT_BUCKET
+
+    try:
+        kv = await bus.js.key_value(HEARTBEAT_BUCKET)
+    except Exception:  # noqa: BLE001 - heartbeats are best effort (bucket made by `vigil up`)
+        return
+    started = time.time()
+    key = f"decision-intake.{socket.gethostname()}-{os.getpid()}"
+    while not stopping.is_set():
+        beat = Heartbeat(
+            service="decision-intake", instance=key.split(".", 1)[1], host=socket.gethostname(), pid=os.getpid(),
+            started=started, updated=time.time(), counters=dict(intake.counters),
+        )
+        with contextlib.suppress(Exception):
+            await kv.put(key, encode_json(beat))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), float(bus.settings.telemetry.heartbeat_interval))
+    with contextlib.suppress(Exception):
+        await kv.delete(key)

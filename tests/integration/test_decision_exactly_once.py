@@ -40,16 +40,20 @@ async def _acked(bus: Bus) -> int:
     return info.ack_floor.stream_seq if info.ack_floor else 0
 
 
-async def _sink_failures(bus: Bus, pid: int) -> int:
+async def _counter(bus: Bus, service: str, pid: int, name: str) -> int:
+    """A counter from the heartbeat of one process (`vigil status` reads the same)."""
     kv = await bus.js.key_value(HEARTBEAT_BUCKET)
     try:
         keys = await kv.keys()
     except Exception:  # noqa: BLE001 - no keys yet
         return 0
     for key in keys:
-        beat = decode_json("heartbeat", (await kv.get(key)).value)
-        if beat.service == DURABLE and beat.pid == pid:
-            return int(beat.counters.get("sink_failures", 0))
+        try:
+            beat = decode_json("heartbeat", (await kv.get(key)).value)
+        except Exception:  # noqa: BLE001 - deleted meanwhile
+            continue
+        if beat.service == service and beat.pid == pid:
+            return int(beat.counters.get(name, 0))
     return 0
 
 
@@ -72,7 +76,7 @@ def test_100k_decisions_exactly_once_through_kills_and_a_broken_sink(
     async def scenario() -> list[dict[str, object]]:
         bus = await open_bus(settings)
         try:
-            with vigil_process(settings, "intake", "--socket", str(sock)):
+            with vigil_process(settings, "intake", "--socket", str(sock)) as intake:
                 await wait_for(sock.exists)
                 sender = asyncio.create_task(send_lines(sock, (gatekeeper_line(i) for i in range(N)), chunk_lines=1000))
                 with vigil_process(settings, "run", "decision-log-archiver", log=log) as first:
@@ -89,6 +93,7 @@ def test_100k_decisions_exactly_once_through_kills_and_a_broken_sink(
                     second.send_signal(signal.SIGKILL)
                 with vigil_process(settings, "run", "decision-log-archiver", log=log) as third:
                     answers = await sender
+                    await wait_for(lambda: _intake_accepted(bus, intake.pid), timeout=30)
                     total = (await bus.js.stream_info(DECISIONS)).state.last_seq
                     await wait_for(lambda: _over(bus, total), timeout=60)
                     third.send_signal(signal.SIGTERM)
@@ -101,7 +106,10 @@ def test_100k_decisions_exactly_once_through_kills_and_a_broken_sink(
         return await _acked(bus) >= n
 
     async def _failing(bus: Bus, pid: int) -> bool:
-        return await _sink_failures(bus, pid) >= 2
+        return await _counter(bus, DURABLE, pid, "sink_failures") >= 2
+
+    async def _intake_accepted(bus: Bus, pid: int) -> bool:
+        return await _counter(bus, "decision-intake", pid, "accepted") == N
 
     answers = asyncio.run(scenario())
     assert len(answers) == N and all(a["ok"] for a in answers)
