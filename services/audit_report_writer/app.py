@@ -42,6 +42,7 @@ class AuditReportWriter(AppBase):
 
     async def commit(self) -> None:
         self.audit_runs.commit()
+        self.models.commit()
 
 
 def build(settings: Settings) -> AuditReportWriter:

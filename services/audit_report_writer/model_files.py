@@ -13,8 +13,11 @@ model twice gives the same bytes, so a redelivered completion is harmless.
 requests and the EVENTS stream, feeds the pure window fold, writes the files
 of every window that closes and returns the status events to publish
 (``Modeling`` on a request, ``Completed`` with the files, or ``Error``).
-Windows live in memory: a restart during a window loses it (its status stays
-``Modeling``; request it again).
+Open windows survive restarts: :meth:`ModelWindowsHandler.commit` (called by
+the runner before it acks) writes them to ``<data_dir>/models/.windows.json``
+whenever they changed, and a new instance loads that file. The fold is
+idempotent (sets), so inputs handled after the last snapshot and redelivered
+after a crash are simply folded again.
 """
 
 from __future__ import annotations
@@ -75,6 +78,65 @@ def write_model(data_path: Path, model: BehaviourModel, arch: str | None = None)
 
 # --- the app's modelling handler ---------------------------------------------------------
 
+SNAPSHOT_NAME = ".windows.json"
+
+
+class _ReplicaSnap(msgspec.Struct, frozen=True):
+    execs: dict[str, list[str]]
+    files: dict[str, list[str]]
+    egress: list[tuple[str, str, int]]
+    dns: list[str]
+    syscalls: list[str]
+
+
+class _WindowSnap(msgspec.Struct, frozen=True):
+    request: StartModeling
+    start: int
+    end: int
+    replicas: dict[str, _ReplicaSnap]
+
+
+class WindowsSnapshot(msgspec.Struct, frozen=True, tag="models.windows.v1"):
+    open: list[_WindowSnap]
+    seen: list[str]
+    watermark: int
+
+
+def snapshot_of(state: modeling.Windows) -> WindowsSnapshot:
+    def replica(r: modeling.Replica) -> _ReplicaSnap:
+        return _ReplicaSnap(
+            execs={k: list(v) for k, v in sorted(r.execs.items())},
+            files={k: sorted(v) for k, v in sorted(r.files.items())},
+            egress=sorted(r.egress),
+            dns=sorted(r.dns),
+            syscalls=sorted(r.syscalls),
+        )
+
+    windows = [
+        _WindowSnap(w.request, w.start, w.end, {k: replica(r) for k, r in sorted(w.replicas.items())})
+        for _, w in sorted(state.open.items())
+    ]
+    return WindowsSnapshot(open=windows, seen=sorted(state.seen), watermark=state.watermark)
+
+
+def windows_of(snap: WindowsSnapshot) -> modeling.Windows:
+    def replica(r: _ReplicaSnap) -> modeling.Replica:
+        return modeling.Replica(
+            execs={k: tuple(v) for k, v in r.execs.items()},
+            files={k: set(v) for k, v in r.files.items()},
+            egress={tuple(e) for e in r.egress},  # type: ignore[misc]
+            dns=set(r.dns),
+            syscalls=set(r.syscalls),
+        )
+
+    state = modeling.Windows(seen=set(snap.seen), watermark=snap.watermark)
+    for w in snap.open:
+        window = modeling.Window(w.request, w.start, w.end, modeling.opted_out(w.request.annotations))
+        window.replicas = {k: replica(r) for k, r in w.replicas.items()}
+        state.open[w.request.id] = window
+    return state
+
+
 MODEL_CONSUMERS = (
     ConsumerSpec(MODELS, "audit-report-writer-models", (MODELS_REQUESTS,)),
     ConsumerSpec(EVENTS, "audit-report-writer-models-events"),
@@ -94,7 +156,24 @@ class ModelWindowsHandler:
     def __init__(self, data_path: Path, arch: str | None = None) -> None:
         self.data_path = data_path
         self.arch = arch or host_arch()
-        self.state = modeling.Windows()
+        self.snapshot_path = data_path / MODELS_DIR / SNAPSHOT_NAME
+        self.state = self._load()
+        self._saved = self.state.revision
+
+    def _load(self) -> modeling.Windows:
+        try:
+            return windows_of(msgspec.json.decode(self.snapshot_path.read_bytes(), type=WindowsSnapshot))
+        except FileNotFoundError:
+            return modeling.Windows()
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            os.replace(self.snapshot_path, self.snapshot_path.with_suffix(".corrupt"))  # kept for a post-mortem
+            return modeling.Windows()
+
+    def commit(self) -> None:
+        """Persist the open windows when they changed since the last snapshot (before the runner acks)."""
+        if self.state.revision != self._saved:
+            write_text(self.snapshot_path, msgspec.json.encode(snapshot_of(self.state)).decode())
+            self._saved = self.state.revision
 
     def handle(self, msg: Incoming) -> list[Outgoing]:
         if msg.stream == MODELS:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from contracts.events import (
     ConnectObserved,
@@ -150,31 +150,44 @@ def opted_out(annotations: Mapping[str, str]) -> frozenset[str]:
 _CONNECT = re.compile(r"^(?P<proto>[a-z0-9]+):(?P<addr>.*):(?P<port>[0-9]+)$")
 
 
-def _add_file(replica: Replica, path: str, letters: Iterable[str]) -> None:
-    replica.files.setdefault(generalise(path), set()).update(letters)
+def _add_file(replica: Replica, path: str, letters: set[str]) -> bool:
+    held = replica.files.setdefault(generalise(path), set())
+    new = not letters <= held
+    held |= letters
+    return new
 
 
-def observe(replicas: dict[str, Replica], obs: Observation) -> None:
-    """Fold one observation into its replica (idempotent)."""
+def _add(items: set[Any], item: Any) -> bool:
+    new = item not in items
+    items.add(item)
+    return new
+
+
+def observe(replicas: dict[str, Replica], obs: Observation) -> bool:
+    """Fold one observation into its replica (idempotent); True when it added something."""
+    new = obs.replica not in replicas
     replica = replicas.setdefault(obs.replica, Replica())
     if obs.event_type == "exec":
         path = generalise(obs.behaviour)
         known = replica.execs.get(path)
-        replica.execs[path] = obs.lineage if known is None else min(known, obs.lineage)  # order-independent
-        _add_file(replica, obs.behaviour, ("r", "ix"))
+        lineage = obs.lineage if known is None else min(known, obs.lineage)  # order-independent
+        new |= known != lineage
+        replica.execs[path] = lineage
+        new |= _add_file(replica, obs.behaviour, {"r", "ix"})
     elif obs.event_type == "open":
         letters = {"m" if c == "x" else c for c in obs.access if c in "rwax"} or {"r"}
         if is_library(obs.behaviour) and "r" in letters:
             letters.add("m")
-        _add_file(replica, obs.behaviour, letters)
+        new |= _add_file(replica, obs.behaviour, letters)
     elif obs.event_type == "connect":
         m = _CONNECT.match(obs.behaviour)
         if m:
-            replica.egress.add((m["proto"], m["addr"], int(m["port"])))
+            new |= _add(replica.egress, (m["proto"], m["addr"], int(m["port"])))
     elif obs.event_type == "dns":
-        replica.dns.add(obs.behaviour)
+        new |= _add(replica.dns, obs.behaviour)
     elif obs.event_type == "syscalls":
-        replica.syscalls.add(obs.behaviour)
+        new |= _add(replica.syscalls, obs.behaviour)
+    return new
 
 
 def fold(observations: Iterable[Observation], replicas: dict[str, Replica] | None = None) -> dict[str, Replica]:
@@ -303,6 +316,7 @@ class Windows:
     open: dict[str, Window] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)  # request ids already accepted (duplicates ignored)
     watermark: int = 0
+    revision: int = 0  # bumped whenever a window opens, learns something new or closes (snapshot when it moves)
 
 
 @dataclass(frozen=True)
@@ -340,6 +354,7 @@ def request(state: Windows, req: StartModeling) -> list[ModelStatusChanged]:
     if req.duration <= 0:
         return [status(req, start, "Error", f"duration must be > 0 ns, got {req.duration}")]
     state.open[req.id] = Window(req, start, start + req.duration, opted_out(req.annotations))
+    state.revision += 1
     return [status(req, start, "Modeling")]
 
 
@@ -365,10 +380,13 @@ def advance(state: Windows, event: RawEvent) -> list[Closed]:
     if container is not None:
         for window in state.open.values():
             if window.start <= event.time < window.end and window.selects(container):
-                fold(from_raw(event), window.replicas)
+                for obs in from_raw(event):
+                    if observe(window.replicas, obs):
+                        state.revision += 1
     done = sorted((w for w in state.open.values() if state.watermark >= w.end), key=lambda w: (w.end, w.request.id))
     for window in done:
         del state.open[window.request.id]
+        state.revision += 1
     return [_close(w) for w in done]
 
 

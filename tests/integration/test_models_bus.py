@@ -150,3 +150,49 @@ def test_models_start_publishes_a_request(settings: Settings) -> None:
     assert req.annotations == {"container.models.vigil.dev/istio-proxy": "unconfined"}
     bad = vigil(settings, "models", "start", "web", "--duration", "soon")
     assert bad.returncode == 2
+
+
+async def _window_across_restart(settings: Settings) -> list[ModelStatusChanged]:
+    request = StartModeling(
+        id="req-1",
+        time=T0,
+        image_name="nginx",
+        image_tag="1.25",
+        duration=10 * SEC,
+        annotations={"container.models.vigil.dev/proxy": "unconfined"},
+    )
+    events = [*replica_events(T0), ClockTicked(time=T0 + 10 * SEC)]
+    first = EventBatch(node="n1", boot="b1", first_seq=0, events=events[:8])
+    second = EventBatch(node="n1", boot="b1", first_seq=8, events=events[8:])
+    snapshot = Path(settings.data_dir) / "models" / ".windows.json"
+    bus = await open_bus(settings)
+    try:
+        async with running(build(settings), settings):
+            async with bus.publisher() as pub:
+                await pub.publish(models_request_subject("nginx"), encode_json(request), request.id)
+                await pub.flush()
+            await wait_for(snapshot.exists)  # the window is open (and persisted)
+            async with bus.publisher() as pub:
+                await pub.publish(events_subject(0), encode_batch(first), first.id)
+                await pub.flush()
+            await wait_for(lambda: "web@b" in snapshot.read_text())
+        async with running(build(settings), settings):  # a new instance: the window is still open
+            async with bus.publisher() as pub:
+                await pub.publish(events_subject(0), encode_batch(second), second.id)
+                await pub.flush()
+
+            async def statuses() -> list[ModelStatusChanged] | None:
+                msgs = await read_stream(bus, MODELS, models_status_subject("nginx"), timeout=0.3)
+                found = decode_all(msgs, ModelStatusChanged)
+                return found if len(found) >= 2 else None
+
+            return await wait_for(statuses)
+    finally:
+        await bus.close()
+
+
+def test_an_open_window_survives_a_restart(settings: Settings) -> None:
+    statuses = asyncio.run(_window_across_restart(settings))
+    assert [s.status for s in statuses] == ["Modeling", "Completed"]
+    model = Path(settings.data_dir) / statuses[1].files[0]
+    assert model.read_text() == (GOLDEN_DIR / "model_replicas.json").read_text()
