@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import msgspec
 from nats.aio.msg import Msg
 from opentelemetry import metrics
 
@@ -109,6 +110,17 @@ class Archiver(AppBase):
     # --- the stream --------------------------------------------------------------------
 
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
+        try:
+            row = core.row_decoder.decode(msg.data)  # hot path: Vigil's tagged decision
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            return self._handle_other(msg)
+        if not row.id:
+            raise Invalid("decision id is empty")
+        self.staged[row.id] = core.row_of(row, msg.seq)
+        return ()
+
+    def _handle_other(self, msg: Incoming) -> Sequence[Outgoing]:
+        """Gatekeeper-shaped payloads, audit markers, or invalid input (dead-lettered with its reason)."""
         result = normalise(msg.data)
         if isinstance(result, Rejected):
             raise Invalid(result.reason)

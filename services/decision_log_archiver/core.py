@@ -9,8 +9,8 @@ decision replaces its row with identical values, so it is stored once):
 column              type         meaning
 ==================  ===========  ==============================================
 id                  VARCHAR PK   decision id (Gatekeeper ``decisionId``)
-time                TIMESTAMPTZ  event time of the decision (UTC)
-time_ns             BIGINT       the same, ns since the epoch (exact)
+time_ns             BIGINT       event time of the decision, ns since the epoch (exact)
+time                TIMESTAMPTZ  the same as a timestamp (UTC; generated from time_ns)
 source              VARCHAR      anomaly | throttle | gatekeeper | self_test …
 event_type          VARCHAR      anomaly | throttle | audit_violation | webhook_violation …
 action              VARCHAR      alert | suppress | throttle | dryrun | deny | warn …
@@ -37,8 +37,9 @@ decisions are committed, written in the same transaction as the rows.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
+
+import msgspec
 
 from contracts.codec import encode_json
 from contracts.decisions import Decision
@@ -48,8 +49,8 @@ POSITIONS = "positions"
 
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "VARCHAR PRIMARY KEY"),
-    ("time", "TIMESTAMPTZ"),
     ("time_ns", "BIGINT"),
+    ("time", "TIMESTAMPTZ GENERATED ALWAYS AS (make_timestamptz(time_ns // 1000)) VIRTUAL"),
     ("source", "VARCHAR"),
     ("event_type", "VARCHAR"),
     ("action", "VARCHAR"),
@@ -70,7 +71,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("stream_seq", "BIGINT"),
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def create_statements() -> list[str]:
@@ -81,35 +81,61 @@ def create_statements() -> list[str]:
     ]
 
 
+class Row(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="decision.v1"):
+    """:class:`Decision` as the archive reads it: ``input`` and ``details`` stay
+    raw JSON text (no decode and re-encode on the hot path). Same fields, same
+    validation otherwise; anything else falls back to the intake normaliser."""
+
+    id: str
+    time: int
+    source: str
+    event_type: str
+    action: str = ""
+    rule: str = ""
+    message: str = ""
+    severity: str = ""
+    resource_kind: str = ""
+    resource_namespace: str = ""
+    resource_name: str = ""
+    image_name: str = ""
+    image_tag: str = ""
+    container_id: str = ""
+    pod: str = ""
+    audit_id: str = ""
+    count: int = 1
+    input: msgspec.Raw = msgspec.Raw()
+    details: msgspec.Raw = msgspec.Raw()
+
+
+row_decoder = msgspec.json.Decoder(Row)
+
+
+def _raw(value: msgspec.Raw) -> str | None:
+    text = bytes(value)
+    return None if not text or text == b"null" else text.decode()
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else encode_json(value).decode()
 
 
-def to_row(decision: Decision, stream_seq: int) -> tuple[Any, ...]:
-    """The row for one decision, in :data:`COLUMNS` order."""
+def row_of(r: Row, stream_seq: int) -> tuple[Any, ...]:
+    """The stored values of a :class:`Row` (:data:`COLUMNS` order, generated columns left out)."""
     return (
-        decision.id,
-        _EPOCH + timedelta(microseconds=decision.time // 1000),
-        decision.time,
-        decision.source,
-        decision.event_type,
-        decision.action,
-        decision.rule,
-        decision.message,
-        decision.severity,
-        decision.resource_kind,
-        decision.resource_namespace,
-        decision.resource_name,
-        decision.image_name,
-        decision.image_tag,
-        decision.container_id,
-        decision.pod,
-        decision.audit_id,
-        decision.count,
-        _json(decision.input),
-        _json(decision.details),
-        stream_seq,
-    )
+        r.id, r.time, r.source, r.event_type, r.action, r.rule, r.message, r.severity,
+        r.resource_kind, r.resource_namespace, r.resource_name, r.image_name, r.image_tag,
+        r.container_id, r.pod, r.audit_id, r.count, _raw(r.input), _raw(r.details), stream_seq,
+    )  # fmt: skip
+
+
+def to_row(decision: Decision, stream_seq: int) -> tuple[Any, ...]:
+    """The stored values of a decision (:data:`COLUMNS` order, generated columns left out)."""
+    d = decision
+    return (
+        d.id, d.time, d.source, d.event_type, d.action, d.rule, d.message, d.severity,
+        d.resource_kind, d.resource_namespace, d.resource_name, d.image_name, d.image_tag,
+        d.container_id, d.pod, d.audit_id, d.count, _json(d.input), _json(d.details), stream_seq,
+    )  # fmt: skip
 
 
 def stage(staged: dict[str, tuple[Any, ...]], decision: Decision, stream_seq: int) -> None:

@@ -129,3 +129,41 @@ async def _sql_during_writes(settings: Settings, tmp_path: Path) -> None:
         assert max_row_seq <= position
     counts = [s[0] for s in snapshots]
     assert counts == sorted(counts)
+
+
+def test_cli_sql_and_export_on_the_file_when_no_archiver_runs(settings: Settings, tmp_path: Path) -> None:
+    """`vigil decisions sql` / `export` as an operator runs them (subprocess), with no archiver: read-only on the file."""
+    import subprocess
+    import sys
+
+    from services.decision_log_archiver.app import Archiver as _Archiver
+    from tests.support import service_env
+
+    async def fill() -> None:
+        bus = await open_bus(settings)
+        try:
+            async with running(_Archiver(settings), settings):
+                for i in range(3):
+                    await publish_one(bus, INTAKE_DECISIONS, gatekeeper_line(i, day=10 + i), f"cli-{i}")
+                await wait_for(lambda: _has(bus, 3))
+        finally:
+            await bus.close()
+
+    asyncio.run(fill())
+
+    def vigil(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "services.cli.main", *args], env=service_env(settings), capture_output=True, timeout=60)
+
+    as_json = vigil("decisions", "sql", "SELECT id, action FROM decisions ORDER BY id", "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert [line for line in as_json.stdout.decode().splitlines()] == [
+        '{"id":"d-00000000","action":"deny"}', '{"id":"d-00000001","action":"dryrun"}', '{"id":"d-00000002","action":"deny"}'
+    ]
+    as_csv = vigil("decisions", "sql", "SELECT action, count(*) AS n FROM decisions GROUP BY 1 ORDER BY 1", "-o", "csv")
+    assert as_csv.stdout.decode().splitlines() == ["action,n", "deny,2", "dryrun,1"]
+    refused = vigil("decisions", "sql", "DROP TABLE decisions")
+    assert refused.returncode == 3 and b"refused" in refused.stderr
+    out = tmp_path / "pq"
+    exported = vigil("decisions", "export", "--parquet", str(out))
+    assert exported.returncode == 0, exported.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["day=2026-01-10", "day=2026-01-11", "day=2026-01-12"]
