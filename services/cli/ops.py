@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -51,6 +52,8 @@ def register(root: typer.Typer) -> None:
 
 
 def _load_or_exit(config: Path | None) -> Loaded:
+    # An unreachable bus is a named check / a bus-error.txt here, not a traceback per reconnect attempt.
+    logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
     try:
         return load(config)
     except SettingsError as exc:
@@ -94,7 +97,8 @@ def self_test(
         err_console.print(f"[red]error:[/red] --path must be auto, kernel or trace, got {path!r}")
         raise typer.Exit(2)
     report = asyncio.run(run_self_test(settings, path=path, timeout=timeout))
-    console.print(f"activity path: {report.path}")
+    if report.path:
+        console.print(f"activity path: {report.path}")
     for check in report.checks:
         mark = (
             "[green]ok[/green]"
@@ -120,7 +124,8 @@ async def run_self_test(settings: Settings, path: str = "auto", timeout: float =
             connect(settings, start_embedded=False, name="vigil-self-test"), min(10, timeout + 2)
         )
     except Exception as exc:  # noqa: BLE001 - every failure is a named check
-        report.add("bus reachable", False, str(exc) or type(exc).__name__)
+        where = settings.nats.url or f"the server `vigil up` records in {settings.data_path}"
+        report.add("bus reachable", False, f"cannot connect to {where}: {str(exc) or type(exc).__name__}")
         return report
     try:
         report.add("bus reachable", True, bus.nc.connected_url.netloc if bus.nc.connected_url else "")
@@ -579,7 +584,7 @@ async def _bus_files(settings: Settings) -> dict[str, str]:
     from services.runtime.bus import connect
 
     try:
-        bus = await asyncio.wait_for(connect(settings, start_embedded=False, name="vigil-flare"), 10)
+        bus = await asyncio.wait_for(connect(settings, start_embedded=False, name="vigil-flare"), 3)
     except Exception as exc:  # noqa: BLE001 - a flare of a broken system is the most useful one
         return {"bus-error.txt": f"could not connect to the bus: {exc}\n"}
     try:

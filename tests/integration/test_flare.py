@@ -39,6 +39,7 @@ def _plant(settings: Settings, tmp_path: Path) -> tuple[Path, dict[str, str]]:
         "VIGIL_API_TOKEN": API_TOKEN,
         "DATABASE_PASSWORD": OTHER_SECRET,
     }
+    env.pop("VIGIL_TELEMETRY_OTLP_ENDPOINT", None)  # the file's value, with its password, must apply
     logs = settings.data_path / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     (logs / "profile-learner.log").write_text(
