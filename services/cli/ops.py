@@ -145,7 +145,7 @@ async def _run_checks(bus: Any, settings: Settings, report: SelfTestReport, path
     ):
         return
     await _check_services(bus, report, timeout)
-    chosen, why = await _choose_path(bus, settings, path)
+    chosen, why = await _choose_path(bus, settings, path, timeout)
     report.path = f"{chosen} ({why})"
     nonce = f"{int(time.time())}-{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="vigil-self-test-") as tmp:
@@ -206,29 +206,45 @@ async def _check_services(bus: Any, report: SelfTestReport, timeout: float) -> N
     )
 
 
-async def _choose_path(bus: Any, settings: Settings, wanted: str) -> tuple[str, str]:
-    """kernel when a collector heartbeats and the eBPF source is usable, else trace."""
+async def _choose_path(bus: Any, settings: Settings, wanted: str, timeout: float = 30.0) -> tuple[str, str]:
+    """kernel when a collector with attached probes heartbeats and would report this process, else trace."""
     from collector.main import collector_available
-    from services.runtime.diagnostics import heartbeats
 
     if wanted == "trace":
         return "trace", "requested"
     usable, why = collector_available(settings)
-    collector_live = any(b["service"] == "collector" for b in await heartbeats(bus))
     if not settings.runtime_security_config.enabled:
         usable, why = False, "runtime_security_config.enabled is false"
-    elif usable and not collector_live:
-        usable, why = False, "no collector heartbeat in vigil_heartbeats"
     elif usable and wanted == "auto" and settings.collector.host_processes == "ignore" and not _in_container():
         usable, why = (
             False,
             "the collector ignores host processes (collector.host_processes: ignore) and this runs on the host",
         )
+    elif usable:
+        usable, why = await _collector_attached(bus, timeout)
     if usable:
         return "kernel", "eBPF collector is running"
     if wanted == "kernel":
         return "kernel", f"requested, but {why}"
     return "trace", f"kernel collector not used: {why}; published with collector.publisher.BatchingPublisher"
+
+
+async def _collector_attached(bus: Any, timeout: float) -> tuple[bool, str]:
+    """Wait (up to ``timeout``) for a collector heartbeat showing attached probes: the collector
+    heartbeats while BCC still compiles, and reports ``records`` (or ``attached``) once it reads the ring."""
+    from services.runtime.diagnostics import heartbeats
+
+    deadline = time.monotonic() + timeout
+    why = "no collector heartbeat in vigil_heartbeats"
+    while True:
+        beats = [b for b in await heartbeats(bus) if b["service"] == "collector"]
+        if any(b["counters"].get("attached") or b["counters"].get("records") for b in beats):
+            return True, ""
+        if beats:
+            why = "the collector heartbeats but has not attached its probes yet"
+        if time.monotonic() > deadline:
+            return False, why
+        await asyncio.sleep(0.5)
 
 
 def _in_container() -> bool:
