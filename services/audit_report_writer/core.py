@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -34,7 +34,7 @@ from services.decision_intake.core import parse_rfc3339
 
 KNOWN_FINISHED = 10_000  # finished run ids remembered for idempotency (beyond the files kept)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _encoder = msgspec.json.Encoder()
 
 
@@ -157,7 +157,12 @@ def _finish(state: State, m: AuditFinished, keep_runs: int) -> list[Effect]:
     run = state.open.pop(m.audit_id)
     _remember(state, m.audit_id)
     state.kept[m.audit_id] = run.started
-    end = {"eventType": "audit_finished", "auditId": m.audit_id, "timeStamp": rfc3339(m.time), "violations": len(run.ids)}
+    end = {
+        "eventType": "audit_finished",
+        "auditId": m.audit_id,
+        "timeStamp": rfc3339(m.time),
+        "violations": len(run.ids),
+    }
     effects.append(FinishRun(file_stem(m.audit_id), _encoder.encode(end), summary(run, m)))
     return [*effects, *retention(state, keep_runs)]
 

@@ -11,7 +11,7 @@ import csv
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -20,13 +20,13 @@ app = typer.Typer(help="The decision archive (sql, export).", no_args_is_help=Tr
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
 
 
-class SqlFormat(str, Enum):
+class SqlFormat(str, Enum):  # noqa: UP042 - typer's choices, like services.cli.output.Format
     table = "table"
     json = "json"
     csv = "csv"
 
 
-def _run(request: Any, config: Optional[Path]) -> Any:
+def _run(request: Any, config: Path | None) -> Any:
     from services.cli.main import settings_or_exit
     from services.cli.output import err_console
     from services.decision_log_archiver import client, query
@@ -45,14 +45,15 @@ def _run(request: Any, config: Optional[Path]) -> Any:
 
 @app.command("sql")
 def sql(
-    statement: str = typer.Argument(..., help='a read-only statement, e.g. "SELECT action, count(*) FROM decisions GROUP BY 1"'),
+    statement: str = typer.Argument(
+        ..., help='a read-only statement, e.g. "SELECT action, count(*) FROM decisions GROUP BY 1"'
+    ),
     output: SqlFormat = typer.Option(SqlFormat.table, "--output", "-o", help="table, json (one object per row) or csv"),
     max_rows: int = typer.Option(100_000, "--max-rows", help="stop after this many rows"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Run read-only SQL on the archive (tables: decisions, positions), also while it is written."""
-    from services.cli.output import err_console, json_line, rows
-    from services.cli.output import Format
+    from services.cli.output import Format, err_console, json_line, rows
     from services.decision_log_archiver import query
 
     result = _run(query.QueryRequest(sql=statement, max_rows=max_rows), config)
@@ -73,7 +74,7 @@ def sql(
 @app.command("export")
 def export(
     parquet: Path = typer.Option(..., "--parquet", help="directory for day-partitioned Parquet (day=YYYY-MM-DD/)"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Write the whole archive as Parquet, one directory per UTC day (one consistent snapshot)."""
     from services.cli.output import console

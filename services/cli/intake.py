@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,9 +15,11 @@ def register(root: typer.Typer) -> None:
 
 
 def intake(
-    socket: Optional[Path] = typer.Option(None, "--socket", "-s", help="unix socket to listen on (turns the intake on)"),
-    mode: Optional[str] = typer.Option(None, "--mode", help="socket permissions, octal (default decision_intake.socket_mode, 0600)"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
+    socket: Path | None = typer.Option(None, "--socket", "-s", help="unix socket to listen on (turns the intake on)"),
+    mode: str | None = typer.Option(
+        None, "--mode", help="socket permissions, octal (default decision_intake.socket_mode, 0600)"
+    ),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
 ) -> None:
     """Take decisions (ndjson, one per line) on a unix socket and store them in JetStream.
 

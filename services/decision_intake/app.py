@@ -171,7 +171,11 @@ class Intake:
                 ack = next(acks)
                 self.counters["accepted"] += 1
                 self.counters["duplicates"] += ack.duplicate
-                reply = {"ok": True, "id": _id(result), "duplicate": True} if ack.duplicate else {"ok": True, "id": _id(result)}
+                reply = (
+                    {"ok": True, "id": _id(result), "duplicate": True}
+                    if ack.duplicate
+                    else {"ok": True, "id": _id(result)}
+                )
                 out.append(_answer.encode(reply) + b"\n")
         return out
 
@@ -237,8 +241,13 @@ async def _heartbeats(bus: Bus, intake: Intake, stopping: asyncio.Event) -> None
     key = f"decision-intake.{socket.gethostname()}-{os.getpid()}"
     while not stopping.is_set():
         beat = Heartbeat(
-            service="decision-intake", instance=key.split(".", 1)[1], host=socket.gethostname(), pid=os.getpid(),
-            started=started, updated=time.time(), counters=dict(intake.counters),
+            service="decision-intake",
+            instance=key.split(".", 1)[1],
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=started,
+            updated=time.time(),
+            counters=dict(intake.counters),
         )
         with contextlib.suppress(Exception):
             await kv.put(key, encode_json(beat))

@@ -149,7 +149,8 @@ class Archiver(AppBase):
                 appender.flush()
             for stream, seq in self.positions.items():
                 con.execute(
-                    f"INSERT INTO {core.POSITIONS} VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = greatest(seq, excluded.seq)",
+                    f"INSERT INTO {core.POSITIONS} VALUES (?, ?) "
+                    "ON CONFLICT (stream) DO UPDATE SET seq = greatest(seq, excluded.seq)",
                     [stream, seq],
                 )
             con.execute("COMMIT")

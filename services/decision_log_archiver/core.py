@@ -72,7 +72,6 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-
 def create_statements() -> list[str]:
     cols = ", ".join(f"{name} {sql}" for name, sql in COLUMNS)
     return [

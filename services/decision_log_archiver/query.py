@@ -137,7 +137,9 @@ def export_parquet(cur: duckdb.DuckDBPyConnection, directory: Path) -> QueryResu
     finally:
         cur.close()
     days = sorted(p.name for p in directory.glob("day=*"))
-    return QueryResult(["rows", "days", "dir"], ["BIGINT", "BIGINT", "VARCHAR"], [(row[0] if row else 0, len(days), str(directory))])
+    return QueryResult(
+        ["rows", "days", "dir"], ["BIGINT", "BIGINT", "VARCHAR"], [(row[0] if row else 0, len(days), str(directory))]
+    )
 
 
 # --- the wire format of the request/reply endpoint -----------------------------------

@@ -66,7 +66,11 @@ def test_audit_run_files_survive_a_kill_mid_run_and_keep_three_runs(settings: Se
     for n, audit_id in enumerate(RUNS[1:], 1):
         stem = audit_id.replace(":", "_")
         lines = _lines(audit / f"{stem}.log")
-        assert lines[0] == {"eventType": "audit_started", "auditId": audit_id, "timeStamp": "2026-01-10T%s:00:00.000000000Z" % audit_id[11:13]}
+        assert lines[0] == {
+            "eventType": "audit_started",
+            "auditId": audit_id,
+            "timeStamp": f"2026-01-10T{audit_id[11:13]}:00:00.000000000Z",
+        }
         assert lines[-1]["eventType"] == "audit_finished" and lines[-1]["violations"] == PER_RUN
         ids = [line["decisionId"] for line in lines[1:-1]]
         assert ids == [f"d-{n * PER_RUN + i:08d}" for i in range(PER_RUN)]  # each once, in stream order

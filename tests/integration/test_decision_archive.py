@@ -65,9 +65,17 @@ async def _intake_to_archive_and_sql(settings: Settings, tmp_path: Path) -> Path
                 bus, query.QueryRequest(sql="SELECT action, count(*) FROM decisions GROUP BY 1 ORDER BY 1")
             )
             assert by_action.rows == [("deny", 150), ("dryrun", 151)]
-            audit = await client.ask(bus, query.QueryRequest(sql=f"SELECT count(*) FROM decisions WHERE audit_id = '{AUDIT}'"))
+            audit = await client.ask(
+                bus, query.QueryRequest(sql=f"SELECT count(*) FROM decisions WHERE audit_id = '{AUDIT}'")
+            )
             assert audit.rows == [(150,)]
-            row = await client.ask(bus, query.QueryRequest(sql="SELECT source, rule, input->>'$.review.object.metadata.name' FROM decisions WHERE id = 'nats-00000999'"))
+            row = await client.ask(
+                bus,
+                query.QueryRequest(
+                    sql="SELECT source, rule, input->>'$.review.object.metadata.name' FROM decisions "
+                    "WHERE id = 'nats-00000999'"
+                ),
+            )
             assert row.rows == [("gatekeeper", "RunAsNonRoot/constraint-5", "web-49")]
             with pytest.raises(query.QueryRefused):
                 await client.ask(bus, query.QueryRequest(sql="DELETE FROM decisions"))
@@ -108,6 +116,7 @@ async def _sql_during_writes(settings: Settings, tmp_path: Path) -> None:
     snapshots: list[tuple[int, ...]] = []
     try:
         async with running(Archiver(settings), settings):
+
             async def write() -> None:
                 for batch in range(10):
                     await send_lines(intake.path, [gatekeeper_line(batch * 300 + i) for i in range(300)])
@@ -132,7 +141,8 @@ async def _sql_during_writes(settings: Settings, tmp_path: Path) -> None:
 
 
 def test_cli_sql_and_export_on_the_file_when_no_archiver_runs(settings: Settings, tmp_path: Path) -> None:
-    """`vigil decisions sql` / `export` as an operator runs them (subprocess), with no archiver: read-only on the file."""
+    """`vigil decisions sql` / `export` as an operator runs them (subprocess), with no
+    archiver: read-only on the file."""
     import subprocess
     import sys
 
@@ -152,12 +162,19 @@ def test_cli_sql_and_export_on_the_file_when_no_archiver_runs(settings: Settings
     asyncio.run(fill())
 
     def vigil(*args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "services.cli.main", *args], env=service_env(settings), capture_output=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli.main", *args],
+            env=service_env(settings),
+            capture_output=True,
+            timeout=60,
+        )
 
     as_json = vigil("decisions", "sql", "SELECT id, action FROM decisions ORDER BY id", "-o", "json")
     assert as_json.returncode == 0, as_json.stderr
     assert [line for line in as_json.stdout.decode().splitlines()] == [
-        '{"id":"d-00000000","action":"deny"}', '{"id":"d-00000001","action":"dryrun"}', '{"id":"d-00000002","action":"deny"}'
+        '{"id":"d-00000000","action":"deny"}',
+        '{"id":"d-00000001","action":"dryrun"}',
+        '{"id":"d-00000002","action":"deny"}',
     ]
     as_csv = vigil("decisions", "sql", "SELECT action, count(*) AS n FROM decisions GROUP BY 1 ORDER BY 1", "-o", "csv")
     assert as_csv.stdout.decode().splitlines() == ["action,n", "deny,2", "dryrun,1"]

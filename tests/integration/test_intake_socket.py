@@ -12,7 +12,8 @@ from itertools import count
 from pathlib import Path
 
 import msgspec
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from contracts.decisions import Decision
@@ -43,7 +44,9 @@ def _settings(tmp_path: Path, url: str) -> Settings:
     return make_settings(tmp_path / "vigil", url, DECISION_INTAKE_MAX_LINE_BYTES=str(MAX_LINE))
 
 
-async def _roundtrip(settings: Settings, sock: Path, lines: list[bytes]) -> tuple[list[dict[str, object]], dict[str, int], set[str]]:
+async def _roundtrip(
+    settings: Settings, sock: Path, lines: list[bytes]
+) -> tuple[list[dict[str, object]], dict[str, int], set[str]]:
     bus = await open_bus(settings)
     intake = Intake(settings, bus, sock)
     await intake.start()
@@ -60,7 +63,9 @@ async def _roundtrip(settings: Settings, sock: Path, lines: list[bytes]) -> tupl
 
 @hsettings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.booleans(), bad_line), min_size=1, max_size=25))
-def test_fuzzed_lines_are_answered_counted_and_good_ones_kept(tmp_path: Path, nats_server, plan: list[tuple[bool, bytes]]) -> None:  # type: ignore[no-untyped-def]
+def test_fuzzed_lines_are_answered_counted_and_good_ones_kept(
+    tmp_path: Path, nats_server, plan: list[tuple[bool, bytes]]
+) -> None:  # type: ignore[no-untyped-def]
     settings = _settings(tmp_path, nats_server.url)
     run = next(_serial)
     lines: list[bytes] = []
@@ -135,7 +140,10 @@ def test_socket_mode_default_and_configured(tmp_path: Path, nats_server) -> None
 def test_intake_is_off_unless_configured(tmp_path: Path, nats_server) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(tmp_path / "vigil", nats_server.url)
     proc = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "intake"], env=service_env(settings), capture_output=True, timeout=60
+        [sys.executable, "-m", "services.cli.main", "intake"],
+        env=service_env(settings),
+        capture_output=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert b"intake is off" in proc.stderr

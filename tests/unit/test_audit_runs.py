@@ -27,7 +27,11 @@ def violation(i: int, audit_id: str) -> Decision:
 
 
 def run_messages(audit_id: str, n: int, first: int = 0) -> list[object]:
-    return [AuditStarted(audit_id=audit_id, time=1), *(violation(first + i, audit_id) for i in range(n)), AuditFinished(audit_id=audit_id, time=2)]
+    return [
+        AuditStarted(audit_id=audit_id, time=1),
+        *(violation(first + i, audit_id) for i in range(n)),
+        AuditFinished(audit_id=audit_id, time=2),
+    ]
 
 
 def test_step_is_idempotent_and_orders_effects() -> None:
@@ -88,7 +92,11 @@ def _writer(tmp_path: Path, keep: int = 3) -> AuditRuns:
 
 def _feed(runs: AuditRuns, messages: list[object], commit: bool = True) -> None:
     for seq, m in enumerate(messages, 1):
-        runs.handle(Incoming(id=str(seq), subject="vigil.decisions.x", stream="DECISIONS", seq=seq, data=encode_json(m), headers={}))
+        runs.handle(
+            Incoming(
+                id=str(seq), subject="vigil.decisions.x", stream="DECISIONS", seq=seq, data=encode_json(m), headers={}
+            )
+        )
     if commit:
         runs.commit()
 

@@ -11,7 +11,9 @@ from contracts.codec import encode_json
 from contracts.decisions import Decision
 from services.decision_log_archiver import core, query
 
-json_value = st.none() | st.integers() | st.text(max_size=8) | st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)
+json_value = (
+    st.none() | st.integers() | st.text(max_size=8) | st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)
+)
 
 
 @given(
@@ -37,14 +39,18 @@ def test_rows_fit_the_table_and_time_is_generated() -> None:
     con = duckdb.connect()
     for statement in core.create_statements():
         con.execute(statement)
-    d = Decision(id="x", time=1_767_225_600_123_456_789, source="gatekeeper", event_type="audit_violation", input={"a": 1})
+    d = Decision(
+        id="x", time=1_767_225_600_123_456_789, source="gatekeeper", event_type="audit_violation", input={"a": 1}
+    )
     appender = con.appender(core.TABLE, action="upsert")
     appender.append_rows([core.to_row(d, 1), core.to_row(d, 2)][:1])
     appender.flush()
     appender = con.appender(core.TABLE, action="upsert")
     appender.append_rows([core.to_row(d, 2)])  # redelivered: same id, one row
     appender.flush()
-    rows = con.execute("SELECT id, strftime(time, '%Y-%m-%dT%H:%M:%S.%f'), input->>'$.a', stream_seq FROM decisions").fetchall()
+    rows = con.execute(
+        "SELECT id, strftime(time, '%Y-%m-%dT%H:%M:%S.%f'), input->>'$.a', stream_seq FROM decisions"
+    ).fetchall()
     assert rows == [("x", "2026-01-01T00:00:00.123456", "1", 2)]
 
 

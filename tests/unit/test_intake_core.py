@@ -18,7 +18,11 @@ def test_gatekeeper_line_becomes_a_decision() -> None:
     d = result.message
     assert isinstance(d, Decision)
     assert (d.id, d.source, d.event_type, d.action, d.rule) == (
-        "d-00000007", "gatekeeper", "audit_violation", "dryrun", "K8sRequiredLabels/constraint-0"
+        "d-00000007",
+        "gatekeeper",
+        "audit_violation",
+        "dryrun",
+        "K8sRequiredLabels/constraint-0",
     )
     assert (d.resource_kind, d.resource_namespace, d.resource_name) == ("Deployment", "ns-7", "web-7")
     assert d.audit_id == "2026-01-10T08:00:00Z"
