@@ -73,7 +73,7 @@ CONNECT_TIMEOUT = 5.0
 async def _via_bus(settings: Settings, request: query.QueryRequest) -> query.QueryResult:
     try:  # an unreachable bus would be retried forever: give up and use the file
         bus = await asyncio.wait_for(connect(settings, start_embedded=False, name="vigil-decisions"), CONNECT_TIMEOUT)
-    except asyncio.TimeoutError as exc:
+    except TimeoutError as exc:
         raise NoArchiver(f"no NATS server answered within {CONNECT_TIMEOUT}s") from exc
     try:
         return await ask(bus, request)
