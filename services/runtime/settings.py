@@ -240,6 +240,9 @@ def _check(settings: Settings) -> None:
     for key in _POSITIVE:
         if values[key] <= 0:
             raise SettingsError(key, f"must be > 0, got {values[key]}")
+    for rule, budget in settings.max_alert_per_sec_per_rule.items():
+        if budget <= 0:
+            raise SettingsError(f"max_alert_per_sec_per_rule.{rule}", f"must be > 0, got {budget}")
     src = settings.collector.source
     if src not in ("auto", "ebpf", "synthetic") and not src.startswith("trace:"):
         raise SettingsError("collector.source", f"expected auto, ebpf, synthetic or trace:FILE, got {src!r}")

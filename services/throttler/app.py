@@ -20,7 +20,7 @@ from contracts.codec import encode_json
 from contracts.decisions import Decision
 from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_OUT, ALERTS_RAW, ConsumerSpec, decisions_subject
 from services.runtime.service import Incoming, Invalid, Outgoing
-from services.runtime.settings import Settings, SettingsError
+from services.runtime.settings import Settings
 from services.runtime.snapshots import SnapshotApp
 from services.throttler import core
 
@@ -31,15 +31,11 @@ _snapshot_decoder = msgspec.msgpack.Decoder(core.Snapshot)
 
 
 def config_from(settings: Settings) -> core.Config:
-    budgets = dict(settings.max_alert_per_sec_per_rule)
-    for rule, budget in budgets.items():
-        if budget <= 0:
-            raise SettingsError(f"max_alert_per_sec_per_rule.{rule}", f"must be > 0, got {budget}")
     return core.Config(
         enabled=settings.alert_throttling,
         max_per_sec=settings.max_alert_per_sec,
         throttle_sec=settings.throttle_sec,
-        rule_budgets=budgets,
+        rule_budgets=dict(settings.max_alert_per_sec_per_rule),
     )
 
 

@@ -162,3 +162,16 @@ def test_a_restored_snapshot_continues_exactly_like_the_original() -> None:
     data = msgspec.msgpack.encode(core.export(live))
     restored = core.restore(msgspec.msgpack.decode(data, type=core.Snapshot))
     assert feed(restored, cfg, inputs[100:]) == feed(live, cfg, inputs[100:])
+
+
+def test_settings_map_to_the_core_config_and_a_bad_budget_names_its_key() -> None:
+    import pytest
+
+    from services.runtime.settings import SettingsError, load_settings
+    from services.throttler.app import config_from
+
+    env = {"VIGIL_ALERT_THROTTLING": "false", "VIGIL_MAX_ALERT_PER_SEC": "2", "VIGIL_THROTTLE_SEC": "60"}
+    cfg = config_from(load_settings(env={**env, "VIGIL_MAX_ALERT_PER_SEC_PER_RULE": "{noisy: 1}"}))
+    assert cfg == Config(enabled=False, max_per_sec=2, throttle_sec=60, rule_budgets={"noisy": 1})
+    with pytest.raises(SettingsError, match="max_alert_per_sec_per_rule.noisy"):
+        load_settings(env={"VIGIL_MAX_ALERT_PER_SEC_PER_RULE": "{noisy: 0}"})
