@@ -3,6 +3,10 @@ suppressions, windows closed by the partition watermark."""
 
 from __future__ import annotations
 
+import msgspec
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from contracts.alerts import Alert, AlertClock
@@ -265,8 +269,6 @@ def test_replaying_the_same_batches_gives_the_same_outputs() -> None:
 
 
 def test_a_restored_snapshot_continues_exactly_like_the_original() -> None:
-    import msgspec
-
     batches = [
         DriftBatch(
             drifts=[exec_drift(f"/bin/t{i % 7}", T0 + i * NS, i), dns_drift(f"h{i % 3}.example.com", T0 + i * NS, i)],
@@ -291,3 +293,23 @@ def test_the_dedup_decision_keeps_the_first_drifts_severity() -> None:
     run([wrote, replace(wrote, id="o2", time=T0 + 1)], state=state)
     (dedup,) = of(run([], watermark=T0 + 60 * NS, state=state), Decision)
     assert (dedup.severity, dedup.count) == ("high", 1)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40 * NS)), min_size=1, max_size=80),
+    window_s=st.integers(0, 90),
+)
+def test_every_drift_is_an_alert_a_suppression_or_counted_in_a_dedup_decision(steps, window_s) -> None:
+    """Conservation: each drift is accounted for exactly once once the watermark has passed."""
+    cfg = Config(dedup_window_ns=window_s * NS, suppressions=(Suppression(executable="/bin/b3"),))
+    state, t, out = State(), T0, []
+    for n, (which, gap) in enumerate(steps):
+        t += gap
+        out += run([exec_drift(f"/bin/b{which}", t, n)], watermark=t, config=cfg, state=state)
+    out += run([], watermark=t + 3600 * NS, config=cfg, state=state)
+    decisions = of(out, Decision)
+    firsts = [d for d in decisions if d.action in ("alert", "suppress")]
+    assert len(firsts) + sum(d.count for d in decisions if d.action == "dedup") == len(steps)
+    assert len(of(out, Alert)) == sum(d.action == "alert" for d in firsts)
+    assert state.windows == {}

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
 from contracts.alerts import Alert, AlertClock, AlertThreshold
 from contracts.decisions import Decision
 from contracts.events import Container
+from services.runtime.settings import SettingsError, load_settings
 from services.throttler import core
+from services.throttler.app import config_from
 from services.throttler.core import NS, Config, State
 
 T0 = 1_700_000_000 * NS
@@ -148,8 +156,6 @@ def test_replaying_the_same_input_gives_the_same_outputs() -> None:
 
 
 def test_a_restored_snapshot_continues_exactly_like_the_original() -> None:
-    import msgspec
-
     cfg = Config(max_per_sec=3, throttle_sec=5)
     inputs = [
         m
@@ -165,13 +171,33 @@ def test_a_restored_snapshot_continues_exactly_like_the_original() -> None:
 
 
 def test_settings_map_to_the_core_config_and_a_bad_budget_names_its_key() -> None:
-    import pytest
-
-    from services.runtime.settings import SettingsError, load_settings
-    from services.throttler.app import config_from
-
     env = {"VIGIL_ALERT_THROTTLING": "false", "VIGIL_MAX_ALERT_PER_SEC": "2", "VIGIL_THROTTLE_SEC": "60"}
     cfg = config_from(load_settings(env={**env, "VIGIL_MAX_ALERT_PER_SEC_PER_RULE": "{noisy: 1}"}))
     assert cfg == Config(enabled=False, max_per_sec=2, throttle_sec=60, rule_budgets={"noisy": 1})
     with pytest.raises(SettingsError, match="max_alert_per_sec_per_rule.noisy"):
         load_settings(env={"VIGIL_MAX_ALERT_PER_SEC_PER_RULE": "{noisy: 0}"})
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(
+    gaps=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 700 * MS)), min_size=1, max_size=120),
+    max_per_sec=st.integers(1, 4),
+    throttle_sec=st.integers(1, 5),
+)
+def test_every_alert_is_passed_or_counted_in_a_throttle_decision(gaps, max_per_sec, throttle_sec) -> None:
+    """Conservation: nothing is silently lost, whatever the timing; one decision per threshold."""
+    cfg = Config(max_per_sec=max_per_sec, throttle_sec=throttle_sec)
+    pods = [WEB, DB, Container(id="c3", image_name="redis")]
+    state, t, out = State(), T0, []
+    for n, (who, gap) in enumerate(gaps):
+        t += gap
+        out += core.handle(state, cfg, alert(t, n, pods[who]))
+        if n % 7 == 0:
+            out += core.handle(state, cfg, clock(t))
+    out += core.handle(state, cfg, clock(t + 3600 * NS))
+    passed = [o for o in out if isinstance(o, Alert)]
+    thresholds = [o for o in out if isinstance(o, AlertThreshold)]
+    decisions = [o for o in out if isinstance(o, Decision)]
+    assert len(passed) + sum(d.count for d in decisions) == len(gaps)
+    assert sorted(d.details["threshold_id"] for d in decisions) == sorted(a.id for a in thresholds)
+    assert state.buckets == {}
