@@ -80,7 +80,7 @@ def create_statements() -> list[str]:
     ]
 
 
-class Row(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="decision.v1"):
+class Row(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="decision.v1", gc=False):
     """:class:`Decision` as the archive reads it: ``input`` and ``details`` stay
     raw JSON text (no decode and re-encode on the hot path). Same fields, same
     validation otherwise; anything else falls back to the intake normaliser."""
