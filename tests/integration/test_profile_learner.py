@@ -18,11 +18,11 @@ from collector.publisher import BatchingPublisher
 from contracts import trace
 from contracts.codec import decode_batch, decode_drift
 from contracts.events import EVENT_TYPES, RawEvent
-from contracts.profiles import CommandApplied, ProfileEvent, StateChanged, VersionEvicted
+from contracts.profiles import BehaviourAdded, CommandApplied, ProfileEvent, StateChanged, VersionEvicted
 from contracts.subjects import DRIFT, EVENTS, PROFILES
 from services.profile_learner import core
 from services.profile_learner.app import ProfileLearner, core_config
-from services.profile_learner.sim import exec_, start, tick
+from services.profile_learner.sim import dns_, exec_, ns, start, syscalls_, tick
 from services.runtime.embedded import EmbeddedServer
 from services.runtime.settings import Settings
 from services.version_evictor.app import VersionEvictor
@@ -130,6 +130,43 @@ async def _eviction_life_cycle(settings: Settings, tmp_path: Path) -> None:
         )  # the learner stopped: snapshot written
         report = json.loads(replayed.stdout)
         assert report["result"] == "match" and report["commands"] == 2, report  # the eviction + the operator's
+    finally:
+        await bus.close()
+
+
+def test_dns_and_syscall_life_cycle_end_to_end(lc_settings: Settings, tmp_path: Path) -> None:
+    asyncio.run(_dns_and_syscalls(lc_settings, tmp_path))
+
+
+async def _dns_and_syscalls(settings: Settings, tmp_path: Path) -> None:
+    """LifeCycleDNS and the syscall life-cycle in one trace: stable anomalies, a learning v2 beside
+    a stable v1 (a name matched on its last 3 labels is known), all through `vigil collect --from`."""
+    events = [
+        start(0, "web", "v1"),
+        dns_(7, "web", "v1", "a.example.com"),
+        syscalls_(7, "web", "v1", ["read"]),
+        tick(18),
+        dns_(20, "web", "v1", "b.example.com"),
+        syscalls_(20, "web", "v1", ["read", "ptrace"]),
+        start(21, "web", "v2", cid="c2"),
+        dns_(27, "web", "v2", "www.a.example.com", cid="c2"),
+        dns_(28, "web", "v2", "c.example.com", cid="c2"),
+        tick(30),
+    ]
+    expected = [
+        ("v1", "b.example.com", "stable_version", False, ""),
+        ("v1", "ptrace", "stable_version", False, ""),
+        ("v2", "c.example.com", "other_version_stable", True, "v1"),
+    ]
+    bus = await open_bus(settings)
+    try:
+        async with running(ProfileLearner(settings), settings):
+            await asyncio.to_thread(collect, settings, write_trace(tmp_path / "dns.jsonl", events))
+            await wait_for(lambda: _drifts_are(bus, expected), timeout=30)
+            added = [(e.image_tag, e.behaviour) for e in await profile_events(bus) if isinstance(e, BehaviourAdded)]
+            assert ("v2", "a.example.com") in added and ("v1", "ptrace") not in added
+            watermarks = [decode_drift(m.data).watermark for m in await read_stream(bus, DRIFT)]
+            assert watermarks == sorted(watermarks) and watermarks[-1] == ns(30)
     finally:
         await bus.close()
 
