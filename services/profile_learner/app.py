@@ -11,7 +11,8 @@ Invariants:
   atomically.
 - At start: load the snapshot, then rebuild silently (no outputs: they are
   stored already) from the log up to each durable consumer's ack floor, so a
-  crash between snapshots loses nothing; the runner then resumes after that.
+  crash between snapshots loses nothing; the runner (``stateful``) then
+  recreates the durables to deliver from just after that position, in order.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from nats.js import api as js_api
 
 from contracts.codec import ContractError, decode_batch, decode_json, encode_batch, encode_json
 from contracts.events import EVENT_TYPES
@@ -89,6 +89,9 @@ def write_snapshot(path: Path, data: bytes) -> None:
 
 class ProfileLearner(AppBase):
     name = "profile-learner"
+    # The app owns its positions: the runner recreates the durables to deliver from position + 1,
+    # in order (the state depends on order), and skips what is at or below them.
+    stateful = True
     consumers = (ConsumerSpec(EVENTS, "profile-learner"), ConsumerSpec(COMMANDS, "profile-learner-commands"))
 
     def __init__(self, settings: Settings) -> None:
@@ -116,7 +119,6 @@ class ProfileLearner(AppBase):
             log.info("caught up from the log to %s (%s)", upto, stats)
         self.handled = {s: v for s, v in upto.items() if v}
         self.positions.update(self.handled)
-        await self._rewind_consumers(bus)
         self._sub = await bus.nc.subscribe(QUERY_PROFILES, cb=self._on_query)
 
     async def _ack_floors(self, bus: Bus) -> dict[str, int]:
@@ -128,33 +130,6 @@ class ProfileLearner(AppBase):
                 continue
             floors[spec.stream] = info.ack_floor.stream_seq if info.ack_floor else 0
         return floors
-
-    async def _rewind_consumers(self, bus: Bus) -> None:
-        """Recreate the durable consumers to deliver from just after the state's positions, in order.
-
-        A consumer left by a dead instance would hand out never-delivered messages first and the
-        dead instance's unacked ones only after ``ack_wait``, out of order; the learner's state
-        depends on order, and the runner skips sequences at or below its position. One learner
-        instance owns these durables (its state is in memory), so recreating them is safe."""
-        settings = self.settings.nats
-        for spec in self.consumers:
-            try:
-                await bus.js.delete_consumer(spec.stream, spec.durable)
-            except Exception:  # noqa: BLE001 - did not exist
-                pass
-            await bus.js.add_consumer(
-                spec.stream,
-                js_api.ConsumerConfig(
-                    durable_name=spec.durable,
-                    name=spec.durable,
-                    ack_policy=js_api.AckPolicy.EXPLICIT,
-                    deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=self.handled.get(spec.stream, 0) + 1,
-                    max_ack_pending=settings.max_ack_pending,
-                    ack_wait=float(settings.ack_wait),
-                    max_deliver=-1,
-                ),
-            )
 
     async def stop(self) -> None:
         if self._sub is not None:
