@@ -125,6 +125,8 @@ async def _eviction_life_cycle(settings: Settings, tmp_path: Path) -> None:
             await wait_for(lambda: _has(bus, CommandApplied), timeout=30)
             changed = [e for e in await profile_events(bus) if isinstance(e, StateChanged) and e.reason == "operator"]
             assert [(e.image_tag, e.event_type, e.new_state) for e in changed] == [("v3", "exec", "stable")]
+        offline = await asyncio.to_thread(vigil, settings, "profiles", "show", "app", "-o", "json")
+        assert [v["image_tag"] for v in json.loads(offline.stdout)["versions"]] == ["v2", "v3"]  # from the snapshot
         replayed = await asyncio.to_thread(
             vigil, settings, "replay", "profile-learner", "-o", "json"
         )  # the learner stopped: snapshot written
