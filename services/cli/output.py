@@ -14,7 +14,17 @@ from rich.table import Table
 
 console = Console()
 err_console = Console(stderr=True)
-_encoder = msgspec.json.Encoder()
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, float):  # Duration and other float subclasses
+        return float(obj)
+    if isinstance(obj, Enum):
+        return obj.value
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 
 
 class Format(str, Enum):
