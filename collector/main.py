@@ -96,6 +96,7 @@ class Collector:
         self.batcher: BatchingPublisher | None = None
         self.ready = threading.Event()
         self._stop: asyncio.Event | None = None
+        self._closing = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_dedup = threading.Event()
         self.flushed_version = 0  # registry version the dedup map was last flushed for
@@ -126,6 +127,7 @@ class Collector:
     async def run(self) -> dict[str, int]:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._closing = asyncio.Event()
         cfg = self.settings.collector
         if self.source == "synthetic-unavailable":
             from collector.ebpf import missing
@@ -153,11 +155,13 @@ class Collector:
                 await self._pump(self._chunks())
                 await self.batcher.drain()
         finally:
+            # Timers stop on their own; cancel too, but never wait on a task that
+            # swallowed its cancellation (nats-py's kv.put can): bounded wait.
+            self._closing.set()
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            if tasks:
+                await asyncio.wait(tasks, timeout=5)
             await self.registry.stop()
             if self.probe is not None:
                 self.probe.close()
@@ -193,7 +197,7 @@ class Collector:
     def _chunks(self) -> AsyncIterator[list[RawEvent]]:
         cfg = self.settings.collector
         if self.source.startswith("trace:"):
-            return trace_source(Path(self.source[6:]), cfg.batch_size)
+            return self._counted(trace_source(Path(self.source[6:]), cfg.batch_size))
         if self.source == "synthetic":
             spec = SyntheticSpec(rate=cfg.synthetic_rate, containers=cfg.synthetic_containers, images=cfg.synthetic_images,
                                  mix=cfg.synthetic_mix, total=cfg.synthetic_events, node=self.settings.node_name)
@@ -263,15 +267,15 @@ class Collector:
     async def _ticker(self) -> None:
         assert self.batcher is not None
         interval = float(self.settings.collector.tick_interval)
-        while interval > 0:
+        while interval > 0 and not self._closing.is_set():
             await self.batcher.add(ClockTicked(time=time.time_ns(), node=self.settings.node_name))
-            await asyncio.sleep(interval)
+            await self._pause(interval)
 
     async def _flusher(self) -> None:
         assert self.batcher is not None
         interval = float(self.settings.collector.batch_interval)
-        while True:
-            await asyncio.sleep(interval)
+        while not self._closing.is_set():
+            await self._pause(interval)
             await self.batcher.drain()
 
     async def _heartbeats(self, bus: Bus) -> None:
@@ -281,12 +285,16 @@ class Collector:
             return
         started = time.time()
         key = f"collector.{self.settings.node_name}".replace(":", "_")
-        while True:
+        while not self._closing.is_set():
             beat = Heartbeat(service="collector", instance=self.settings.node_name, host=socket.gethostname(),
                              pid=os.getpid(), started=started, updated=time.time(), counters=self.counters())
             with contextlib.suppress(Exception):
                 await kv.put(key, encode_json(beat))
-            await asyncio.sleep(float(self.settings.telemetry.heartbeat_interval))
+            await self._pause(float(self.settings.telemetry.heartbeat_interval))
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
 
 
 async def run_collector(settings: Settings, source: str | None = None) -> dict[str, int]:
