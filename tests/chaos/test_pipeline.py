@@ -119,7 +119,9 @@ def _known(c: Container, n: int, t: int) -> RawEvent:
 
 
 def _proc(path: str, n: int) -> Process:
-    return Process(pid=2000 + n % 500, ppid=100, comm=path.rsplit("/", 1)[-1], path=path, argv=[path], ancestors=ANCESTORS)
+    return Process(
+        pid=2000 + n % 500, ppid=100, comm=path.rsplit("/", 1)[-1], path=path, argv=[path], ancestors=ANCESTORS
+    )
 
 
 def _exec(c: Container, path: str, t: int, n: int) -> ExecObserved:
@@ -222,7 +224,9 @@ async def _replicas_current(bus: Bus) -> bool:
     except Exception:  # noqa: BLE001 - no leader yet
         return False
     return all(
-        i.cluster is not None and i.cluster.leader and all(p.current and not p.offline for p in i.cluster.replicas or [])
+        i.cluster is not None
+        and i.cluster.leader
+        and all(p.current and not p.offline for p in i.cluster.replicas or [])
         for i in infos
     )
 
