@@ -151,6 +151,7 @@ class Runner:
         self.started = time.time()
         self._tracer = telemetry.tracer(f"vigil.{app.name}")
         self._meters = telemetry.service_meters(app.name)
+        telemetry.observe_counters(app.name, app.counters)
 
     def stop(self) -> None:
         self.stopping.set()
