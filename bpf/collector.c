@@ -313,10 +313,16 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
         bpf_probe_read_user(&sa, 8, args->uservaddr) < 0)
         return 0;
     u16 port = bpf_ntohs(sa.port);
+    /* Remember fds connected to :53 for write()/send() without an address.
+     * close() is deliberately not traced (it is hot): a reused fd is dropped
+     * here when it connects elsewhere, and a stale entry at worst sends a
+     * non-DNS payload that user space rejects (counted as not_dns). */
+    u64 fdkey = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
     if ((sa.family == AF_INET_ || sa.family == AF_INET6_) && port == DNS_PORT) {
-        u64 key = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
         u8 one = 1;
-        dns_fds.update(&key, &one);
+        dns_fds.update(&fdkey, &one);
+    } else {
+        dns_fds.delete(&fdkey);
     }
 #if TRACE_CONNECT
     u64 cg = bpf_get_current_cgroup_id();
@@ -457,13 +463,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_write)
     return dns_payload(args->buf, args->count, DNS_PORT);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_close)
-{
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u64 key = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
-    dns_fds.delete(&key);
-    return 0;
-}
 #endif
 
 /* ----------------------------------------------------------------- syscalls */

@@ -1,0 +1,269 @@
+"""Collector benchmark: what tracing costs the traced workload, and how fast
+user space drains the ring buffer.
+
+1. Overhead: an openat loop (100 paths, round robin) and a fork+exec loop
+   (/bin/true), each run in a containerd-named test cgroup with nothing
+   attached, with the full Vigil collector (eBPF → decode → identity → NATS)
+   with dedup on and off, and with BCC's own opensnoop / execsnoop. Median
+   wall time of several runs; ratios against the bare loop.
+2. Drain: an openat loop over unique paths (every event a dedup miss) paced
+   at ~100k events/s; the loaded program with a user-space consumer that
+   decodes and enriches every record on a 10 ms timer. Reports kernel drops
+   and the consumer's decode rate (records per second of consumer CPU).
+
+Needs root, BCC and a C compiler. `python -m bench.collector [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+OPEN_LOOP = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+/* openloop DIR N UNIQUE RATE: N opens; UNIQUE=0 cycles 100 paths, 1 uses a new
+   (missing) path each time; RATE>0 paces to RATE opens/s. */
+int main(int argc, char **argv) {
+    const char *dir = argv[1];
+    long n = atol(argv[2]), unique = atol(argv[3]), rate = atol(argv[4]);
+    char path[256];
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/f%ld", dir, unique ? i : i % 100);
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) close(fd);
+        if (rate > 0 && (i & 255) == 0) {
+            for (;;) {
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                double el = (now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9;
+                if (el * rate >= i) break;
+            }
+        }
+    }
+    return 0;
+}
+"""
+
+FORK_LOOP = r"""
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    long n = atol(argv[1]);
+    for (long i = 0; i < n; i++) {
+        pid_t p = fork();
+        if (p == 0) { execl("/bin/true", "true", (char *)0); _exit(127); }
+        int st; waitpid(p, &st, 0);
+    }
+    return 0;
+}
+"""
+
+
+def compile_loops(tmp: Path) -> tuple[Path, Path]:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise SystemExit("bench.collector needs a C compiler (cc) for the measured loops")
+    out = []
+    for name, src in (("openloop", OPEN_LOOP), ("forkloop", FORK_LOOP)):
+        (tmp / f"{name}.c").write_text(src)
+        subprocess.run([cc, "-O2", "-o", str(tmp / name), str(tmp / f"{name}.c")], check=True)
+        out.append(tmp / name)
+    return out[0], out[1]
+
+
+@contextmanager
+def cgroup() -> Iterator[Path]:
+    from collector.identity import cgroup2_mount
+
+    mount = cgroup2_mount()
+    assert mount is not None, "no cgroup v2 mount"
+    path = mount / "vigil-bench.slice" / f"cri-containerd-{secrets.token_hex(32)}.scope"
+    path.mkdir(parents=True)
+    try:
+        yield path
+    finally:
+        for _ in range(50):
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+
+def timed(cg: Path, argv: list[str], cpu: bool = True) -> float:
+    """CPU seconds (user + system, children included) the loop spent, or wall
+    seconds. CPU time is what tracing costs the workload (BPF programs run in
+    its syscalls) and is far less sensitive to other load on the machine."""
+    cmd = ["/bin/sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", *argv]
+    t = time.perf_counter()
+    before = os.times()
+    subprocess.run(cmd, check=True)
+    after = os.times()
+    if not cpu:
+        return time.perf_counter() - t
+    return (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
+def median_time(cg: Path, argv: list[str], runs: int) -> float:
+    timed(cg, argv)  # warm caches
+    return statistics.median(timed(cg, argv) for _ in range(runs))
+
+
+# --- what is attached during a measurement ---------------------------------------------------
+
+
+@contextmanager
+def nothing() -> Iterator[None]:
+    yield
+
+
+@contextmanager
+def vigil(dedup: bool) -> Iterator[None]:
+    from collector.main import Collector
+    from services.runtime import embedded
+    from tests.support import make_settings
+
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+    server = embedded.start(tmp / "nats", port=-1)
+    settings = make_settings(tmp / "data", server.url, COLLECTOR_SOURCE="ebpf", COLLECTOR_DEDUP=str(dedup).lower(),
+                             COLLECTOR_HOST_PROCESSES="ignore")
+    col = Collector(settings)
+    th = threading.Thread(target=lambda: asyncio.run(col.run()), daemon=True)
+    th.start()
+    if not col.ready.wait(60):
+        raise SystemExit("collector did not attach")
+    try:
+        yield
+    finally:
+        col.stop()
+        th.join(30)
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def bcc_tool(name: str) -> Iterator[None]:
+    exe = shutil.which(f"{name}-bpfcc") or f"/usr/sbin/{name}-bpfcc"
+    proc = subprocess.Popen([exe], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # the header: attached
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for _ in iter(lambda: proc.stdout.read(65536), b""):  # type: ignore[union-attr]
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def overhead(openloop: Path, forkloop: Path, quick: bool) -> None:
+    n_open, n_fork, runs = (300_000, 1_000, 5) if quick else (1_000_000, 4_000, 7)
+    data = Path(tempfile.mkdtemp(prefix="vigil-bench-files-"))
+    for i in range(100):
+        (data / f"f{i}").write_text("x")
+    loops = {
+        "openat": ([str(openloop), str(data), str(n_open), "0", "0"], n_open, "opensnoop"),
+        "fork+exec": ([str(forkloop), str(n_fork)], n_fork, "execsnoop"),
+    }
+    print(f"overhead: CPU time of the loop (user+sys, median of {runs} runs, in a containerd-named cgroup)")
+    for loop, (argv, n, tool) in loops.items():
+        results: dict[str, float] = {}
+        setups = [("bare", nothing), ("vigil dedup on", lambda: vigil(True)), ("vigil dedup off", lambda: vigil(False)),
+                  (f"bcc {tool}", lambda tool=tool: bcc_tool(tool))]
+        for label, setup in setups:
+            with cgroup() as cg, setup():
+                results[label] = median_time(cg, argv, runs)
+        base = results["bare"]
+        for label, secs in results.items():
+            print(f"  {loop:<10} {label:<18} {secs:8.3f} s  {secs / n * 1e6:8.2f} us/op  x{secs / base:5.3f}"
+                  f"  ({(secs / base - 1) * 100:+.1f}%)")
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def drain(openloop: Path, quick: bool) -> None:
+    from collector import abi, identity
+    from collector.ebpf import Probe, ProbeOptions
+    from collector.enrich import Enricher
+    from collector.workloads import Registry
+
+    rate, seconds = 100_000, (2 if quick else 5)
+    total = rate * seconds
+    probe = Probe(ProbeOptions(syscalls=False))
+    enricher = Enricher(node="bench", paths=identity.CgroupPaths(), workloads=Registry(), host_processes="tag")
+    stats = abi.DecodeStats()
+    busy = [0.0]
+    stop = threading.Event()
+    decoded = [0]
+
+    def consume() -> None:
+        while not stop.is_set():
+            time.sleep(0.01)
+            t = time.thread_time()
+            for data in probe.consume():
+                rec = abi.decode(data, stats)
+                if rec is not None:
+                    decoded[0] += len(enricher.handle(rec))
+            busy[0] += time.thread_time() - t
+
+    th = threading.Thread(target=consume)
+    th.start()
+    before = probe.counters()
+    data = Path(tempfile.mkdtemp(prefix="vigil-bench-miss-"))
+    with cgroup() as cg:
+        wall = timed(cg, [str(openloop), str(data), str(total), "1", str(rate)], cpu=False)
+    time.sleep(0.3)
+    stop.set()
+    th.join()
+    after = probe.counters()
+    probe.close()
+    submitted = after["submitted"] - before["submitted"]
+    dropped = after["dropped"] - before["dropped"]
+    print(f"drain: offered {total} unique opens in {wall:.2f} s ({total / wall:,.0f} ev/s)")
+    print(f"  kernel submitted {submitted:,}  dropped {dropped:,}  decode errors "
+          f"{stats.unknown_op + stats.short + stats.size_mismatch}")
+    print(f"  user space decoded+enriched {decoded[0]:,} events using {busy[0]:.2f} s of consumer CPU: "
+          f"{stats.decoded / max(busy[0], 1e-9):,.0f} records/s")
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run")
+    args = parser.parse_args()
+    from collector.ebpf import missing
+
+    if lacking := missing():
+        print("bench.collector skipped: " + "; ".join(lacking))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        openloop, forkloop = compile_loops(Path(tmp))
+        drain(openloop, args.quick)
+        overhead(openloop, forkloop, args.quick)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    main()
