@@ -19,6 +19,11 @@ row of the DuckDB archive are compared with the reference: the same messages
 (subject, Nats-Msg-Id, payload bytes), none lost, none stored twice. Only the
 stream sequences (message order across subjects and the archive's
 ``stream_seq`` column) may differ.
+
+The raw trace is stored before the faults begin, so this is the services'
+exactly-once under failures, not the collector's: a publisher that keeps
+publishing while its node dies can hit nats-py's reconnect buffer limit
+(``OutboundBufferLimitError``), which the collector does not handle yet.
 """
 
 from __future__ import annotations
