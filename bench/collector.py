@@ -143,8 +143,13 @@ def vigil(dedup: bool) -> Iterator[None]:
 
     tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     server = embedded.start(tmp / "nats", port=-1)
-    settings = make_settings(tmp / "data", server.url, COLLECTOR_SOURCE="ebpf", COLLECTOR_DEDUP=str(dedup).lower(),
-                             COLLECTOR_HOST_PROCESSES="ignore")
+    settings = make_settings(
+        tmp / "data",
+        server.url,
+        COLLECTOR_SOURCE="ebpf",
+        COLLECTOR_DEDUP=str(dedup).lower(),
+        COLLECTOR_HOST_PROCESSES="ignore",
+    )
     col = Collector(settings)
     th = threading.Thread(target=lambda: asyncio.run(col.run()), daemon=True)
     th.start()
@@ -191,15 +196,21 @@ def overhead(openloop: Path, forkloop: Path, quick: bool) -> None:
     print(f"overhead: CPU time of the loop (user+sys, median of {runs} runs, in a containerd-named cgroup)")
     for loop, (argv, n, tool) in loops.items():
         results: dict[str, float] = {}
-        setups = [("bare", nothing), ("vigil dedup on", lambda: vigil(True)), ("vigil dedup off", lambda: vigil(False)),
-                  (f"bcc {tool}", lambda tool=tool: bcc_tool(tool))]
+        setups = [
+            ("bare", nothing),
+            ("vigil dedup on", lambda: vigil(True)),
+            ("vigil dedup off", lambda: vigil(False)),
+            (f"bcc {tool}", lambda tool=tool: bcc_tool(tool)),
+        ]
         for label, setup in setups:
             with cgroup() as cg, setup():
                 results[label] = median_time(cg, argv, runs)
         base = results["bare"]
         for label, secs in results.items():
-            print(f"  {loop:<10} {label:<18} {secs:8.3f} s  {secs / n * 1e6:8.2f} us/op  x{secs / base:5.3f}"
-                  f"  ({(secs / base - 1) * 100:+.1f}%)")
+            print(
+                f"  {loop:<10} {label:<18} {secs:8.3f} s  {secs / n * 1e6:8.2f} us/op  x{secs / base:5.3f}"
+                f"  ({(secs / base - 1) * 100:+.1f}%)"
+            )
     shutil.rmtree(data, ignore_errors=True)
 
 
@@ -242,11 +253,47 @@ def drain(openloop: Path, quick: bool) -> None:
     submitted = after["submitted"] - before["submitted"]
     dropped = after["dropped"] - before["dropped"]
     print(f"drain: offered {total} unique opens in {wall:.2f} s ({total / wall:,.0f} ev/s)")
-    print(f"  kernel submitted {submitted:,}  dropped {dropped:,}  decode errors "
-          f"{stats.unknown_op + stats.short + stats.size_mismatch}")
-    print(f"  user space decoded+enriched {decoded[0]:,} events using {busy[0]:.2f} s of consumer CPU: "
-          f"{stats.decoded / max(busy[0], 1e-9):,.0f} records/s")
+    print(
+        f"  kernel submitted {submitted:,}  dropped {dropped:,}  decode errors "
+        f"{stats.unknown_op + stats.short + stats.size_mismatch}"
+    )
+    print(
+        f"  user space decoded+enriched {decoded[0]:,} events using {busy[0]:.2f} s of consumer CPU: "
+        f"{stats.decoded / max(busy[0], 1e-9):,.0f} records/s"
+    )
     shutil.rmtree(data, ignore_errors=True)
+
+
+def publish(quick: bool) -> None:
+    """The synthetic source through the whole publishing path (batching, msgpack,
+    exactly-once publish to JetStream, acks awaited)."""
+    from collector.main import Collector
+    from services.runtime import embedded
+    from tests.support import make_settings
+
+    total = 100_000 if quick else 400_000
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-pub-"))
+    server = embedded.start(tmp / "nats", port=-1)
+    try:
+        settings = make_settings(
+            tmp / "data",
+            server.url,
+            COLLECTOR_SOURCE="synthetic",
+            COLLECTOR_SYNTHETIC_RATE="1000000",
+            COLLECTOR_SYNTHETIC_EVENTS=str(total),
+            COLLECTOR_SYNTHETIC_CONTAINERS="32",
+            COLLECTOR_SYNTHETIC_IMAGES="8",
+        )
+        t = time.perf_counter()
+        stats = asyncio.run(Collector(settings).run())
+        secs = time.perf_counter() - t
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"publish: synthetic {total:,} events -> JetStream (acked) in {secs:.2f} s: {stats['events'] / secs:,.0f} ev/s,"
+        f" {stats['batches']} batches"
+    )
 
 
 def main() -> None:
@@ -256,12 +303,14 @@ def main() -> None:
     from collector.ebpf import missing
 
     if lacking := missing():
-        print("bench.collector skipped: " + "; ".join(lacking))
+        print("bench.collector: kernel parts skipped: " + "; ".join(lacking))
+        publish(args.quick)
         return
     with tempfile.TemporaryDirectory() as tmp:
         openloop, forkloop = compile_loops(Path(tmp))
         drain(openloop, args.quick)
         overhead(openloop, forkloop, args.quick)
+    publish(args.quick)
 
 
 if __name__ == "__main__":

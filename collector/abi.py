@@ -29,8 +29,14 @@ COUNTER_NAMES = ("submitted", "dropped", "dedup_hits", "dedup_misses")
 
 # (field name, struct format) per record, in C order; "hdr" expands to HDR.
 HDR: tuple[tuple[str, str], ...] = (
-    ("ts", "Q"), ("cgroup_id", "Q"), ("pid", "I"), ("tid", "I"), ("uid", "I"),
-    ("op", "H"), ("size", "H"), ("comm", "16s"),
+    ("ts", "Q"),
+    ("cgroup_id", "Q"),
+    ("pid", "I"),
+    ("tid", "I"),
+    ("uid", "I"),
+    ("op", "H"),
+    ("size", "H"),
+    ("comm", "16s"),
 )
 LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "vigil_hdr": HDR,
@@ -43,8 +49,13 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 STRUCTS = {name: struct.Struct("<" + "".join(f for _, f in fields)) for name, fields in LAYOUTS.items()}
 OP_STRUCT = {
-    OP_EXEC: "vigil_exec", OP_EXIT: "vigil_exit", OP_OPEN: "vigil_open", OP_CONNECT: "vigil_connect",
-    OP_DNS: "vigil_dns", OP_CGROUP_MKDIR: "vigil_cgroup", OP_CGROUP_RMDIR: "vigil_cgroup",
+    OP_EXEC: "vigil_exec",
+    OP_EXIT: "vigil_exit",
+    OP_OPEN: "vigil_open",
+    OP_CONNECT: "vigil_connect",
+    OP_DNS: "vigil_dns",
+    OP_CGROUP_MKDIR: "vigil_cgroup",
+    OP_CGROUP_RMDIR: "vigil_cgroup",
 }
 _HDR = STRUCTS["vigil_hdr"]
 

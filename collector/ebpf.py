@@ -48,7 +48,10 @@ def missing() -> list[str]:
     except ImportError:
         out.append("BCC in this Python (as root: bash infra/host/install-kernel-deps.sh .venv)")
     tree = Path(os.environ.get("BCC_KERNEL_SOURCE") or header_tree())
-    if not (tree / "include" / "linux" / "kconfig.h").exists() and not Path(f"/lib/modules/{platform.release()}/build").exists():
+    if (
+        not (tree / "include" / "linux" / "kconfig.h").exists()
+        and not Path(f"/lib/modules/{platform.release()}/build").exists()
+    ):
         out.append(f"a kernel header tree at {tree} (install-kernel-deps.sh builds it)")
     if not Path("/sys/kernel/tracing/events").exists():
         out.append("tracefs at /sys/kernel/tracing (mount -t tracefs nodev /sys/kernel/tracing)")

@@ -102,8 +102,13 @@ class Enricher:
         if w is None:
             return Container(id=cid, cgroup_id=cgroup_id)
         return Container(
-            id=cid, image_name=w.image_name, image_tag=w.image_tag, pod=w.pod,
-            namespace=w.namespace, name=w.name, cgroup_id=cgroup_id,
+            id=cid,
+            image_name=w.image_name,
+            image_tag=w.image_tag,
+            pod=w.pod,
+            namespace=w.namespace,
+            name=w.name,
+            cgroup_id=cgroup_id,
         )
 
     def time(self, ts: int) -> int:
@@ -168,27 +173,51 @@ class Enricher:
             ppid = rec.ppid or _proc_ppid(hdr.pid)
             self._remember(hdr.pid, rec.path, ppid)
             proc = Process(
-                pid=hdr.pid, ppid=ppid, uid=hdr.uid, comm=hdr.comm, path=rec.path,
-                argv=rec.argv, ancestors=self.ancestors(ppid),
+                pid=hdr.pid,
+                ppid=ppid,
+                uid=hdr.uid,
+                comm=hdr.comm,
+                path=rec.path,
+                argv=rec.argv,
+                ancestors=self.ancestors(ppid),
             )
             return [ExecObserved(time=t, node=self.node, container=container, process=proc)]
         if isinstance(rec, abi.Exit):
-            event = ExitObserved(time=t, node=self.node, container=container, process=self.process(hdr), exit_code=rec.code)
+            event = ExitObserved(
+                time=t, node=self.node, container=container, process=self.process(hdr), exit_code=rec.code
+            )
             self._procs.pop(hdr.pid, None)
             return [event]
         if isinstance(rec, abi.Open):
-            return [FileOpened(time=t, node=self.node, container=container, process=self.process(hdr),
-                               file=FileAccess(path=rec.path, flags=rec.flags))]
+            return [
+                FileOpened(
+                    time=t,
+                    node=self.node,
+                    container=container,
+                    process=self.process(hdr),
+                    file=FileAccess(path=rec.path, flags=rec.flags),
+                )
+            ]
         if isinstance(rec, abi.Connect):
-            return [ConnectObserved(time=t, node=self.node, container=container, process=self.process(hdr),
-                                    net=connect_target(rec))]
+            return [
+                ConnectObserved(
+                    time=t, node=self.node, container=container, process=self.process(hdr), net=connect_target(rec)
+                )
+            ]
         if isinstance(rec, abi.Dns):
             q = dns.parse_question(rec.payload)
             if q is None:
                 self.stats.not_dns += 1
                 return []
-            return [DnsQueried(time=t, node=self.node, container=container, process=self.process(hdr),
-                               dns=DnsQuery(name=q[0], qtype=q[1]))]
+            return [
+                DnsQueried(
+                    time=t,
+                    node=self.node,
+                    container=container,
+                    process=self.process(hdr),
+                    dns=DnsQuery(name=q[0], qtype=q[1]),
+                )
+            ]
         return []
 
     def _cgroup(self, rec: abi.CgroupChange) -> list[RawEvent]:

@@ -111,9 +111,13 @@ class Collector:
         self._flush_dedup.set()
 
     def counters(self) -> dict[str, int]:
-        out = {"records": self.records, "decoded": self.decode_stats.decoded,
-               "unknown_op": self.decode_stats.unknown_op, "short": self.decode_stats.short,
-               "size_mismatch": self.decode_stats.size_mismatch}
+        out = {
+            "records": self.records,
+            "decoded": self.decode_stats.decoded,
+            "unknown_op": self.decode_stats.unknown_op,
+            "short": self.decode_stats.short,
+            "size_mismatch": self.decode_stats.size_mismatch,
+        }
         if self.batcher is not None:
             out.update(events=self.batcher.events, batches=self.batcher.batches)
         if self.probe is not None:
@@ -132,8 +136,11 @@ class Collector:
         if self.source == "synthetic-unavailable":
             from collector.ebpf import missing
 
-            raise SystemExit("collector: the eBPF source is unavailable: " + "; ".join(missing())
-                             + " (set collector.source to synthetic or trace:FILE)")
+            raise SystemExit(
+                "collector: the eBPF source is unavailable: "
+                + "; ".join(missing())
+                + " (set collector.source to synthetic or trace:FILE)"
+            )
         bus = await connect(self.settings, name="vigil-collector")
         tasks: list[asyncio.Task[Any]] = []
         try:
@@ -147,7 +154,9 @@ class Collector:
             is_trace = self.source.startswith("trace:")
             boot = trace_boot(Path(self.source[6:])) if is_trace else live_boot()
             async with bus.publisher() as pub:
-                self.batcher = BatchingPublisher(pub, self.settings.node_name, boot, self.settings.nats.partitions, cfg.batch_size)
+                self.batcher = BatchingPublisher(
+                    pub, self.settings.node_name, boot, self.settings.nats.partitions, cfg.batch_size
+                )
                 tasks.append(asyncio.create_task(self._flusher()))
                 tasks.append(asyncio.create_task(self._heartbeats(bus)))
                 if not is_trace:
@@ -199,8 +208,14 @@ class Collector:
         if self.source.startswith("trace:"):
             return self._counted(trace_source(Path(self.source[6:]), cfg.batch_size))
         if self.source == "synthetic":
-            spec = SyntheticSpec(rate=cfg.synthetic_rate, containers=cfg.synthetic_containers, images=cfg.synthetic_images,
-                                 mix=cfg.synthetic_mix, total=cfg.synthetic_events, node=self.settings.node_name)
+            spec = SyntheticSpec(
+                rate=cfg.synthetic_rate,
+                containers=cfg.synthetic_containers,
+                images=cfg.synthetic_images,
+                mix=cfg.synthetic_mix,
+                total=cfg.synthetic_events,
+                node=self.settings.node_name,
+            )
             return self._counted(Synthetic(spec).run(float(cfg.batch_interval)))
         if self.source == "ebpf":
             return self._ebpf()
@@ -220,14 +235,22 @@ class Collector:
         cfg = self.settings.collector
         types = self.settings.runtime_security_config.event_types
         opts = ProbeOptions(
-            dedup=cfg.dedup, dedup_size=cfg.dedup_map_size, ring_bytes=cfg.ring_buffer_bytes,
-            exec=types.exec, open=types.open, connect=types.connect and self.settings.runtime_security_config.network.enabled,
-            dns=types.dns, syscalls=types.syscalls,
+            dedup=cfg.dedup,
+            dedup_size=cfg.dedup_map_size,
+            ring_bytes=cfg.ring_buffer_bytes,
+            exec=types.exec,
+            open=types.open,
+            connect=types.connect and self.settings.runtime_security_config.network.enabled,
+            dns=types.dns,
+            syscalls=types.syscalls,
         )
         self.probe = await asyncio.to_thread(Probe, opts)
         self.enricher = Enricher(
-            node=self.settings.node_name, paths=identity.CgroupPaths(), workloads=self.registry,
-            host_processes=cfg.host_processes, clock_offset_ns=time.time_ns() - time.monotonic_ns(),
+            node=self.settings.node_name,
+            paths=identity.CgroupPaths(),
+            workloads=self.registry,
+            host_processes=cfg.host_processes,
+            clock_offset_ns=time.time_ns() - time.monotonic_ns(),
         )
         log.info("eBPF collector attached (dedup %s, ring %d bytes)", opts.dedup, opts.ring_bytes)
         self.ready.set()
@@ -286,8 +309,15 @@ class Collector:
         started = time.time()
         key = f"collector.{self.settings.node_name}".replace(":", "_")
         while not self._closing.is_set():
-            beat = Heartbeat(service="collector", instance=self.settings.node_name, host=socket.gethostname(),
-                             pid=os.getpid(), started=started, updated=time.time(), counters=self.counters())
+            beat = Heartbeat(
+                service="collector",
+                instance=self.settings.node_name,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                started=started,
+                updated=time.time(),
+                counters=self.counters(),
+            )
             with contextlib.suppress(Exception):
                 await kv.put(key, encode_json(beat))
             await self._pause(float(self.settings.telemetry.heartbeat_interval))

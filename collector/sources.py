@@ -92,8 +92,12 @@ class Synthetic:
         self.weights = list(weights.values())
         self.containers = [
             Container(
-                id=f"{i:064x}", image_name=f"synthetic/app-{i % spec.images}", image_tag=f"1.{i % 3}",
-                pod=f"app-{i}", namespace="synthetic", name="app",
+                id=f"{i:064x}",
+                image_name=f"synthetic/app-{i % spec.images}",
+                image_tag=f"1.{i % 3}",
+                pod=f"app-{i}",
+                namespace="synthetic",
+                name="app",
             )
             for i in range(spec.containers)
         ]
@@ -113,15 +117,27 @@ class Synthetic:
         proc = Process(pid=1000 + r, ppid=1, comm="app", path="/usr/bin/app")
         node = self.spec.node
         if kind == "exec":
-            p = Process(pid=2000 + r, ppid=1000, comm=f"tool{r % 8}", path=f"/usr/bin/tool{r % 8}",
-                        argv=[f"tool{r % 8}", "-x"], ancestors=["/usr/bin/app"])
+            p = Process(
+                pid=2000 + r,
+                ppid=1000,
+                comm=f"tool{r % 8}",
+                path=f"/usr/bin/tool{r % 8}",
+                argv=[f"tool{r % 8}", "-x"],
+                ancestors=["/usr/bin/app"],
+            )
             return ExecObserved(time=t, node=node, container=c, process=p)
         if kind == "open":
-            return FileOpened(time=t, node=node, container=c, process=proc, file=FileAccess(path=f"/data/file{r}", flags=0))
+            return FileOpened(
+                time=t, node=node, container=c, process=proc, file=FileAccess(path=f"/data/file{r}", flags=0)
+            )
         if kind == "dns":
-            return DnsQueried(time=t, node=node, container=c, process=proc, dns=DnsQuery(name=f"svc{r % 16}.example.com"))
+            return DnsQueried(
+                time=t, node=node, container=c, process=proc, dns=DnsQuery(name=f"svc{r % 16}.example.com")
+            )
         if kind == "connect":
-            return ConnectObserved(time=t, node=node, container=c, process=proc, net=NetConnect(addr=f"10.0.0.{r}", port=443))
+            return ConnectObserved(
+                time=t, node=node, container=c, process=proc, net=NetConnect(addr=f"10.0.0.{r}", port=443)
+            )
         return SyscallsObserved(time=t, node=node, container=c, process=proc, syscalls=["read", "write"])
 
     async def run(self, chunk_interval: float = 0.01) -> AsyncIterator[list[RawEvent]]:

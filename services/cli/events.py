@@ -13,7 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -27,7 +27,7 @@ app = typer.Typer(help="Raw runtime events (tail).", no_args_is_help=True)
 COLUMNS = ["time", "kind", "node", "container", "image", "pid", "comm", "detail"]
 
 
-def _settings(config: Optional[Path]) -> Settings:
+def _settings(config: Path | None) -> Settings:
     try:
         return load(config).settings
     except SettingsError as exc:
@@ -63,8 +63,16 @@ def detail(obj: dict[str, Any]) -> str:
 def row(obj: dict[str, Any]) -> dict[str, Any]:
     c, p = obj.get("container") or {}, obj.get("process") or {}
     image = c.get("image_name", "") + (":" + c["image_tag"] if c.get("image_tag") else "")
-    return {"time": obj["time"], "kind": obj["kind"], "node": obj.get("node", ""), "container": str(c.get("id", ""))[:12],
-            "image": image, "pid": p.get("pid", ""), "comm": p.get("comm", ""), "detail": detail(obj)}
+    return {
+        "time": obj["time"],
+        "kind": obj["kind"],
+        "node": obj.get("node", ""),
+        "container": str(c.get("id", ""))[:12],
+        "image": image,
+        "pid": p.get("pid", ""),
+        "comm": p.get("comm", ""),
+        "detail": detail(obj),
+    }
 
 
 def objects(payloads: Iterable[bytes]) -> Iterator[dict[str, Any]]:
@@ -127,13 +135,15 @@ def _emit(objs: list[dict[str, Any]], output: Format) -> None:
 
 @app.command("tail")
 def tail(
-    kind: Optional[str] = typer.Option(None, "--kind", "-k", help="exec, exit, open, connect, dns, syscalls, container_start, container_stop, tick"),
-    image: Optional[str] = typer.Option(None, "--image", help="image name"),
-    container: Optional[str] = typer.Option(None, "--container", help="container id or prefix"),
-    node: Optional[str] = typer.Option(None, "--node"),
+    kind: str | None = typer.Option(
+        None, "--kind", "-k", help="exec, exit, open, connect, dns, syscalls, container_start, container_stop, tick"
+    ),
+    image: str | None = typer.Option(None, "--image", help="image name"),
+    container: str | None = typer.Option(None, "--container", help="container id or prefix"),
+    node: str | None = typer.Option(None, "--node"),
     last: int = typer.Option(50, "--last", "-n", help="matching events already stored to print first"),
     follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new events"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config file"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
     output: Format = typer.Option(Format.table, "--output", "-o", help="table or json"),
 ) -> None:
     """The last stored events (and, with -f, new ones as they arrive)."""

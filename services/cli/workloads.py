@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -19,14 +19,16 @@ from services.runtime.errors import VigilError
 from services.runtime.settings import Settings, SettingsError, load
 
 NAME = "workloads"
-app = typer.Typer(help="The workload registry: container id → image, tag, pod (add, list, remove).", no_args_is_help=True)
+app = typer.Typer(
+    help="The workload registry: container id → image, tag, pod (add, list, remove).", no_args_is_help=True
+)
 
 _ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
 _OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
 COLUMNS = ["container_id", "image_name", "image_tag", "pod", "namespace", "name", "source"]
 
 
-def _settings(config: Optional[Path]) -> Settings:
+def _settings(config: Path | None) -> Settings:
     try:
         return load(config).settings
     except SettingsError as exc:
@@ -60,13 +62,15 @@ def add(
     pod: str = typer.Option("", help="pod name"),
     namespace: str = typer.Option("", help="namespace"),
     name: str = typer.Option("", help="container name"),
-    config: Optional[Path] = _ConfigOpt,
+    config: Path | None = _ConfigOpt,
 ) -> None:
     """Register (or replace) the workload of a container."""
     from collector.workloads import WorkloadFileError, from_fields, put
 
     try:
-        w = from_fields({"container_id": container_id, "image": image, "pod": pod, "namespace": namespace, "name": name}, "cli")
+        w = from_fields(
+            {"container_id": container_id, "image": image, "pod": pod, "namespace": namespace, "name": name}, "cli"
+        )
     except WorkloadFileError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -75,7 +79,7 @@ def add(
 
 
 @app.command("list")
-def list_(config: Optional[Path] = _ConfigOpt, output: Format = _OutputOpt) -> None:
+def list_(config: Path | None = _ConfigOpt, output: Format = _OutputOpt) -> None:
     """Every registered workload."""
     import msgspec
 
@@ -104,7 +108,7 @@ def list_(config: Optional[Path] = _ConfigOpt, output: Format = _OutputOpt) -> N
 
 
 @app.command("remove")
-def remove(container_id: str = typer.Argument(...), config: Optional[Path] = _ConfigOpt) -> None:
+def remove(container_id: str = typer.Argument(...), config: Path | None = _ConfigOpt) -> None:
     """Forget a container's workload (its events become unknown again)."""
     from contracts import workloads as wl
 
@@ -123,8 +127,10 @@ def remove(container_id: str = typer.Argument(...), config: Optional[Path] = _Co
 
 
 @app.command("load")
-def load_file(path: Path = typer.Argument(..., help="YAML file in the collector.workloads_file format"),
-              config: Optional[Path] = _ConfigOpt) -> None:
+def load_file(
+    path: Path = typer.Argument(..., help="YAML file in the collector.workloads_file format"),
+    config: Path | None = _ConfigOpt,
+) -> None:
     """Put every entry of a workloads YAML file into the registry."""
     from collector.workloads import WorkloadFileError, seed_from_file
 

@@ -74,8 +74,9 @@ class KernelEnv:
 
         return asyncio.run(read())
 
-    def wait_events(self, predicate: Callable[[list[RawEvent]], bool], select: Callable[[RawEvent], bool],
-                    timeout: float = 20) -> list[RawEvent]:
+    def wait_events(
+        self, predicate: Callable[[list[RawEvent]], bool], select: Callable[[RawEvent], bool], timeout: float = 20
+    ) -> list[RawEvent]:
         deadline = time.monotonic() + timeout
         while True:
             found = self.events(select)
@@ -112,8 +113,14 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEnv]:
 
     tmp = tmp_path_factory.mktemp("kernel")
     server = embedded.start(tmp / "nats-data", port=-1)
-    settings = make_settings(tmp / "vigil", server.url, COLLECTOR_SOURCE="ebpf", COLLECTOR_HOST_PROCESSES="ignore",
-                             COLLECTOR_SYSCALLS_INTERVAL="0.2", COLLECTOR_BATCH_INTERVAL="0.02")
+    settings = make_settings(
+        tmp / "vigil",
+        server.url,
+        COLLECTOR_SOURCE="ebpf",
+        COLLECTOR_HOST_PROCESSES="ignore",
+        COLLECTOR_SYSCALLS_INTERVAL="0.2",
+        COLLECTOR_BATCH_INTERVAL="0.02",
+    )
     collector = Collector(settings)
     failure: list[BaseException] = []
 
@@ -163,8 +170,17 @@ def container_cgroup(
     assert mount is not None
     cid = secrets.token_hex(32)
     if env is not None and image:
-        env.register(Workload(container_id=cid, image_name=image, image_tag=tag, pod="app-0", namespace="test",
-                              name="app", source="test"))
+        env.register(
+            Workload(
+                container_id=cid,
+                image_name=image,
+                image_tag=tag,
+                pod="app-0",
+                namespace="test",
+                name="app",
+                source="test",
+            )
+        )
     path = mount / "vigil-test.slice" / f"{prefix}{cid}.scope"
     path.mkdir(parents=True)
     try:
@@ -185,8 +201,9 @@ def container() -> Iterator[CgroupContainer]:
 
 
 def workload(c: CgroupContainer, image: str = "vigil-test/app", tag: str = "1.0") -> Workload:
-    return Workload(container_id=c.id, image_name=image, image_tag=tag, pod="app-0", namespace="test", name="app",
-                    source="test")
+    return Workload(
+        container_id=c.id, image_name=image, image_tag=tag, pod="app-0", namespace="test", name="app", source="test"
+    )
 
 
 def which(name: str) -> str:

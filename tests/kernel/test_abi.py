@@ -39,8 +39,8 @@ def test_mirror_matches_clang_layout() -> None:
                 c_fields[fname] = (getattr(leaf, fname).offset, ctypes.sizeof(ctype))
             mirror = {f: v for f, v in abi.offsets(name).items() if name == "vigil_hdr" or f not in dict(abi.HDR)}
             if name != "vigil_hdr":
-                assert getattr(leaf, "hdr").offset == 0
-                assert getattr(leaf, "hdr").size == abi.STRUCTS["vigil_hdr"].size
+                assert leaf.hdr.offset == 0
+                assert leaf.hdr.size == abi.STRUCTS["vigil_hdr"].size
             assert c_fields == mirror, name
             assert abi.STRUCTS[name].size == ctypes.sizeof(leaf), name
     finally:
@@ -50,9 +50,11 @@ def test_mirror_matches_clang_layout() -> None:
 def test_loaded_program_emits_what_the_mirror_decodes(kernel_env: KernelEnv) -> None:
     stats = kernel_env.collector.decode_stats
     with container_cgroup(kernel_env, "vigil-test/abi") as c:
-        py = ("import socket;from collector.dns import build_query as q;"
-              "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(q('abi.vigil.test'),('127.0.0.1',53));"
-              "u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.connect(('127.0.0.1',9));open('/etc/hostname')")
+        py = (
+            "import socket;from collector.dns import build_query as q;"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(q('abi.vigil.test'),('127.0.0.1',53));"
+            "u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.connect(('127.0.0.1',9));open('/etc/hostname')"
+        )
         c.run(which("python3"), "-c", py, cwd=str(pathlib.Path(__file__).resolve().parents[2]))
     asyncio.run(wait_for(lambda: len(stats.per_op) == len(abi.REGISTRY), timeout=10))
     assert set(stats.per_op) == set(abi.REGISTRY)

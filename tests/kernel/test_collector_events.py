@@ -41,7 +41,11 @@ def test_exec_open_exit_and_lifecycle_carry_the_workload(kernel_env: KernelEnv) 
     )
     for e in events:
         assert (e.container.image_name, e.container.image_tag, e.container.pod, e.container.namespace) == (
-            "vigil-test/lifecycle", "2.1", "app-0", "test")
+            "vigil-test/lifecycle",
+            "2.1",
+            "app-0",
+            "test",
+        )
     execs = [e for e in events if isinstance(e, ExecObserved)]
     cat = next(e for e in execs if e.process.path.endswith("/cat"))
     sh = next(e for e in execs if e.process.argv[1:2] == ["-c"] and e.process.path.endswith("sh"))
@@ -49,8 +53,10 @@ def test_exec_open_exit_and_lifecycle_carry_the_workload(kernel_env: KernelEnv) 
     assert cat.process.ppid == sh.process.pid
     assert cat.process.ancestors[-1] == sh.process.path  # lineage: the shell that ran it
     assert cat.process.comm == "cat" and cat.process.uid == 0
-    assert any(isinstance(e, FileOpened) and e.file.path == "/etc/hostname" and e.process.pid == cat.process.pid
-               for e in events)
+    assert any(
+        isinstance(e, FileOpened) and e.file.path == "/etc/hostname" and e.process.pid == cat.process.pid
+        for e in events
+    )
     exits = {e.process.pid: e.exit_code for e in events if isinstance(e, ExitObserved)}
     assert exits[sh.process.pid] == 3 and exits[cat.process.pid] == 0
     kinds = [type(e) for e in sorted(events, key=lambda e: e.time)]
@@ -107,16 +113,20 @@ def test_connect_and_dns(kernel_env: KernelEnv, dns_responder: DnsResponder, tmp
         out = c.run(which("unshare"), "-m", "--propagation", "private", "sh", "-c", script)
         assert out.returncode == 0, out.stderr
         # a direct sendto to 127.0.0.1:53 and a TCP connect
-        py = ("import socket,sys;from collector.dns import build_query as q;"
-              "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(q('direct-two.vigil.test',28),('127.0.0.1',53));"
-              f"t=socket.create_connection(('127.0.0.1',{port}));t.close()")
+        py = (
+            "import socket,sys;from collector.dns import build_query as q;"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(q('direct-two.vigil.test',28),('127.0.0.1',53));"
+            f"t=socket.create_connection(('127.0.0.1',{port}));t.close()"
+        )
         out = c.run(which("python3"), "-c", py, cwd=str(Path(__file__).resolve().parents[2]))
         assert out.returncode == 0, out.stderr
     listener.close()
     events = kernel_env.wait_events(
-        lambda es: {("lookup-one.vigil.test", "A"), ("direct-two.vigil.test", "AAAA")}
-        <= {(e.dns.name, e.dns.qtype) for e in es if isinstance(e, DnsQueried)}
-        and any(isinstance(e, ConnectObserved) and e.net.port == port for e in es),
+        lambda es: (
+            {("lookup-one.vigil.test", "A"), ("direct-two.vigil.test", "AAAA")}
+            <= {(e.dns.name, e.dns.qtype) for e in es if isinstance(e, DnsQueried)}
+            and any(isinstance(e, ConnectObserved) and e.net.port == port for e in es)
+        ),
         of(c, DnsQueried, ConnectObserved),
     )
     assert ("lookup-one.vigil.test", "A") in dns_responder.questions  # the query really went out

@@ -22,15 +22,24 @@ def test_every_opcode_round_trips() -> None:
         abi.OP_EXEC: abi.encode("vigil_exec", **hdr(abi.OP_EXEC), ppid=9, argc=3, path=b"/usr/bin/curl", argv=argv),
         abi.OP_EXIT: abi.encode("vigil_exit", **hdr(abi.OP_EXIT), code=-1),
         abi.OP_OPEN: abi.encode("vigil_open", **hdr(abi.OP_OPEN), flags=0o2101, path=b"/etc/passwd"),
-        abi.OP_CONNECT: abi.encode("vigil_connect", **hdr(abi.OP_CONNECT), family=2, port=443,
-                                   addr=socket.inet_aton("10.1.2.3")),
-        abi.OP_DNS: abi.encode("vigil_dns", **hdr(abi.OP_DNS), len=len(build_query("a.b")), port=53, payload=build_query("a.b")),
-        abi.OP_CGROUP_MKDIR: abi.encode("vigil_cgroup", **hdr(abi.OP_CGROUP_MKDIR), id=99, root=0, level=2, path=b"/k/x"),
-        abi.OP_CGROUP_RMDIR: abi.encode("vigil_cgroup", **hdr(abi.OP_CGROUP_RMDIR), id=99, root=0, level=2, path=b"/k/x"),
+        abi.OP_CONNECT: abi.encode(
+            "vigil_connect", **hdr(abi.OP_CONNECT), family=2, port=443, addr=socket.inet_aton("10.1.2.3")
+        ),
+        abi.OP_DNS: abi.encode(
+            "vigil_dns", **hdr(abi.OP_DNS), len=len(build_query("a.b")), port=53, payload=build_query("a.b")
+        ),
+        abi.OP_CGROUP_MKDIR: abi.encode(
+            "vigil_cgroup", **hdr(abi.OP_CGROUP_MKDIR), id=99, root=0, level=2, path=b"/k/x"
+        ),
+        abi.OP_CGROUP_RMDIR: abi.encode(
+            "vigil_cgroup", **hdr(abi.OP_CGROUP_RMDIR), id=99, root=0, level=2, path=b"/k/x"
+        ),
     }
     assert set(cases) == set(abi.REGISTRY)
     out = {op: abi.decode(data, stats) for op, data in cases.items()}
-    assert out[abi.OP_EXEC] == abi.Exec(abi.Header(5, 77, 10, 11, 1000, "curl"), 9, "/usr/bin/curl", ["curl", "-s", "http://x"])
+    assert out[abi.OP_EXEC] == abi.Exec(
+        abi.Header(5, 77, 10, 11, 1000, "curl"), 9, "/usr/bin/curl", ["curl", "-s", "http://x"]
+    )
     assert out[abi.OP_EXIT].code == -1
     assert out[abi.OP_OPEN].path == "/etc/passwd" and out[abi.OP_OPEN].flags == 0o2101
     assert out[abi.OP_CONNECT].port == 443 and out[abi.OP_CONNECT].addr[:4] == socket.inet_aton("10.1.2.3")

@@ -45,7 +45,12 @@ def test_exec_carries_workload_lineage_and_event_time(tmp_path: Path) -> None:
     [ev] = e.handle(abi.Exec(h(pid=900_002, comm="curl"), 900_001, "/usr/bin/curl", ["curl", "x"]))
     assert isinstance(ev, ExecObserved)
     assert ev.time == 1_005 and ev.node == "n1"
-    assert (ev.container.id, ev.container.image_name, ev.container.image_tag, ev.container.pod) == (CID, "nginx", "1.25", "web-0")
+    assert (ev.container.id, ev.container.image_name, ev.container.image_tag, ev.container.pod) == (
+        CID,
+        "nginx",
+        "1.25",
+        "web-0",
+    )
     assert ev.process.ancestors == ["/bin/sh"] and ev.process.argv == ["curl", "x"]
     [op] = e.handle(abi.Open(h(pid=900_002), 0, "/etc/hosts"))
     assert isinstance(op, FileOpened) and op.process.path == "/usr/bin/curl"

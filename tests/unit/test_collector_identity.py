@@ -11,7 +11,11 @@ H2 = "fedcba9876543210" * 4
 
 CASES = [
     # containerd (systemd cgroup driver, kubepods slices)
-    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/cri-containerd-{H}.scope", H, "containerd"),
+    (
+        f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/cri-containerd-{H}.scope",
+        H,
+        "containerd",
+    ),
     (f"/kubepods.slice/kubepods-pod9.slice/cri-containerd-{H}.scope/init", H, "containerd"),
     # CRI-O; its conmon scope is the monitor, not the container
     (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podab_cd.slice/crio-{H}.scope", H, "cri-o"),

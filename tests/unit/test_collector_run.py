@@ -31,9 +31,16 @@ async def batches(settings: Settings) -> list[object]:
 
 
 def test_synthetic_source_partitions_by_image_and_ticks(settings: Settings) -> None:
-    s = make_settings(Path(settings.data_dir), settings.nats.url, COLLECTOR_SOURCE="synthetic",
-                      COLLECTOR_SYNTHETIC_EVENTS="3000", COLLECTOR_SYNTHETIC_RATE="200000",
-                      COLLECTOR_SYNTHETIC_IMAGES="3", COLLECTOR_SYNTHETIC_CONTAINERS="6", COLLECTOR_NODE="n1")
+    s = make_settings(
+        Path(settings.data_dir),
+        settings.nats.url,
+        COLLECTOR_SOURCE="synthetic",
+        COLLECTOR_SYNTHETIC_EVENTS="3000",
+        COLLECTOR_SYNTHETIC_RATE="200000",
+        COLLECTOR_SYNTHETIC_IMAGES="3",
+        COLLECTOR_SYNTHETIC_CONTAINERS="6",
+        COLLECTOR_NODE="n1",
+    )
     assert collector_available(s) == (True, "synthetic")
     stats = asyncio.run(run_collector(s))
     found = asyncio.run(batches(s))
@@ -45,21 +52,32 @@ def test_synthetic_source_partitions_by_image_and_ticks(settings: Settings) -> N
     assert all(p == partition_of(e.container.image_name, s.nats.partitions) for p, e in real)
     assert {p for p, _ in ticks} == set(range(s.nats.partitions)) and all(e.node == "n1" for _, e in ticks)
     for b in found:  # batch ids are (node, boot, partition, seq): the boot names the kernel boot
-        assert b.node == "n1" and b.boot.split("-")[0] == open("/proc/sys/kernel/random/boot_id").read().strip().replace("-", "")[:16]
+        assert (
+            b.node == "n1"
+            and b.boot.split("-")[0] == open("/proc/sys/kernel/random/boot_id").read().strip().replace("-", "")[:16]
+        )
 
 
 def test_trace_source_is_exactly_once_across_reruns(settings: Settings, tmp_path: Path) -> None:
     c = Container(id="c1", image_name="nginx", image_tag="1.25")
-    events = [FileOpened(time=10**18 + i * 1000, node="n", container=c, process=Process(pid=1), file=FileAccess(path=f"/f{i}"))
-              for i in range(1200)]
+    events = [
+        FileOpened(
+            time=10**18 + i * 1000, node="n", container=c, process=Process(pid=1), file=FileAccess(path=f"/f{i}")
+        )
+        for i in range(1200)
+    ]
     path = tmp_path / "t.jsonl"
     path.write_bytes(b"".join(trace.write(events)))
-    s = make_settings(Path(settings.data_dir), settings.nats.url, COLLECTOR_SOURCE=f"trace:{path}", COLLECTOR_BATCH_SIZE="500")
+    s = make_settings(
+        Path(settings.data_dir), settings.nats.url, COLLECTOR_SOURCE=f"trace:{path}", COLLECTOR_BATCH_SIZE="500"
+    )
     asyncio.run(run_collector(s))
     first = asyncio.run(batches(s))
     # the same trace again, through the CLI (`vigil collect` with no --from uses collector.source)
     env = {**service_env(s), "VIGIL_COLLECTOR_SOURCE": f"trace:{path}", "VIGIL_COLLECTOR_BATCH_SIZE": "500"}
-    out = subprocess.run([sys.executable, "-m", "services.cli.main", "collect"], env=env, capture_output=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "collect"], env=env, capture_output=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     again = asyncio.run(batches(s))
     assert [e for b in again for e in b.events] == events  # nothing stored twice, no ticks for a trace
@@ -70,20 +88,34 @@ def test_workloads_file_cli_and_watch(settings: Settings, tmp_path: Path) -> Non
     cid = "ab" * 32
     wfile = tmp_path / "workloads.yaml"
     wfile.write_text(f"workloads:\n- {{container_id: '{cid}', image: 'shop/api:3.1', pod: api-0, namespace: shop}}\n")
-    s = make_settings(Path(settings.data_dir), settings.nats.url, COLLECTOR_SOURCE="synthetic",
-                      COLLECTOR_SYNTHETIC_EVENTS="10", COLLECTOR_WORKLOADS_FILE=str(wfile))
+    s = make_settings(
+        Path(settings.data_dir),
+        settings.nats.url,
+        COLLECTOR_SOURCE="synthetic",
+        COLLECTOR_SYNTHETIC_EVENTS="10",
+        COLLECTOR_WORKLOADS_FILE=str(wfile),
+    )
     collector = Collector(s)
     asyncio.run(collector.run())
     assert collector.registry.get(cid) is not None  # seeded from the file, learned through the watch
     env = service_env(s)
 
     def vigil(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True, text=True, timeout=60
+        )
 
     listed = [json.loads(line) for line in vigil("workloads", "list", "-o", "json").stdout.splitlines()]
-    assert listed == [{"container_id": cid, "image_name": "shop/api", "image_tag": "3.1", "pod": "api-0",
-                       "namespace": "shop", "source": "file"}]
+    assert listed == [
+        {
+            "container_id": cid,
+            "image_name": "shop/api",
+            "image_tag": "3.1",
+            "pod": "api-0",
+            "namespace": "shop",
+            "source": "file",
+        }
+    ]
     other = "cd" * 32
     assert vigil("workloads", "add", other, "--image", "redis:7", "--pod", "r-0").returncode == 0
     assert vigil("workloads", "remove", cid).returncode == 0
@@ -106,14 +138,37 @@ def test_workloads_file_cli_and_watch(settings: Settings, tmp_path: Path) -> Non
 
 def test_events_tail_prints_trace_shaped_json(settings: Settings, tmp_path: Path) -> None:
     c = Container(id="c9", image_name="web")
-    events = [FileOpened(time=10**18 + i * 1000, node="n", container=c, process=Process(pid=1), file=FileAccess(path=f"/x{i}"))
-              for i in range(5)]
+    events = [
+        FileOpened(
+            time=10**18 + i * 1000, node="n", container=c, process=Process(pid=1), file=FileAccess(path=f"/x{i}")
+        )
+        for i in range(5)
+    ]
     path = tmp_path / "t.jsonl"
     path.write_bytes(b"".join(trace.write(events)))
     s = make_settings(Path(settings.data_dir), settings.nats.url, COLLECTOR_SOURCE=f"trace:{path}")
     asyncio.run(run_collector(s))
-    out = subprocess.run([sys.executable, "-m", "services.cli.main", "events", "tail", "-o", "json", "-n", "2",
-                          "--kind", "open", "--image", "web"], env=service_env(s), capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "events",
+            "tail",
+            "-o",
+            "json",
+            "-n",
+            "2",
+            "--kind",
+            "open",
+            "--image",
+            "web",
+        ],
+        env=service_env(s),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [o["file"]["path"] for o in lines] == ["/x3", "/x4"]
