@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,13 +64,13 @@ class Archiver(AppBase):
         self._bus: Bus | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Any = None
+        self._next_open = 0.0
 
     # --- life cycle ------------------------------------------------------------------
 
     async def start(self, bus: Bus) -> None:
         self._bus = bus
-        with contextlib.suppress(Exception):
-            self._open()  # an unwritable archive is retried by commit, not fatal
+        self._try_open()  # an unwritable archive is retried (commit, idle), never fatal
         self._sub = await bus.nc.subscribe(QUERY_DECISIONS, queue=DURABLE, cb=self._on_query)
         self._tasks.append(asyncio.create_task(self._watch_backlog(bus)))
         meter = metrics.get_meter("vigil.decision-log-archiver")
@@ -100,6 +101,21 @@ class Archiver(AppBase):
             self.con = con
             self.counters["archive_opened"] += 1
         return self.con
+
+    def _try_open(self) -> None:
+        self._next_open = time.monotonic() + float(self.settings.archive.retry_max)
+        try:
+            self._open()
+        except Exception as exc:  # noqa: BLE001 - reported, counted, retried
+            self.counters["sink_failures"] += 1
+            log.warning("archive %s unavailable (%s); retrying", self.path, exc)
+
+    async def idle(self) -> Sequence[Outgoing]:
+        """Nothing to write: still reopen a broken archive now and then, so queries and
+        the sink_failures counter tell the operator about it before the next decision."""
+        if self.con is None and time.monotonic() >= self._next_open:
+            self._try_open()
+        return ()
 
     def _close(self) -> None:
         if self.con is not None:

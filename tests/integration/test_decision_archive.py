@@ -184,3 +184,30 @@ def test_cli_sql_and_export_on_the_file_when_no_archiver_runs(settings: Settings
     exported = vigil("decisions", "export", "--parquet", str(out))
     assert exported.returncode == 0, exported.stderr
     assert sorted(p.name for p in out.iterdir()) == ["day=2026-01-10", "day=2026-01-11", "day=2026-01-12"]
+
+
+def test_archiver_reports_a_broken_archive_with_no_backlog_and_recovers(tmp_path: Path, nats_server) -> None:  # type: ignore[no-untyped-def]
+    """Started onto a directory that is a regular file (fails for root too) with nothing to
+    write: the failure is counted and queries say so; once repaired, the archive reopens."""
+    from tests.support import make_settings
+
+    archive_dir = tmp_path / "archive"
+    archive_dir.write_text("not a directory\n")
+    settings = make_settings(
+        tmp_path / "vigil", nats_server.url, ARCHIVE_PATH=str(archive_dir / "d.duckdb"), ARCHIVE_RETRY_MAX="0.2s"
+    )
+
+    async def scenario() -> None:
+        bus = await open_bus(settings)
+        archiver = Archiver(settings)
+        try:
+            async with running(archiver, settings):
+                await wait_for(lambda: archiver.counters["sink_failures"] >= 2)
+                with pytest.raises(query.QueryFailed):
+                    await client.ask(bus, query.QueryRequest(sql="SELECT count(*) FROM decisions"))
+                archive_dir.unlink()
+                await wait_for(lambda: _has(bus, 0))
+        finally:
+            await bus.close()
+
+    asyncio.run(scenario())
