@@ -162,6 +162,10 @@ class Collector:
                 if not is_trace:
                     tasks.append(asyncio.create_task(self._ticker()))
                 await self._pump(self._chunks())
+                # Let the timers finish what they are doing (a flush in flight
+                # keeps its acks), then publish the rest and wait for its acks.
+                self._closing.set()
+                await asyncio.wait(tasks, timeout=10)
                 await self.batcher.drain()
         finally:
             # Timers stop on their own; cancel too, but never wait on a task that
