@@ -71,17 +71,20 @@ def bench_ingest(settings: Settings, n: int) -> float:
         payloads.append(encode_json(result.message))
     archiver = Archiver(settings)
     batch = settings.archive.batch_size
-    start = time.perf_counter()
-    for first in range(0, n, batch):
-        for seq in range(first, min(n, first + batch)):
-            archiver.handle(
-                Incoming(
+
+    async def run() -> float:
+        start = time.perf_counter()
+        for first in range(0, n, batch):
+            for seq in range(first, min(n, first + batch)):
+                inc = Incoming(
                     id=str(seq), subject=INTAKE_DECISIONS, stream=DECISIONS, seq=seq + 1, data=payloads[seq], headers={}
                 )
-            )
-        archiver.positions[DECISIONS] = min(n, first + batch)
-        asyncio.run(archiver.commit())
-    seconds = time.perf_counter() - start
+                archiver.handle(inc)
+            archiver.positions[DECISIONS] = min(n, first + batch)
+            await archiver.commit()
+        return time.perf_counter() - start
+
+    seconds = asyncio.run(run())
     assert archiver.con is not None
     assert archiver.con.execute("SELECT count(*) FROM decisions").fetchone() == (n,)
     archiver._close()
