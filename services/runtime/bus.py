@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nats
@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
 from contracts.subjects import STREAMS, ConsumerSpec, StreamSpec
 from services.runtime import embedded
@@ -64,10 +64,32 @@ class Bus:
         return Publisher(self.nc, window=self.settings.nats.publish_window)
 
     async def ensure_streams(self, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
-        await ensure_streams(self.js, self.settings, specs)
+        await retry_transient("declaring streams", lambda: ensure_streams(self.js, self.settings, specs))
 
     async def pull(self, spec: ConsumerSpec, start_seq: int | None = None) -> JetStreamContext.PullSubscription:
-        return await pull_subscription(self.js, self.settings, spec, start_seq)
+        return await retry_transient(
+            f"creating consumer {spec.durable}", lambda: pull_subscription(self.js, self.settings, spec, start_seq)
+        )
+
+
+T = TypeVar("T")
+TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError)
+
+
+async def retry_transient(what: str, op: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
+    """A JetStream API call retried while a cluster elects leaders or a node restarts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return await op()
+        except TRANSIENT as exc:
+            if loop.time() > deadline:
+                raise
+            log.warning("%s: %s (%s); retrying", what, type(exc).__name__, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def resolve_url(settings: Settings) -> str | None:

@@ -41,7 +41,7 @@ from contracts.codec import encode_json
 from contracts.decisions import DeadLetter, Heartbeat
 from contracts.subjects import HEARTBEAT_BUCKET, ConsumerSpec, dlq_subject
 from services.runtime import telemetry
-from services.runtime.bus import Bus, Publisher, connect
+from services.runtime.bus import Bus, Publisher, connect, retry_transient
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
 
@@ -311,7 +311,7 @@ async def serve(app: AppBase, settings: Settings, bus: Bus | None = None) -> Non
     bus = bus or await connect(settings, name=f"vigil-{app.name}")
     try:
         await bus.ensure_streams()
-        await ensure_buckets(bus)
+        await retry_transient("creating buckets", lambda: ensure_buckets(bus))
         runner = Runner(app, bus)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
