@@ -19,12 +19,13 @@ async def replay_profile_learner(settings: Settings) -> dict[str, Any]:
     from services.profile_learner import core, replay
     from services.profile_learner.app import core_config, load_snapshot, snapshot_path
     from services.runtime.bus import connect
+    from services.runtime.log import last_seq
 
     snap = load_snapshot(snapshot_path(settings))
     bus = await connect(settings, start_embedded=False, name="vigil-replay")
     try:
         if snap is None:
-            upto = {EVENTS: await replay.last_seq(bus.js, EVENTS), COMMANDS: await replay.last_seq(bus.js, COMMANDS)}
+            upto = {EVENTS: await last_seq(bus.js, EVENTS), COMMANDS: await last_seq(bus.js, COMMANDS)}
         else:
             upto = dict(snap.positions)
         state = core.State()

@@ -11,18 +11,17 @@ everything at or below a consumer's ack floor already had its outputs stored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js import api as js_api
 
 from contracts.codec import ContractError, decode_batch, decode_json
 from contracts.profiles import CommandApplied
 from contracts.subjects import COMMANDS, EVENTS, PROFILES
 from services.profile_learner import core
-from services.runtime.errors import VigilError
+from services.runtime.log import last_seq, read_range
 
 MARKER_SUBJECT = "vigil.profiles._applied"  # inside the PROFILES stream's vigil.profiles.*
 
@@ -92,82 +91,11 @@ def rebuild(
     return stats
 
 
-# --- reading the log ------------------------------------------------------------------------------
-
-
-async def read_range(
-    js: JetStreamContext, stream: str, first: int, last: int, subject: str = ""
-) -> AsyncIterator[tuple[int, bytes]]:
-    """Messages of ``stream`` (optionally one subject) with first <= seq <= last, in order, none missed.
-
-    Reads through ephemeral consumers like an ordered consumer: after a fetch times out (a slow or
-    failing-over cluster may have lost a pull request and the messages in flight), a fresh consumer
-    starts again at the next sequence; the read ends at ``last`` or when a fresh consumer has
-    nothing pending. Gives up with :class:`ReadError` after ``_MAX_STALLS`` fruitless attempts."""
-    next_seq, stalls = max(first, 1), 0
-    while next_seq <= last:
-        sub = await _ephemeral(js, stream, subject, next_seq)
-        try:
-            if await _nothing_pending(sub):
-                return
-            while next_seq <= last:
-                try:
-                    msgs = await sub.fetch(1000, timeout=2.0)
-                except Exception:  # noqa: BLE001 - nats TimeoutError: start a fresh consumer
-                    break
-                stalls = 0
-                for m in msgs:
-                    seq = m.metadata.sequence.stream
-                    if seq < next_seq:
-                        continue
-                    if seq > last:
-                        return
-                    yield seq, m.data
-                    next_seq = seq + 1
-        finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection already gone
-                pass
-        stalls += 1
-        if stalls > _MAX_STALLS:
-            raise ReadError(f"{stream}: could not read from seq {next_seq} (to {last}) after {stalls} attempts")
-
-
-_MAX_STALLS = 30
-
-
-class ReadError(VigilError):
-    """The log could not be read back (the state would silently diverge otherwise)."""
-
-
-async def _ephemeral(js: JetStreamContext, stream: str, subject: str, start: int) -> JetStreamContext.PullSubscription:
-    config = js_api.ConsumerConfig(
-        deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=start,
-        ack_policy=js_api.AckPolicy.NONE,
-        inactive_threshold=30.0,
-    )
-    return await js.pull_subscribe(subject, stream=stream, config=config)
-
-
-async def _nothing_pending(sub: JetStreamContext.PullSubscription) -> bool:
-    try:
-        info = await sub.consumer_info()
-    except Exception:  # noqa: BLE001 - unknown: keep reading
-        return False
-    return info.num_pending == 0
-
-
-async def last_seq(js: JetStreamContext, stream: str) -> int:
-    return int((await js.stream_info(stream)).state.last_seq)
-
-
 async def read_markers(js: JetStreamContext) -> dict[int, int]:
     """COMMANDS sequence -> EVENTS sequence it was applied after."""
     dec = msgspec.json.Decoder(CommandApplied)
     markers: dict[int, int] = {}
-    async for _seq, data in read_range(js, PROFILES, 1, await last_seq(js, PROFILES), MARKER_SUBJECT):
+    async for _seq, _subject, data in read_range(js, PROFILES, 1, await last_seq(js, PROFILES), (MARKER_SUBJECT,)):
         try:
             m = dec.decode(data)
         except msgspec.ValidationError:
@@ -181,10 +109,11 @@ async def rebuild_from_log(
 ) -> Rebuilt:
     """Apply EVENTS and COMMANDS messages after ``positions`` up to ``upto`` (inclusive) to ``state``."""
     markers = await read_markers(js) if upto.get(COMMANDS, 0) > positions.get(COMMANDS, 0) else {}
-    commands = [c async for c in read_range(js, COMMANDS, positions.get(COMMANDS, 0) + 1, upto.get(COMMANDS, 0))]
+    first_command = positions.get(COMMANDS, 0) + 1
+    commands = [(seq, data) async for seq, _, data in read_range(js, COMMANDS, first_command, upto.get(COMMANDS, 0))]
     inter = Interleaver(commands, markers)
     stats = Rebuilt()
-    async for seq, data in read_range(js, EVENTS, positions.get(EVENTS, 0) + 1, upto.get(EVENTS, 0)):
+    async for seq, _subject, data in read_range(js, EVENTS, positions.get(EVENTS, 0) + 1, upto.get(EVENTS, 0)):
         for _cseq, cdata in inter.due_before(seq):
             apply(state, cfg, COMMANDS, cdata, stats)
         apply(state, cfg, EVENTS, data, stats)

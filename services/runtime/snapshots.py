@@ -24,14 +24,10 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-from nats.js import JetStreamContext
-from nats.js import api as js_api
-
-from contracts.subjects import ConsumerSpec
 from services.runtime.bus import Bus
+from services.runtime.log import ack_floor, read_range
 from services.runtime.service import AppBase
 from services.runtime.settings import Settings
 
@@ -71,9 +67,9 @@ class SnapshotApp(AppBase):
         (spec,) = self.consumers
         self._load()
         position = self.positions.get(spec.stream, 0)
-        floor = await ack_floor(bus.js, spec)
+        floor = await ack_floor(bus.js, spec.stream, spec.durable)
         replayed = 0
-        async for seq, subject, data in read_log(bus.js, spec, position + 1, floor):
+        async for seq, subject, data in read_range(bus.js, spec.stream, position + 1, floor, spec.filter_subjects):
             try:
                 self.replay(subject, data)
             except Exception:  # noqa: BLE001 - it went to the dead letters the first time
@@ -132,46 +128,3 @@ def write_atomically(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-async def ack_floor(js: JetStreamContext, spec: ConsumerSpec) -> int:
-    try:
-        info = await js.consumer_info(spec.stream, spec.durable)
-    except Exception:  # noqa: BLE001 - no consumer yet: nothing acked
-        return 0
-    return int(info.ack_floor.stream_seq) if info.ack_floor else 0
-
-
-async def read_log(
-    js: JetStreamContext, spec: ConsumerSpec, first: int, last: int
-) -> AsyncIterator[tuple[int, str, bytes]]:
-    """``(seq, subject, data)`` of the consumer's subjects with first <= seq <= last, in order."""
-    if last < first:
-        return
-    filters = list(spec.filter_subjects)
-    config = js_api.ConsumerConfig(
-        deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE,
-        opt_start_seq=max(first, 1),
-        ack_policy=js_api.AckPolicy.NONE,
-        inactive_threshold=30.0,
-        filter_subjects=filters if len(filters) > 1 else None,
-    )
-    sub = await js.pull_subscribe(filters[0] if len(filters) == 1 else "", stream=spec.stream, config=config)
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(1000, timeout=1.0)
-            except Exception:  # noqa: BLE001 - nats TimeoutError: nothing more to read
-                return
-            for m in msgs:
-                seq = m.metadata.sequence.stream
-                if seq > last:
-                    return
-                yield seq, m.subject, m.data
-                if seq == last:
-                    return
-    finally:
-        try:
-            await sub.unsubscribe()
-        except Exception:  # noqa: BLE001 - connection already gone
-            pass
