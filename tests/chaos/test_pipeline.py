@@ -184,8 +184,8 @@ class Pipeline:
     """Every service as a killable `vigil run` subprocess, supervised as `vigil up` and Kubernetes do.
 
     The supervisor restarts an instance that exited by itself: a service started while the
-    cluster elects a leader can fail its start-up stream check and exit (a runtime bug reported
-    with this test); that is a restart, not a loss, and the outputs must still match."""
+    cluster elects leaders can fail a start-up JetStream call that is not retried and exit; that
+    is a restart, not a loss, and the outputs must still match."""
 
     def __init__(self, settings: Settings, logs: Path, stack: contextlib.ExitStack) -> None:
         self.settings, self.logs, self.stack = settings, logs, stack
