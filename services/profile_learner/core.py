@@ -129,7 +129,7 @@ class State(Struct, kw_only=True):
     containers: dict[str, int] = {}  # container id -> end of its warm-up
     watermarks: dict[int, int] = {}  # partition -> event time reached
     published: dict[int, int] = {}  # partition -> watermark last published in a DriftBatch
-    next_seq: dict[str, int] = {}  # "node:boot:partition" -> next sequence expected
+    seen: dict[str, list[tuple[int, int]]] = {}  # "node:boot:partition" -> sequences folded, as [start, end) spans
     now: int = 0
     over_cap_events: int = 0
 
@@ -156,27 +156,63 @@ def apply_batch(state: State, cfg: Config, batch: EventBatch) -> tuple[list[Prof
     """Fold one EventBatch; return its profile events and the DriftBatch to publish (or None)."""
     out = Out()
     key = f"{batch.node}:{batch.boot}:{batch.partition}"
-    expected = state.next_seq.get(key, 0)
-    skip = max(0, expected - batch.first_seq)
     events = batch.events
-    if skip >= len(events):
+    first = batch.first_seq
+    spans = state.seen.get(key, [])
+    todo = unseen(spans, first, first + len(events))
+    if not todo:
         return [], None
     part = batch.partition
     wm = state.watermarks.get(part, 0)
-    for i in range(skip, len(events)):
-        ev = events[i]
-        t = ev.time
-        if t > wm:
-            wm = t
-        handler = _HANDLERS.get(type(ev))
-        if handler is not None:
-            out.base, out.dbase = len(out.events), len(out.drifts)
-            handler(state, cfg, ev, part, (batch.node, batch.boot, part, batch.first_seq + i), out)
-    state.next_seq[key] = batch.first_seq + len(events)
+    for lo, hi in todo:
+        for i in range(lo - first, hi - first):
+            ev = events[i]
+            t = ev.time
+            if t > wm:
+                wm = t
+            handler = _HANDLERS.get(type(ev))
+            if handler is not None:
+                out.base, out.dbase = len(out.events), len(out.drifts)
+                handler(state, cfg, ev, part, (batch.node, batch.boot, part, first + i), out)
+    state.seen[key] = mark(spans, first, first + len(events))
     state.watermarks[part] = wm
     if wm > state.now:
         state.now = wm
     return out.events, _drift_batch(state, cfg, part, wm, out.drifts)
+
+
+def unseen(spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) not covered by ``spans`` (sorted, disjoint).
+
+    A batch seen again (redelivered past the dedup window) is skipped, and one
+    stored out of order (a publisher retry after later batches were stored) is
+    still folded: nothing is dropped for arriving late."""
+    gaps: list[tuple[int, int]] = []
+    cur = start
+    for lo, hi in spans:
+        if hi <= cur:
+            continue
+        if lo >= end:
+            break
+        if lo > cur:
+            gaps.append((cur, lo))
+        cur = max(cur, hi)
+        if cur >= end:
+            return gaps
+    if cur < end:
+        gaps.append((cur, end))
+    return gaps
+
+
+def mark(spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """``spans`` with [start, end) added, merged (one span while batches come in order)."""
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted([*spans, (start, end)]):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def _drift_batch(state: State, cfg: Config, part: int, wm: int, drifts: list[Drift]) -> DriftBatch | None:

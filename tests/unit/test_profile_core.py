@@ -167,3 +167,32 @@ def test_settings_switch_event_types_and_profiles_off(tmp_path: object) -> None:
     sim = Sim(off)
     sim.feed(start(0, "app", "v1"), exec_(1, "app", "v1", "/bin/a"))
     assert not sim.of_kind(BehaviourAdded) and sim.tags("app") == ["v1"]
+
+
+def test_a_batch_stored_out_of_order_is_still_folded_and_a_repeat_is_not() -> None:
+    """A publisher retry can store batch 1 after batch 2; the late batch must not be dropped."""
+    from contracts.events import Container, ExecObserved, Process
+
+    def batch(first: int, n: int) -> EventBatch:
+        events = [
+            ExecObserved(
+                time=10**9 + first + i,
+                container=Container(id="c", image_name="img", image_tag="1"),
+                process=Process(pid=i, path=f"/bin/p{first + i}"),
+            )
+            for i in range(n)
+        ]
+        return EventBatch(node="n", boot="b", first_seq=first, partition=0, events=events)
+
+    config = cfg()
+    in_order, late = core.State(), core.State()
+    core.fold(in_order, config, [batch(0, 3), batch(3, 3)])
+    core.fold(late, config, [batch(3, 3), batch(0, 3), batch(0, 3), batch(3, 3)])
+
+    def learned(state: core.State) -> list[str]:
+        return sorted(state.profiles["img"].versions["1"].behaviours["exec"])  # executable -> lineage keys
+
+    assert learned(late) == learned(in_order) == [f"/bin/p{i}" for i in range(6)]
+    assert late.seen == {"n:b:0": [(0, 6)]}
+    assert core.unseen([(0, 3), (5, 8)], 2, 10) == [(3, 5), (8, 10)]
+    assert core.mark([(0, 3), (5, 8)], 3, 5) == [(0, 8)]
