@@ -115,6 +115,7 @@ async def connect(settings: Settings, *, start_embedded: bool = True, name: str 
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "drain_timeout": 5,
+        "pending_size": 64 * 1024 * 1024,  # what may be buffered while reconnecting to another node
     }
     if settings.nats.credentials:
         options["user_credentials"] = settings.nats.credentials
@@ -191,7 +192,7 @@ class Publisher:
     published since the last flush is stored, or raises :class:`PublishError`.
     """
 
-    def __init__(self, nc: Client, window: int = 2000, ack_timeout: float = 5.0, retries: int = 5) -> None:
+    def __init__(self, nc: Client, window: int = 2000, ack_timeout: float = 5.0, retries: int = 20) -> None:
         self._nc = nc
         self._window = asyncio.Semaphore(window)
         self._ack_timeout = ack_timeout
@@ -237,10 +238,12 @@ class Publisher:
         self._waiting[token] = fut
         try:
             await self._nc.publish(subject, data, reply=f"{self._inbox}.{token}", headers=hdrs)
-        except Exception:
+        except nats.errors.Error as exc:
+            # Reconnecting with a full buffer, a closed connection: not sent. flush()
+            # republishes it (same id) after a backoff, as it does a lost ack.
             self._waiting.pop(token, None)
             self._window.release()
-            raise
+            fut.set_exception(PublishError(f"not sent ({type(exc).__name__}): {exc}"))
         return fut
 
     async def _on_reply(self, msg: Msg) -> None:

@@ -187,7 +187,7 @@ class Runner:
 
     async def _consume_from(self, spec: ConsumerSpec, sub: Any) -> None:
         failures = 0
-        async with Publisher(self.bus.nc, window=self.settings.nats.publish_window, retries=20) as pub:
+        async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
             while not self.stopping.is_set():
                 try:
                     msgs = await sub.fetch(getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch, timeout=0.5)

@@ -97,3 +97,37 @@ def test_exactly_once_while_nats_nodes_and_the_service_die(cluster: embedded.Clu
     counts = Counter(echoed)
     assert set(counts) == set(expected), f"lost {len(set(expected) - set(counts))}"
     assert [eid for eid, c in counts.items() if c > 1] == []
+
+
+async def _publish_through_failover(settings: Settings, cluster: embedded.Cluster, n: int) -> list[str]:
+    from collector.publisher import BatchingPublisher
+    from contracts.codec import decode_batch
+    from tests.integration.test_runtime import exec_event
+
+    bus = await connect(settings, start_embedded=False)
+    try:
+        async with bus.publisher() as pub:
+            batcher = BatchingPublisher(pub, "n1", "failover", settings.nats.partitions, batch_size=20)
+            for i in range(n):
+                await batcher.add(exec_event(i))
+                if i == n // 3:
+                    # the node this publisher is connected to dies mid-stream
+                    connected = bus.nc.connected_url.port if bus.nc.connected_url else None
+                    cluster.kill(cluster.client_ports.index(connected))
+                if i % 1000 == 0:
+                    await batcher.flush_batches()
+            await batcher.drain()
+        msgs = await read_stream(bus, "EVENTS", timeout=3)
+        return [eid for m in msgs for eid in decode_batch(m.data).event_ids()]
+    finally:
+        await bus.close()
+
+
+@pytest.mark.slow
+def test_collector_publishing_survives_the_death_of_its_nats_node(cluster: embedded.Cluster, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "vigil", cluster.url, NATS_REPLICAS="3")
+    asyncio.run(_ready(settings))
+    stored = asyncio.run(_publish_through_failover(settings, cluster, 30_000))
+    counts = Counter(stored)
+    assert len(counts) == 30_000, f"lost {30_000 - len(counts)} events"
+    assert max(counts.values()) == 1
