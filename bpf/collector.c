@@ -265,19 +265,17 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 /* -------------------------------------------------------------------- files */
 
 #if TRACE_OPEN
-TRACEPOINT_PROBE(syscalls, sys_enter_openat)
+/* Called from the raw sys_enter dispatcher (openat is hot: no classic
+ * tracepoint, whose argument copy would run on every call). */
+static __always_inline int on_openat(u64 pid_tgid, const char *filename, s32 flags)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (is_self(pid_tgid))
-        return 0;
     u32 zero = 0;
     struct scratch *s = scratch_map.lookup(&zero);
     if (!s)
         return 0;
-    int n = bpf_probe_read_user_str(s->buf, sizeof(s->buf), args->filename);
+    int n = bpf_probe_read_user_str(s->buf, sizeof(s->buf), filename);
     if (n <= 0)
         return 0;
-    s32 flags = args->flags;
     u64 cg = bpf_get_current_cgroup_id();
     u64 h = hash_bytes(mix(mix(FNV_OFFSET, VIGIL_OP_OPEN), (u32)flags), s->buf, n, VIGIL_PATH_LEN);
     if (seen(cg, h))
@@ -455,12 +453,12 @@ TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
     return dns_msghdr(args->mmsg, args->fd);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_write)
+/* write() on an fd connected to :53; called from the raw sys_enter dispatcher. */
+static __always_inline int on_write(u64 pid_tgid, int fd, const void *buf, u64 count)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (is_self(pid_tgid) || !fd_is_dns(pid_tgid, args->fd))
+    if (!fd_is_dns(pid_tgid, fd))
         return 0;
-    return dns_payload(args->buf, args->count, DNS_PORT);
+    return dns_payload(buf, count, DNS_PORT);
 }
 
 #endif
@@ -468,30 +466,93 @@ TRACEPOINT_PROBE(syscalls, sys_enter_write)
 /* ----------------------------------------------------------------- syscalls */
 
 #if TRACE_SYSCALLS
-TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+/* Per-CPU copy of the bitmap of the last (cgroup, pid) seen on this CPU: a
+ * syscall already recorded for it returns after an (inlined) array lookup,
+ * without touching the hash map. After user space drains the hash entry a
+ * cached bit can skip re-recording a syscall of that process; that syscall
+ * was already reported for the container, which is all a profile needs. */
+struct syscall_cache {
+    struct vigil_syscall_key key;
+    struct vigil_syscall_bits bits;
+};
+BPF_PERCPU_ARRAY(syscall_last, struct syscall_cache, 1);
+
+/* A raw tracepoint: the classic raw_syscalls:sys_enter tracepoint copies the
+ * syscall arguments into a trace buffer before the program runs, on every
+ * syscall of every process; the raw one hands over (regs, id) as they are. */
+static __always_inline int record_syscall(u64 pid_tgid, long id)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (is_self(pid_tgid))
-        return 0;
-    long id = args->id;
     if (id < 0 || id >= VIGIL_SYSCALL_WORDS * 64)
         return 0;
-    struct vigil_syscall_key k = {.cgroup_id = bpf_get_current_cgroup_id(), .pid = pid_tgid >> 32};
+    u64 bit = 1ULL << (id & 63);
+    u32 w = (id >> 6) & (VIGIL_SYSCALL_WORDS - 1);
+    u32 zero = 0;
+    struct syscall_cache *c = syscall_last.lookup(&zero);
+    if (!c)
+        return 0;
+    u64 cg = bpf_get_current_cgroup_id();
+    u32 pid = pid_tgid >> 32;
+    if (c->key.cgroup_id == cg && c->key.pid == pid) {
+        if (c->bits.w[w] & bit)
+            return 0;
+    } else {
+        c->key.cgroup_id = cg;
+        c->key.pid = pid;
+        __builtin_memset(&c->bits, 0, sizeof(c->bits));
+    }
+    c->bits.w[w] |= bit;
+    struct vigil_syscall_key k = {.cgroup_id = cg, .pid = pid};
     struct vigil_syscall_bits *b = syscalls.lookup(&k);
     if (!b) {
-        struct vigil_syscall_bits zero = {};
-        syscalls.update(&k, &zero);
+        struct vigil_syscall_bits zero_bits = {};
+        syscalls.update(&k, &zero_bits);
         b = syscalls.lookup(&k);
         if (!b)
             return 0;
     }
-    u64 bit = 1ULL << (id & 63);
-    u32 w = (id >> 6) & (VIGIL_SYSCALL_WORDS - 1);
     if (!(b->w[w] & bit))
         __sync_fetch_and_or(&b->w[w], bit);
     return 0;
 }
 #endif
+
+
+/* x86_64 syscall numbers of the syscalls handled in the dispatcher. */
+#define NR_WRITE 1
+#define NR_OPENAT 257
+
+/* One raw tracepoint for every syscall entry: the syscall bitmap, openat and
+ * write. The classic tracepoints copy their arguments into a trace buffer
+ * before a program runs; the raw one hands over (regs, id) as they are, and
+ * arguments are read from pt_regs (x86_64 calling convention: di, si, dx). */
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid))
+        return 0;
+    long id = (long)ctx->args[1];
+#if TRACE_SYSCALLS
+    record_syscall(pid_tgid, id);
+#endif
+#if TRACE_OPEN || TRACE_DNS
+    if (id != NR_OPENAT && id != NR_WRITE)
+        return 0;
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    u64 di = 0, si = 0, dx = 0;
+    bpf_probe_read_kernel(&di, sizeof(di), &regs->di);
+    bpf_probe_read_kernel(&si, sizeof(si), &regs->si);
+    bpf_probe_read_kernel(&dx, sizeof(dx), &regs->dx);
+#if TRACE_OPEN
+    if (id == NR_OPENAT)
+        return on_openat(pid_tgid, (const char *)si, (s32)dx);
+#endif
+#if TRACE_DNS
+    if (id == NR_WRITE)
+        return on_write(pid_tgid, (int)di, (const void *)si, dx);
+#endif
+#endif
+    return 0;
+}
 
 /* ------------------------------------------------------------------ cgroups */
 
