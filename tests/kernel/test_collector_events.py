@@ -112,10 +112,12 @@ def test_connect_and_dns(kernel_env: KernelEnv, dns_responder: DnsResponder, tmp
         script = f"mount --bind {resolv} /etc/resolv.conf && getent ahosts lookup-one.vigil.test; true"
         out = c.run(which("unshare"), "-m", "--propagation", "private", "sh", "-c", script)
         assert out.returncode == 0, out.stderr
-        # a direct sendto to 127.0.0.1:53 and a TCP connect
+        # a direct sendto to 127.0.0.1:53, a write() on a socket connected to :53, a TCP connect
         py = (
             "import socket,sys;from collector.dns import build_query as q;"
             "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.sendto(q('direct-two.vigil.test',28),('127.0.0.1',53));"
+            "import os;u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.connect(('127.0.0.1',53));"
+            "os.write(u.fileno(),q('write-three.vigil.test'));"
             f"t=socket.create_connection(('127.0.0.1',{port}));t.close()"
         )
         out = c.run(which("python3"), "-c", py, cwd=str(Path(__file__).resolve().parents[2]))
@@ -123,7 +125,7 @@ def test_connect_and_dns(kernel_env: KernelEnv, dns_responder: DnsResponder, tmp
     listener.close()
     events = kernel_env.wait_events(
         lambda es: (
-            {("lookup-one.vigil.test", "A"), ("direct-two.vigil.test", "AAAA")}
+            {("lookup-one.vigil.test", "A"), ("direct-two.vigil.test", "AAAA"), ("write-three.vigil.test", "A")}
             <= {(e.dns.name, e.dns.qtype) for e in es if isinstance(e, DnsQueried)}
             and any(isinstance(e, ConnectObserved) and e.net.port == port for e in es)
         ),
