@@ -164,15 +164,44 @@ def vigil(dedup: bool) -> Iterator[None]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-@contextmanager
-def bcc_tool(name: str) -> Iterator[None]:
-    exe = shutil.which(f"{name}-bpfcc") or f"/usr/sbin/{name}-bpfcc"
-    proc = subprocess.Popen([exe], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+# BCC's own tools, and the tracepoint equivalent for when a tool cannot load
+# here (opensnoop wants fentry, refused with EPERM; execsnoop wants kprobes,
+# absent): `trace` from bpfcc-tools printing every event, as the tools do.
+BCC_FALLBACK = {
+    "opensnoop": 't:syscalls:sys_enter_openat "%s", args->filename',
+    "execsnoop": 't:sched:sched_process_exec "%d", args->pid',
+}
+
+
+def _bcc_start(argv: list[str]) -> subprocess.Popen[bytes] | None:
+    from collector.ebpf import header_tree
+
+    env = {**os.environ, "BCC_KERNEL_SOURCE": str(header_tree())}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
-    proc.stdout.readline()  # the header: attached
+    header = proc.stdout.readline()  # the column header: attached
+    if not header.lstrip().startswith(b"PID") and not header.lstrip().startswith(b"TIME"):
+        proc.kill()
+        proc.wait()
+        return None
+    return proc
+
+
+@contextmanager
+def bcc_tool(name: str, label: list[str]) -> Iterator[None]:
+    """Run BCC's `name` (or its `trace` equivalent); label[0] says which ran."""
+    tool = shutil.which(f"{name}-bpfcc") or f"/usr/sbin/{name}-bpfcc"
+    proc = _bcc_start([tool])
+    label[0] = f"bcc {name}"
+    if proc is None:
+        trace = shutil.which("trace-bpfcc") or "/usr/sbin/trace-bpfcc"
+        proc = _bcc_start([trace, BCC_FALLBACK[name]])
+        label[0] = f"bcc trace (no {name})"
+    if proc is None:
+        raise SystemExit(f"neither {name}-bpfcc nor trace-bpfcc could attach")
 
     def drain() -> None:
-        assert proc.stdout is not None
+        assert proc is not None and proc.stdout is not None
         for _ in iter(lambda: proc.stdout.read(65536), b""):  # type: ignore[union-attr]
             pass
 
@@ -196,19 +225,20 @@ def overhead(openloop: Path, forkloop: Path, quick: bool) -> None:
     print(f"overhead: CPU time of the loop (user+sys, median of {runs} runs, in a containerd-named cgroup)")
     for loop, (argv, n, tool) in loops.items():
         results: dict[str, float] = {}
+        bcc_label = [""]
         setups = [
             ("bare", nothing),
             ("vigil dedup on", lambda: vigil(True)),
             ("vigil dedup off", lambda: vigil(False)),
-            (f"bcc {tool}", lambda tool=tool: bcc_tool(tool)),
+            ("bcc", lambda tool=tool, out=bcc_label: bcc_tool(tool, out)),
         ]
         for label, setup in setups:
             with cgroup() as cg, setup():
-                results[label] = median_time(cg, argv, runs)
+                results[bcc_label[0] if label == "bcc" else label] = median_time(cg, argv, runs)
         base = results["bare"]
         for label, secs in results.items():
             print(
-                f"  {loop:<10} {label:<18} {secs:8.3f} s  {secs / n * 1e6:8.2f} us/op  x{secs / base:5.3f}"
+                f"  {loop:<10} {label:<24} {secs:8.3f} s  {secs / n * 1e6:8.2f} us/op  x{secs / base:5.3f}"
                 f"  ({(secs / base - 1) * 100:+.1f}%)"
             )
     shutil.rmtree(data, ignore_errors=True)
