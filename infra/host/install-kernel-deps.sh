@@ -30,13 +30,13 @@ missing() {
 if [ "$(uname -s)" != Linux ] || [ "$(id -u)" != 0 ]; then
   say "skipped (needs root on Linux); the eBPF collector will be unavailable"
   if [ "$(uname -s)" = Linux ]; then
-    missing | sed 's/^/kernel-deps:   missing: /'
+    missing | grep . | sed 's/^/kernel-deps:   missing: /'
   fi
   exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
   say "no apt-get (not Debian); install BCC and kernel headers by hand, see docs/collector.md"
-  missing | sed 's/^/kernel-deps:   missing: /'
+  missing | grep . | sed 's/^/kernel-deps:   missing: /'
   exit 0
 fi
 
