@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from contracts import alerts, decisions, events, profiles, subjects
+from contracts import alerts, decisions, events, models, profiles, subjects, workloads
 
 # (subject pattern, encoding, message types, what it carries)
 CHANNELS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
@@ -24,10 +24,16 @@ CHANNELS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
     ("vigil.commands.<image>", "JSON", profiles.Command.__args__, "operator and version-evictor commands"),
     (subjects.ALERTS_RAW, "JSON", (alerts.Alert,), "anomaly alerts before throttling"),
     (subjects.ALERTS_OUT, "JSON", (alerts.Alert, alerts.AlertThreshold), "alerts after per-container throttling"),
+    (subjects.ALERTS_CLOCK, "JSON", (alerts.AlertClock,), "the detector's event-time watermark for the throttler"),
     ("vigil.decisions.<source>", "JSON", decisions.DecisionMessage.__args__, "every security decision and audit markers"),
     (subjects.INTAKE_DECISIONS, "JSON", (decisions.GatekeeperDecision,), "Gatekeeper-shaped decisions from NATS publishers"),
+    (subjects.INTAKE_DECISIONS, "JSON", (decisions.GatekeeperAuditEvent,), "Gatekeeper audit run markers"),
+    ("vigil.models.requests.<image>", "JSON", (models.StartModeling,), "behaviour modelling requests"),
+    ("vigil.models.status.<image>", "JSON", (models.ModelStatusChanged,), "modelling window status"),
+    ("(files) <data_dir>/models/<image>/<tag>/model.json", "JSON", (models.BehaviourModel,), "a completed model"),
     ("vigil.dlq.<service>", "JSON", (decisions.DeadLetter,), "inputs a service could not use, with the reason"),
     (f"KV {subjects.HEARTBEAT_BUCKET}", "JSON", (decisions.Heartbeat,), "liveness and counters per service instance"),
+    (f"KV {subjects.WORKLOAD_BUCKET}", "JSON", (workloads.Workload,), "container id → workload identity"),
 )
 
 
