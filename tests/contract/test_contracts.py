@@ -124,3 +124,11 @@ def test_bus_reference_is_current() -> None:
     from contracts import reference
 
     assert reference.target().read_text() == reference.render(), "run: python -m contracts.reference"
+
+
+def test_bus_reference_documents_every_message_type() -> None:
+    from contracts import reference
+
+    text = reference.target().read_text()
+    missing = [tp.__name__ for tp in MESSAGE_TYPES if f"\n### {tp.__name__}\n" not in text]
+    assert missing == [], "add them to contracts.reference.CHANNELS"
