@@ -56,6 +56,8 @@ def resolve_source(settings: Settings) -> str:
 
 def collector_available(settings: Settings) -> tuple[bool, str]:
     """Whether `vigil up` should start the collector, and if not, exactly what is missing."""
+    if not settings.runtime_security_config.enabled:
+        return False, "runtime security is switched off (runtime_security_config.enabled: false)"
     source = settings.collector.source
     if source not in ("auto", "ebpf"):
         return True, source
@@ -245,7 +247,7 @@ class Collector:
             exec=types.exec,
             open=types.open,
             connect=types.connect and self.settings.runtime_security_config.network.enabled,
-            dns=types.dns,
+            dns=types.dns and self.settings.runtime_security_config.network.enabled,
             syscalls=types.syscalls,
         )
         self.probe = await asyncio.to_thread(Probe, opts)

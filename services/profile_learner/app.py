@@ -52,7 +52,7 @@ def core_config(settings: Settings) -> core.Config:
     rsc = settings.runtime_security_config
     sp = rsc.security_profile
     ad = sp.anomaly_detection
-    enabled = tuple(t for t in EVENT_TYPES if getattr(rsc.event_types, t) and (t != "connect" or rsc.network.enabled))
+    enabled = tuple(t for t in EVENT_TYPES if getattr(rsc.event_types, t) and (t not in ("connect", "dns") or rsc.network.enabled))
     if not (rsc.enabled and sp.enabled):
         enabled = ()  # profiles off: versions are tracked, nothing is learned or reported
     return core.Config(
