@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from services.runtime import embedded
-from services.runtime.bus import connect
+from services.runtime.bus import connect, retry_transient
 from services.runtime.settings import Settings
 from tests.integration.echo_app import ECHO_STREAM
 from tests.integration.test_runtime import _publish, _start_echo
@@ -117,7 +117,8 @@ async def _publish_through_failover(settings: Settings, cluster: embedded.Cluste
                 if i % 1000 == 0:
                     await batcher.flush_batches()
             await batcher.drain()
-        msgs = await read_stream(bus, "EVENTS", timeout=3)
+        cluster.start_node(cluster.nodes.index(None))  # read back from a whole cluster
+        msgs = await retry_transient("reading EVENTS", lambda: read_stream(bus, "EVENTS", timeout=3))
         return [eid for m in msgs for eid in decode_batch(m.data).event_ids()]
     finally:
         await bus.close()

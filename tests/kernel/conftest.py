@@ -67,7 +67,7 @@ class KernelEnv:
         async def read() -> list[RawEvent]:
             bus = await open_bus(self.settings)
             try:
-                msgs = await read_stream(bus, EVENTS, timeout=0.5)
+                msgs = await read_stream(bus, EVENTS, timeout=2.0)
             finally:
                 await bus.close()
             return [e for m in msgs for e in decode_batch(m.data).events if predicate(e)]
@@ -75,7 +75,7 @@ class KernelEnv:
         return asyncio.run(read())
 
     def wait_events(
-        self, predicate: Callable[[list[RawEvent]], bool], select: Callable[[RawEvent], bool], timeout: float = 20
+        self, predicate: Callable[[list[RawEvent]], bool], select: Callable[[RawEvent], bool], timeout: float = 60
     ) -> list[RawEvent]:
         deadline = time.monotonic() + timeout
         while True:
