@@ -21,14 +21,13 @@ import typer
 
 from contracts.alerts import Alert, AlertMessage, AlertThreshold, alert_decoder
 from contracts.subjects import ALERTS, ALERTS_OUT, ALERTS_RAW
+from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
 from services.cli.output import Format, console, err_console, json_line
-from services.runtime.settings import Duration, Settings, SettingsError, load
+from services.runtime.settings import Duration, Settings
 
 NAME = "alerts"
 app = typer.Typer(help="Anomaly alerts (tail, list).", no_args_is_help=True)
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
-OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
 ContainerOpt = typer.Option(None, "--container", help="container id (or name)")
 ImageOpt = typer.Option(None, "--image", help="image name, or name:tag")
 RuleOpt = typer.Option(None, "--rule", help="rule id (anomaly_detection; AlertThreshold for throttling alerts)")
@@ -71,13 +70,6 @@ def emit(alert: AlertMessage, fmt: Format) -> None:
         console.print(table_line(alert), highlight=False, soft_wrap=True)
 
 
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load(config).settings
-    except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
 
 @app.command("tail")
 def tail(
@@ -90,7 +82,7 @@ def tail(
     config: Path | None = ConfigOpt,
 ) -> None:
     """Follow new alerts as they are published."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     try:
         asyncio.run(_tail(settings, ALERTS_RAW if raw else ALERTS_OUT, Filter(container, image, rule), output, count))
     except KeyboardInterrupt:
@@ -136,7 +128,7 @@ def list_(
     config: Path | None = ConfigOpt,
 ) -> None:
     """Alerts stored in the last DURATION, oldest first."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     try:
         window = Duration.parse(since)
     except ValueError as exc:

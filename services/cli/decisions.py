@@ -15,9 +15,10 @@ from typing import Any
 
 import typer
 
+from services.cli.common import ConfigOpt
+
 NAME = "decisions"
 app = typer.Typer(help="The decision archive (sql, export).", no_args_is_help=True)
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
 
 
 class SqlFormat(str, Enum):  # noqa: UP042 - typer's choices, like services.cli.output.Format
@@ -27,7 +28,7 @@ class SqlFormat(str, Enum):  # noqa: UP042 - typer's choices, like services.cli.
 
 
 def _run(request: Any, config: Path | None) -> Any:
-    from services.cli.main import settings_or_exit
+    from services.cli.common import settings_or_exit
     from services.cli.output import err_console
     from services.decision_log_archiver import client, query
     from services.runtime.errors import VigilError

@@ -17,22 +17,16 @@ from typing import Any
 
 import typer
 
+from services.cli.common import settings_or_exit
 from services.cli.output import Format, err_console, json_line, rows
 from services.runtime.errors import VigilError
-from services.runtime.settings import Settings, SettingsError, load
+from services.runtime.settings import Settings
 
 NAME = "events"
 app = typer.Typer(help="Raw runtime events (tail).", no_args_is_help=True)
 
 COLUMNS = ["time", "kind", "node", "container", "image", "pid", "comm", "detail"]
 
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load(config).settings
-    except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def matches(obj: dict[str, Any], kind: str | None, image: str | None, container: str | None, node: str | None) -> bool:
@@ -149,7 +143,7 @@ def tail(
     """The last stored events (and, with -f, new ones as they arrive)."""
     filters = {"kind": kind, "image": image, "container": container, "node": node}
     try:
-        asyncio.run(_tail(_settings(config), follow, last, filters, output))
+        asyncio.run(_tail(settings_or_exit(config), follow, last, filters, output))
     except KeyboardInterrupt:
         pass
     except (VigilError, OSError) as exc:

@@ -27,7 +27,7 @@ def intake(
     decision_intake.socket, default <data_dir>/intake.sock). Every line is
     answered after JetStream stored it: {"ok":true,"id":…} or {"ok":false,"reason":…}.
     """
-    from services.cli.main import settings_or_exit, setup_logging
+    from services.cli.common import settings_or_exit, setup_logging
     from services.cli.output import console, err_console
     from services.decision_intake.app import serve, socket_path
     from services.runtime.errors import VigilError

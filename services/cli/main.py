@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any, Optional
 import typer
 
 from services.cli import alerts, decisions, events, intake, models, ops, profiles, replay, workloads
+from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit, setup_logging
 from services.cli.output import Format, console, err_console, rows
 from services.registry import SERVICES
 from services.runtime import embedded
@@ -35,26 +35,6 @@ for _mod in (profiles, alerts, decisions, models, workloads, events):
     app.add_typer(_mod.app, name=_mod.NAME)
 for _mod in (ops, replay, intake):
     _mod.register(app)
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: $VIGIL_CONFIG or ./vigil.yaml)")
-OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
-
-
-def settings_or_exit(config: Optional[Path] = None) -> Settings:
-    try:
-        return load(config).settings
-    except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-def setup_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.telemetry.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
 
 # --- config -----------------------------------------------------------------------
 

@@ -31,26 +31,18 @@ import typer
 from contracts.models import OPT_OUT_PREFIX, OPT_OUT_VALUE, ModelMessage, ModelStatusChanged, StartModeling
 from contracts.profiles import ProfileEvent
 from contracts.subjects import MODELS, PROFILES, models_request_subject, profiles_subject
+from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
 from services.cli.output import Format, console, err_console, rows
 from services.runtime.errors import VigilError
-from services.runtime.settings import Duration, Settings, SettingsError, load
+from services.runtime.settings import Duration, Settings
 
 NAME = "models"
 app = typer.Typer(help="Behaviour modelling windows (start, list).", no_args_is_help=True)
 
-_ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
-_OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
 
 _model_decoder = msgspec.json.Decoder(ModelMessage)
 _profile_decoder = msgspec.json.Decoder(ProfileEvent)
 
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load(config).settings
-    except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 def split_image(ref: str) -> tuple[str, str]:
@@ -164,10 +156,10 @@ def start(
     opt_out: list[str] | None = typer.Option(None, "--opt-out", help="container name to leave out (repeatable)"),
     annotation: list[str] | None = typer.Option(None, "--annotation", help="KEY=VALUE (repeatable)"),
     start_at: str | None = typer.Option(None, "--start", help="event time (ns or ISO); default: writer's now"),
-    config: Path | None = _ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Request a modelling window for a workload."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     try:
         length = Duration.parse(duration)
         begin = parse_start(start_at)
@@ -201,8 +193,8 @@ def start(
 
 
 @app.command("list")
-def list_(config: Path | None = _ConfigOpt, output: Format = _OutputOpt) -> None:
+def list_(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> None:
     """Modelling requests and their status (Modeling, Completed, Error)."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     found = fold_requests(_run(read_subject(settings, MODELS, "vigil.models.>")))
     rows(found, ["id", "image", "containers", "duration", "status", "reason", "files"], output, title="models")

@@ -35,14 +35,13 @@ from typing import Any
 
 import typer
 
+from services.cli.common import ConfigOpt
 from services.cli.output import console, err_console
 from services.runtime.settings import Loaded, Settings, SettingsError, load
 
 LEARNER = "profile-learner"
 ARCHIVER = "decision-log-archiver"
 SELF_TEST_IMAGE = "vigil-self-test"
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: $VIGIL_CONFIG or ./vigil.yaml)")
 
 
 def register(root: typer.Typer) -> None:

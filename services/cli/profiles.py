@@ -18,23 +18,15 @@ import typer
 
 from contracts.events import EVENT_TYPES
 from contracts.profiles import PROFILE_STATES, Command, ResetProfile, SetState
+from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
 from services.cli.output import Format, console, err_console, json_line, rows
 from services.runtime.errors import VigilError
-from services.runtime.settings import Settings, SettingsError, load
+from services.runtime.settings import Settings
 
 NAME = "profiles"
 app = typer.Typer(help="Profiles learned per image (list, show, set-state, reset, export).", no_args_is_help=True)
 
-_ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
-_OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
 
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load(config).settings
-    except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
@@ -86,9 +78,9 @@ def _states_text(states: dict[str, str]) -> str:
 
 
 @app.command("list")
-def list_(config: Path | None = _ConfigOpt, output: Format = _OutputOpt) -> None:
+def list_(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> None:
     """One line per profile: image, versions, total size."""
-    answer = _read(_settings(config), None)
+    answer = _read(settings_or_exit(config), None)
     items = [
         {
             "image_name": p["image_name"],
@@ -103,10 +95,10 @@ def list_(config: Path | None = _ConfigOpt, output: Format = _OutputOpt) -> None
 
 @app.command()
 def show(
-    image: str = typer.Argument(..., help="image name"), config: Path | None = _ConfigOpt, output: Format = _OutputOpt
+    image: str = typer.Argument(..., help="image name"), config: Path | None = ConfigOpt, output: Format = OutputOpt
 ) -> None:
     """The profile with its versions: state per event type, sizes, first/last seen (event time, ns)."""
-    prof = _read(_settings(config), image).get("profile")
+    prof = _read(settings_or_exit(config), image).get("profile")
     if prof is None:
         err_console.print(f"[red]error:[/red] no profile for image {image!r}")
         raise typer.Exit(1)
@@ -145,7 +137,7 @@ def set_state(
     tag: str = typer.Argument(..., help="image tag (version)"),
     state: str = typer.Argument(..., help=" | ".join(PROFILE_STATES)),
     event_type: str | None = typer.Option(None, "--event-type", help=f"one of {', '.join(EVENT_TYPES)} (default: all)"),
-    config: Path | None = _ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Force a version's state (all event types, or one)."""
     if state not in PROFILE_STATES:
@@ -155,17 +147,17 @@ def set_state(
         err_console.print(f"[red]error:[/red] event type must be one of {', '.join(EVENT_TYPES)}")
         raise typer.Exit(2)
     cmd = SetState(id=f"cli:{uuid.uuid4()}", image_name=image, image_tag=tag, state=state, event_type=event_type)  # type: ignore[arg-type]
-    _publish(_settings(config), cmd)
+    _publish(settings_or_exit(config), cmd)
 
 
 @app.command()
 def reset(
     image: str = typer.Argument(..., help="image name"),
     tag: str | None = typer.Argument(None, help="image tag (default: the whole profile)"),
-    config: Path | None = _ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Forget a profile (or one version of it); it starts learning again from its next event."""
-    _publish(_settings(config), ResetProfile(id=f"cli:{uuid.uuid4()}", image_name=image, image_tag=tag))
+    _publish(settings_or_exit(config), ResetProfile(id=f"cli:{uuid.uuid4()}", image_name=image, image_tag=tag))
 
 
 # --- export (another engineer's command goes below) ---------------------------------------------
@@ -176,7 +168,7 @@ def export(
     image: str = typer.Argument(..., help="IMAGE[:TAG] (no tag: latest)"),
     fmt: str = typer.Option("model", "--format", "-f", help="model | apparmor | seccomp"),
     out: Path | None = typer.Option(None, "-o", "--out", help="write to FILE (default: stdout)"),
-    config: Path | None = _ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """A learned version as a behaviour model, an AppArmor profile or a seccomp profile.
 
@@ -195,7 +187,7 @@ def export(
     name, tag = split_image(image)
     tag = tag or DEFAULT_IMAGE_TAG
     try:
-        events = asyncio.run(learned_events(_settings(config), name))
+        events = asyncio.run(learned_events(settings_or_exit(config), name))
     except VigilError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

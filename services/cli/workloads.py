@@ -14,26 +14,18 @@ from typing import Any
 
 import typer
 
+from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
 from services.cli.output import Format, console, err_console, rows
 from services.runtime.errors import VigilError
-from services.runtime.settings import Settings, SettingsError, load
+from services.runtime.settings import Settings
 
 NAME = "workloads"
 app = typer.Typer(
     help="The workload registry: container id → image, tag, pod (add, list, remove).", no_args_is_help=True
 )
 
-_ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file")
-_OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
 COLUMNS = ["container_id", "image_name", "image_tag", "pod", "namespace", "name", "source"]
 
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load(config).settings
-    except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
 
 
 async def _with_bucket(settings: Settings, action: Any) -> Any:
@@ -62,7 +54,7 @@ def add(
     pod: str = typer.Option("", help="pod name"),
     namespace: str = typer.Option("", help="namespace"),
     name: str = typer.Option("", help="container name"),
-    config: Path | None = _ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Register (or replace) the workload of a container."""
     from collector.workloads import WorkloadFileError, from_fields, put
@@ -74,12 +66,12 @@ def add(
     except WorkloadFileError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    _run(_settings(config), lambda kv: put(kv, w))
+    _run(settings_or_exit(config), lambda kv: put(kv, w))
     console.print(f"registered {w.container_id[:12]}: {w.image_name}:{w.image_tag or '-'}")
 
 
 @app.command("list")
-def list_(config: Path | None = _ConfigOpt, output: Format = _OutputOpt) -> None:
+def list_(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> None:
     """Every registered workload."""
     import msgspec
 
@@ -104,11 +96,11 @@ def list_(config: Path | None = _ConfigOpt, output: Format = _OutputOpt) -> None
             await watcher.stop()
         return sorted(out, key=lambda i: i["container_id"])
 
-    rows(_run(_settings(config), read), COLUMNS, output, title="workloads")
+    rows(_run(settings_or_exit(config), read), COLUMNS, output, title="workloads")
 
 
 @app.command("remove")
-def remove(container_id: str = typer.Argument(...), config: Path | None = _ConfigOpt) -> None:
+def remove(container_id: str = typer.Argument(...), config: Path | None = ConfigOpt) -> None:
     """Forget a container's workload (its events become unknown again)."""
     from contracts import workloads as wl
 
@@ -120,7 +112,7 @@ def remove(container_id: str = typer.Argument(...), config: Path | None = _Confi
         await kv.delete(wl.key(container_id))
         return True
 
-    if not _run(_settings(config), delete):
+    if not _run(settings_or_exit(config), delete):
         err_console.print(f"[red]error:[/red] no workload registered for {container_id}")
         raise typer.Exit(1)
     console.print(f"removed {container_id[:12]}")
@@ -129,13 +121,13 @@ def remove(container_id: str = typer.Argument(...), config: Path | None = _Confi
 @app.command("load")
 def load_file(
     path: Path = typer.Argument(..., help="YAML file in the collector.workloads_file format"),
-    config: Path | None = _ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Put every entry of a workloads YAML file into the registry."""
     from collector.workloads import WorkloadFileError, seed_from_file
 
     try:
-        changed = _run(_settings(config), lambda kv: seed_from_file(kv, str(path)))
+        changed = _run(settings_or_exit(config), lambda kv: seed_from_file(kv, str(path)))
     except WorkloadFileError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc

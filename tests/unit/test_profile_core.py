@@ -161,7 +161,7 @@ def test_settings_switch_event_types_and_profiles_off(tmp_path: object) -> None:
 
     base = "RUNTIME_SECURITY_CONFIG_"
     on = core_config(make_settings(Path(str(tmp_path)), "nats://x:1", **{base + "NETWORK_ENABLED": "false"}))
-    assert on.event_types == ("exec", "open", "dns", "syscalls")
+    assert on.event_types == ("exec", "open", "syscalls")  # network off: no connect, no DNS
     off = core_config(make_settings(Path(str(tmp_path)), "nats://x:1", **{base + "SECURITY_PROFILE_ENABLED": "false"}))
     assert off.event_types == ()
     sim = Sim(off)

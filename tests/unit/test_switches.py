@@ -14,11 +14,6 @@ def test_runtime_security_off_starts_no_collector_and_learns_nothing() -> None:
     assert core_config(settings).event_types == ()
 
 
-def test_network_off_drops_connect_and_dns_but_keeps_the_rest() -> None:
-    settings = load_settings(env={"VIGIL_RUNTIME_SECURITY_CONFIG_NETWORK_ENABLED": "false"})
-    assert core_config(settings).event_types == ("exec", "open", "syscalls")
-
-
 def test_one_event_type_off() -> None:
     settings = load_settings(env={"VIGIL_RUNTIME_SECURITY_CONFIG_EVENT_TYPES_SYSCALLS": "false"})
     assert "syscalls" not in core_config(settings).event_types

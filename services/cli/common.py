@@ -1,0 +1,33 @@
+"""What every `vigil` command shares: the --config and --output options, loading
+settings (a bad value exits 2 naming the key) and logging set-up."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from services.cli.output import Format, err_console
+from services.runtime.settings import Settings, SettingsError, load
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: $VIGIL_CONFIG or ./vigil.yaml)")
+OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
+
+
+def settings_or_exit(config: Optional[Path] = None) -> Settings:  # noqa: UP045 - typer reads the annotation
+    try:
+        return load(config).settings
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.telemetry.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
