@@ -1,7 +1,8 @@
 """`vigil alerts`: anomaly alerts as downstream subscribers see them.
 
 ``tail`` follows new messages on ``vigil.alerts.out`` (a plain NATS
-subscription: nothing is stored, no consumer left behind); ``list --since``
+subscription through faststream, as a downstream tool would write it: nothing
+is stored, no consumer left behind); ``list --since``
 reads what the ALERTS stream stored on that subject in the last DURATION (an
 ephemeral consumer starting at that wall-clock store time). Both filter by
 container, image and rule, and print ``-o table`` lines or ``-o json`` (one
@@ -23,6 +24,7 @@ from contracts.alerts import Alert, AlertMessage, AlertThreshold, alert_decoder
 from contracts.subjects import ALERTS, ALERTS_OUT, ALERTS_RAW
 from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
 from services.cli.output import Format, console, err_console, json_line
+from services.runtime.errors import VigilError
 from services.runtime.settings import Duration, Settings
 
 NAME = "alerts"
@@ -87,19 +89,33 @@ def tail(
         asyncio.run(_tail(settings, ALERTS_RAW if raw else ALERTS_OUT, Filter(container, image, rule), output, count))
     except KeyboardInterrupt:
         pass
+    except VigilError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
 
 async def _tail(settings: Settings, subject: str, keep: Filter, fmt: Format, count: int) -> None:
-    from services.runtime.bus import connect
+    """A downstream subscriber, written the way one in any other tool would be:
+    faststream's NATS broker, a per-message handler, our JSON contracts."""
+    from faststream.nats import NatsBroker, NatsMessage
 
-    bus = await connect(settings, start_embedded=False, name="vigil-alerts-tail")
+    from services.runtime.bus import resolve_url
+
+    url = resolve_url(settings)
+    if url is None:
+        raise VigilError("Vigil is not running: set VIGIL_NATS_URL or start it with `vigil up`")
+    options: dict[str, Any] = {"logger": None, "max_reconnect_attempts": -1}
+    if settings.nats.credentials:
+        options["user_credentials"] = settings.nats.credentials
+    broker = NatsBroker(url.split(","), **options)
     done = asyncio.Event()
     shown = 0
 
-    async def on_message(msg: Any) -> None:
+    @broker.subscriber(subject)
+    async def on_alert(msg: NatsMessage) -> None:
         nonlocal shown
         try:
-            alert = alert_decoder.decode(msg.data)
+            alert = alert_decoder.decode(msg.body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return  # not an alert: tail shows alerts only
         if keep(alert):
@@ -108,13 +124,12 @@ async def _tail(settings: Settings, subject: str, keep: Filter, fmt: Format, cou
             if count and shown >= count:
                 done.set()
 
+    await broker.start()
     try:
-        await bus.nc.subscribe(subject, cb=on_message)
-        await bus.nc.flush()
         err_console.print(f"following {subject} (Ctrl-C to stop)")
         await done.wait()
     finally:
-        await bus.close()
+        await broker.stop()
 
 
 @app.command("list")
