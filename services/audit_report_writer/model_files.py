@@ -144,6 +144,18 @@ MODEL_CONSUMERS = (
 _request_decoder = msgspec.json.Decoder(ModelMessage)
 
 
+class _Timed(msgspec.Struct, frozen=True):
+    time: int
+
+
+class _BatchTimes(msgspec.Struct, frozen=True):
+    events: list[_Timed]
+
+
+# With no window open only the watermark moves: read the events' times and skip the rest.
+_times_decoder = msgspec.msgpack.Decoder(_BatchTimes)
+
+
 def _status_out(status: ModelStatusChanged) -> Outgoing:
     return Outgoing(models_status_subject(status.image_name), encode_json(status), id=f"models:{status.id}")
 
@@ -178,6 +190,13 @@ class ModelWindowsHandler:
     def handle(self, msg: Incoming) -> list[Outgoing]:
         if msg.stream == MODELS:
             return self._request(msg)
+        if not self.state.open:
+            try:
+                times = _times_decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise Invalid(f"not an EventBatch: {exc}") from exc
+            self.state.watermark = max([self.state.watermark, *(e.time for e in times.events)])
+            return []
         try:
             batch = decode_batch(msg.data)
         except ContractError as exc:
