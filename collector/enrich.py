@@ -8,6 +8,9 @@ Invariants:
   not by when Python got round to them;
 - identity is looked up per cgroup id and cached against the registry's
   version: a workload registered later shows up on the next event;
+- a cgroup's path is learned from its mkdir/rmdir record alone (hierarchy from
+  the record's ``root``, never from the file system), so a container that has
+  already exited when its records are decoded keeps its identity;
 - host processes (cgroups no runtime pattern matches) are dropped or tagged
   ``host`` according to ``host_processes``;
 - syscall sets are reported per container as *new* names only (the union is
@@ -44,6 +47,7 @@ from contracts.workloads import Workload
 
 _FAMILIES = {1: "unix", 2: "inet", 10: "inet6"}
 MAX_ANCESTORS = 16
+V2_HIERARCHY = 0  # cgroup_root.hierarchy_id of the v2 (default) hierarchy: the "0::" line of /proc/<pid>/cgroup
 
 
 class Workloads(Protocol):
@@ -221,15 +225,14 @@ class Enricher:
         return []
 
     def _cgroup(self, rec: abi.CgroupChange) -> list[RawEvent]:
-        if rec.started:
-            if not self.paths.is_v2(rec.id, rec.path):
-                self.stats.cgroup_other_hierarchy += 1
-                return []
-            self.paths.learn(rec.id, rec.path)
-            self._containers.pop(rec.id, None)
-        elif self.paths.path(rec.id) != rec.path:
+        # The kernel says which hierarchy the directory is in; asking the file
+        # system instead loses a short-lived container whose cgroup is already
+        # gone when its mkdir is decoded (and every record of it with it).
+        if rec.root != V2_HIERARCHY:
             self.stats.cgroup_other_hierarchy += 1
             return []
+        self.paths.learn(rec.id, rec.path)
+        self._containers.pop(rec.id, None)
         cid = identity.container_id(rec.path)
         if cid is None:
             return []

@@ -76,15 +76,6 @@ class CgroupPaths:
     def forget(self, cgroup_id: int) -> None:
         self._paths.pop(cgroup_id, None)
 
-    def is_v2(self, cgroup_id: int, path: str) -> bool:
-        """Whether a mkdir'd (id, path) belongs to the v2 hierarchy (its inode is the id)."""
-        if self.mount is None:
-            return False
-        try:
-            return os.stat(self._abs(path)).st_ino == cgroup_id
-        except OSError:
-            return False
-
     def path(self, cgroup_id: int, pid: int = 0) -> str | None:
         if cgroup_id in self._paths:
             return self._paths[cgroup_id]

@@ -267,14 +267,17 @@ class Collector:
             records = self._decode(self.probe.consume())
             now = time.monotonic()
             out: list[RawEvent] = []
-            # Drain syscall sets on their timer, and before a container stops so
-            # that its last syscalls are reported before its ContainerStopped.
-            if now >= next_syscalls or any(isinstance(r, abi.CgroupChange) and not r.started for r in records):
-                next_syscalls = now + float(cfg.syscalls_interval)
-                for cg, pid, nrs in self.probe.drain_syscalls():
-                    out.extend(self.enricher.syscalls(cg, pid, nrs, time.time_ns()))
+            # Records in kernel order (a container's mkdir is learned before
+            # anything of it is attributed); syscall sets are drained right
+            # before a container stops, so its last syscalls precede its
+            # ContainerStopped, and on their timer.
             for rec in records:
+                if isinstance(rec, abi.CgroupChange) and not rec.started:
+                    out.extend(self._drain_syscalls())
                 out.extend(self.enricher.handle(rec))
+            if now >= next_syscalls:
+                next_syscalls = now + float(cfg.syscalls_interval)
+                out.extend(self._drain_syscalls())
             flush = self._flush_dedup.is_set() or self.registry.version != seen_version
             if cfg.dedup_flush_interval and now >= next_flush:
                 next_flush, flush = now + float(cfg.dedup_flush_interval), True
@@ -285,6 +288,11 @@ class Collector:
                 self.flushed_version = seen_version
             if out:
                 yield out
+
+    def _drain_syscalls(self) -> list[RawEvent]:
+        assert self.probe is not None and self.enricher is not None
+        now_ns = time.time_ns()
+        return [e for cg, pid, nrs in self.probe.drain_syscalls() for e in self.enricher.syscalls(cg, pid, nrs, now_ns)]
 
     def _decode(self, raw: list[bytes]) -> list[abi.Record]:
         self.records += len(raw)

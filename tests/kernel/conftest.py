@@ -86,6 +86,23 @@ class KernelEnv:
                 raise AssertionError(f"events not seen within {timeout}s; got {len(found)}: {found[:20]}")
             time.sleep(0.2)
 
+    @contextlib.contextmanager
+    def stalled(self) -> Iterator[None]:
+        """The collector's event loop blocked for the block: it decodes nothing
+        meanwhile (the kernel keeps filling the ring buffer), as when it is busy."""
+        entered, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            entered.set()
+            release.wait(30)
+
+        self.collector._loop.call_soon_threadsafe(hold)
+        assert entered.wait(10), "the collector's loop did not stop"
+        try:
+            yield
+        finally:
+            release.set()
+
     def register(self, w: Workload) -> None:
         from collector.workloads import bucket, put
 
@@ -160,10 +177,16 @@ class CgroupContainer:
 
 @contextlib.contextmanager
 def container_cgroup(
-    env: KernelEnv | None = None, image: str = "", tag: str = "1.0", prefix: str = "cri-containerd-"
+    env: KernelEnv | None = None,
+    image: str = "",
+    tag: str = "1.0",
+    prefix: str = "cri-containerd-",
+    stall: bool = False,
 ) -> Iterator[CgroupContainer]:
     """A cgroup named like a runtime's container scope; with ``env`` and ``image``
-    the workload is registered first, as a CRI watcher would before the start."""
+    the workload is registered first, as a CRI watcher would before the start.
+    With ``stall`` the collector decodes nothing from before the mkdir until
+    after the rmdir: it sees the whole container only once its cgroup is gone."""
     from collector.identity import cgroup2_mount
 
     mount = cgroup2_mount()
@@ -182,16 +205,17 @@ def container_cgroup(
             )
         )
     path = mount / "vigil-test.slice" / f"{prefix}{cid}.scope"
-    path.mkdir(parents=True)
-    try:
-        yield CgroupContainer(cid, path)
-    finally:
-        for _ in range(100):
-            try:
-                path.rmdir()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with env.stalled() if stall and env is not None else contextlib.nullcontext():
+        path.mkdir(parents=True)
+        try:
+            yield CgroupContainer(cid, path)
+        finally:
+            for _ in range(100):
+                try:
+                    path.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
 
 
 @pytest.fixture

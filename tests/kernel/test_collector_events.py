@@ -63,6 +63,25 @@ def test_exec_open_exit_and_lifecycle_carry_the_workload(kernel_env: KernelEnv) 
     assert kinds[0] is ContainerStarted and kinds[-1] is ContainerStopped
 
 
+def test_a_container_gone_before_the_collector_reads_it_keeps_every_event(kernel_env: KernelEnv) -> None:
+    """A job shorter than one consume interval, or a busy collector: the
+    container's cgroup no longer exists when its mkdir record is decoded.
+    Its identity must come from the records, not from the file system, or all
+    of it is dropped as host activity (the flaky first kernel test)."""
+    with container_cgroup(kernel_env, "vigil-test/short-lived", stall=True) as c:
+        out = c.run(which("sh"), "-c", "cat /etc/hostname >/dev/null; exit 4")
+        assert out.returncode == 4
+    events = kernel_env.wait_events(
+        lambda es: any(isinstance(e, ContainerStopped) for e in es),
+        of(c, ExecObserved, ExitObserved, FileOpened, SyscallsObserved, ContainerStarted, ContainerStopped),
+    )
+    assert all(e.container.image_name == "vigil-test/short-lived" for e in events)
+    kinds = {type(e) for e in events}
+    assert {ContainerStarted, ExecObserved, FileOpened, ExitObserved, SyscallsObserved} <= kinds
+    assert any(isinstance(e, FileOpened) and e.file.path == "/etc/hostname" for e in events)
+    assert 4 in {e.exit_code for e in events if isinstance(e, ExitObserved)}
+
+
 class DnsResponder:
     """A loopback DNS server on 127.0.0.1:53 answering NXDOMAIN, recording questions."""
 
