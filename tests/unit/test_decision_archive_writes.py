@@ -7,10 +7,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from contracts.codec import encode_json
 from contracts.decisions import Decision
 from contracts.subjects import DECISIONS, INTAKE_DECISIONS
 from services.decision_intake.client import gatekeeper_line
+from services.decision_log_archiver import core
 from services.decision_log_archiver.app import Archiver
 from services.runtime.service import Incoming
 from tests.support import make_settings
@@ -24,7 +28,9 @@ def _decision(i: int, message: str = "") -> bytes:
 
 def _deliver(archiver: Archiver, payloads: list[tuple[int, bytes]]) -> None:
     for seq, data in payloads:
-        archiver.handle(Incoming(id=str(seq), subject=INTAKE_DECISIONS, stream=DECISIONS, seq=seq, data=data, headers={}))
+        archiver.handle(
+            Incoming(id=str(seq), subject=INTAKE_DECISIONS, stream=DECISIONS, seq=seq, data=data, headers={})
+        )
         archiver.positions[DECISIONS] = max(seq, archiver.positions.get(DECISIONS, 0))
     asyncio.run(archiver.commit())
 
@@ -57,3 +63,27 @@ def test_duplicates_within_and_across_batches_are_stored_once(tmp_path: Path) ->
     assert archiver.counters["upsert_batches"] == 2  # batches 2 and 4 met archived ids; 1 and 3 did not
     assert archiver.counters["archived"] == 3 + 3 + 2 + 2
 
+
+@given(
+    st.lists(
+        st.builds(
+            Decision,
+            id=st.text(min_size=1, max_size=8),
+            time=st.integers(min_value=0, max_value=2**62),
+            source=st.sampled_from(["anomaly", "gatekeeper"]),
+            event_type=st.text(max_size=6),
+            message=st.text(max_size=6),
+            count=st.integers(min_value=0, max_value=10**6),
+            input=st.none() | st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+            details=st.none() | st.text(max_size=4),
+        ),
+        max_size=5,
+    )
+)
+def test_columns_are_the_contract_rows_transposed(decisions: list[Decision]) -> None:
+    """The column-wise batch (what goes to DuckDB) holds exactly the contract's row values."""
+    staged = [(core.as_row(d), seq) for seq, d in enumerate(decisions)]
+    expected = [core.to_row(d, seq) for seq, d in enumerate(decisions)]
+    columns = core.columns(staged)
+    assert len(columns) == len([c for c in core.COLUMNS if "GENERATED" not in c[1]])
+    assert [tuple(col[k] for col in columns) for k in range(len(decisions))] == expected
