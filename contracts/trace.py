@@ -9,14 +9,14 @@ microseconds (an integer is read as nanoseconds). Used by ``vigil collect
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 from contracts.events import RAW_EVENT_TYPES, RawEvent
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KIND_TO_TAG = {str(t.__struct_config__.tag).split(".v")[0]: t.__struct_config__.tag for t in RAW_EVENT_TYPES}
 _TAG_TO_KIND = {tag: kind for kind, tag in _KIND_TO_TAG.items()}
 _json_decode = msgspec.json.Decoder().decode
@@ -40,16 +40,16 @@ def parse_time(value: str | int) -> int:
         raise ValueError(f"time must be an RFC3339 string, got {type(value).__name__}")
     dt = datetime.fromisoformat(value)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return (dt - _EPOCH) // _MICROSECOND * 1000
 
 
-_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=timezone.utc) - _EPOCH
+_MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
 
 
 def format_time(ns: int) -> str:
     seconds, rest = divmod(ns, 1_000_000_000)
-    dt = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    dt = datetime.fromtimestamp(seconds, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{rest // 1000:06d}Z"
 
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -40,7 +40,7 @@ for _mod in (ops, replay, intake):
 
 
 @config_app.command("show")
-def config_show(config: Optional[Path] = ConfigOpt, output: Format = OutputOpt) -> None:
+def config_show(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> None:
     """Effective values and where each came from (default, file, env)."""
     try:
         loaded = load(config)
@@ -63,7 +63,7 @@ def config_show(config: Optional[Path] = ConfigOpt, output: Format = OutputOpt) 
 @app.command()
 def run(
     service: str = typer.Argument(..., help=f"one of: {', '.join([*SERVICES, 'collector'])}"),
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Run one service in the foreground (SIGTERM drains in-flight work)."""
     settings = settings_or_exit(config)
@@ -104,7 +104,7 @@ def _service_list(settings: Settings) -> list[str]:
 
 
 @app.command()
-def up(config: Optional[Path] = ConfigOpt) -> None:
+def up(config: Path | None = ConfigOpt) -> None:
     """Start everything: the embedded NATS server (unless VIGIL_NATS_URL is set) and every service."""
     settings = settings_or_exit(config)
     data = settings.data_path
@@ -193,9 +193,9 @@ async def _prepare_bus(settings: Settings, url: str) -> None:
 
 @app.command()
 def collect(
-    from_: Optional[Path] = typer.Option(None, "--from", help="JSONL trace to publish (DESIGN.md trace format)"),
-    boot: Optional[str] = typer.Option(None, help="publisher id for exactly-once ids (default: hash of the trace)"),
-    config: Optional[Path] = ConfigOpt,
+    from_: Path | None = typer.Option(None, "--from", help="JSONL trace to publish (DESIGN.md trace format)"),
+    boot: str | None = typer.Option(None, help="publisher id for exactly-once ids (default: hash of the trace)"),
+    config: Path | None = ConfigOpt,
 ) -> None:
     """Publish raw events as the collector would; with --from, exit when all of the trace is acknowledged."""
     settings = settings_or_exit(config)
@@ -219,7 +219,7 @@ def collect(
     )
 
 
-async def _collect_trace(settings: Settings, path: Path, boot: Optional[str]) -> dict[str, Any]:
+async def _collect_trace(settings: Settings, path: Path, boot: str | None) -> dict[str, Any]:
     from rich.progress import Progress
 
     from collector.publisher import BatchingPublisher
@@ -262,7 +262,7 @@ async def _collect_trace(settings: Settings, path: Path, boot: Optional[str]) ->
 
 @app.command()
 def status(
-    config: Optional[Path] = ConfigOpt,
+    config: Path | None = ConfigOpt,
     output: Format = OutputOpt,
     require: list[str] = typer.Option([], "--require", help="exit 1 unless SERVICE heartbeats (readiness probes)"),
 ) -> None:

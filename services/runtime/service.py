@@ -192,7 +192,7 @@ class Runner:
                 try:
                     msgs = await sub.fetch(getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch, timeout=0.5)
                     failures = 0
-                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                except (TimeoutError, nats.errors.TimeoutError):
                     failures = 0
                     idle = await self.app.idle()
                     if idle:
@@ -297,7 +297,7 @@ class Runner:
                 log.debug("heartbeat failed: %s", exc)
             try:
                 await asyncio.wait_for(self.stopping.wait(), float(self.settings.telemetry.heartbeat_interval))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         try:
             await kv.delete(key)

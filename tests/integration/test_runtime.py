@@ -12,7 +12,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from typing import Any
 
 import msgspec
 
@@ -81,7 +80,7 @@ async def _kill_mid_stream_then_finish(settings: Settings, log: Path) -> tuple[i
             proc = _start_echo(settings, log)
             try:
                 target = await echoed() + total // 8
-                await wait_for(lambda: _at_least(echoed, target), timeout=60, interval=0.002)
+                await wait_for(lambda t=target: _at_least(echoed, t), timeout=60, interval=0.002)
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
