@@ -43,9 +43,11 @@ def service_env(settings: Settings) -> dict[str, str]:
 
 
 async def open_bus(settings: Settings) -> Bus:
+    from services.runtime.bus import retry_transient
+
     bus = await connect(settings, start_embedded=False)
     await bus.ensure_streams()
-    await ensure_buckets(bus)
+    await retry_transient("creating buckets", lambda: ensure_buckets(bus))
     return bus
 
 

@@ -158,7 +158,7 @@ class DecisionIntake(_S):
 
 class Archive(_S):
     path: str = "decisions.duckdb"  # relative to data_dir
-    batch_size: int = 5000
+    batch_size: int = 10_000
     flush_interval: Duration = Duration(0.2)
     retry_initial: Duration = Duration(0.1)
     retry_max: Duration = Duration(10)

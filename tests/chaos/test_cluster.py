@@ -15,6 +15,7 @@ import pytest
 
 from services.runtime import embedded
 from services.runtime.bus import connect, retry_transient
+from services.runtime.service import ensure_buckets
 from services.runtime.settings import Settings
 from tests.integration.echo_app import ECHO_STREAM
 from tests.integration.test_runtime import _publish, _start_echo
@@ -37,6 +38,7 @@ async def _ready(settings: Settings) -> None:
         try:
             await bus.ensure_streams()
             await bus.ensure_streams((ECHO_STREAM,))
+            await ensure_buckets(bus)
             return True
         except Exception:  # noqa: BLE001 - no meta leader yet
             return False
@@ -79,7 +81,7 @@ async def _chaos(settings: Settings, cluster: embedded.Cluster, log: Path) -> tu
         cluster.start_node(0)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-        msgs = await read_stream(bus, ECHO_STREAM.name, timeout=3)
+        msgs = await retry_transient("reading the echoes", lambda: read_stream(bus, ECHO_STREAM.name, timeout=3))
         return actions, [eid for m in msgs for eid in msgspec.json.decode(m.data)]
     finally:
         await bus.close()
