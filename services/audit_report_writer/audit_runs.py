@@ -36,6 +36,7 @@ from contracts.subjects import DECISIONS, ConsumerSpec
 from services.audit_report_writer import core
 from services.decision_intake.core import Rejected, normalise
 from services.runtime.bus import data_path
+from services.runtime.files import fsync_dir, write_atomically
 from services.runtime.service import Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
 
@@ -86,7 +87,7 @@ class AuditRuns:
         run, fixed = core.recover_open(audit_id, content)
         self.state.open[audit_id] = run
         if fixed != content:
-            _atomic_write(txt, fixed)
+            write_atomically(txt, fixed)
             self.counters["audit_lines_repaired"] += 1
 
     # --- stream ---------------------------------------------------------------------------
@@ -113,7 +114,7 @@ class AuditRuns:
         self._flush_appends(appends)
         position = self.positions.get(DECISIONS, 0)
         if position != self._saved_position:
-            _atomic_write(self.dir / POSITIONS, msgspec.json.encode({DECISIONS: position}) + b"\n")
+            write_atomically(self.dir / POSITIONS, msgspec.json.encode({DECISIONS: position}) + b"\n")
             self._saved_position = position
 
     def _flush_appends(self, appends: dict[str, list[bytes]]) -> None:
@@ -126,7 +127,7 @@ class AuditRuns:
         if isinstance(effect, core.OpenRun):
             txt = self.dir / f"{effect.name}.txt"
             if not txt.exists():
-                _atomic_write(txt, effect.line + b"\n")
+                write_atomically(txt, effect.line + b"\n")
                 self.counters["audit_runs_opened"] += 1
         elif isinstance(effect, core.FinishRun):
             self._finish(effect)
@@ -140,25 +141,15 @@ class AuditRuns:
         txt = self.dir / f"{effect.name}.txt"
         if effect.line:
             _append(txt, [effect.line])
-            _atomic_write(self.dir / f"{effect.name}.json", effect.summary + b"\n")
-            _atomic_write(self.dir / INDEX, msgspec.json.encode(list(self.state.finished)) + b"\n")
+            write_atomically(self.dir / f"{effect.name}.json", effect.summary + b"\n")
+            write_atomically(self.dir / INDEX, msgspec.json.encode(list(self.state.finished)) + b"\n")
         if txt.exists():
             os.replace(txt, txt.with_suffix(".log"))
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         self.counters["audit_runs_finished"] += 1
 
 
 # --- file primitives -----------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _append(path: Path, lines: list[bytes]) -> None:
@@ -172,14 +163,6 @@ def _append(path: Path, lines: list[bytes]) -> None:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)  # a retried commit must not find half of this append
             raise
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 

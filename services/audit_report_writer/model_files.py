@@ -33,6 +33,7 @@ from contracts.codec import ContractError, decode_batch, encode_json
 from contracts.models import BehaviourModel, ModelMessage, ModelStatusChanged, StartModeling
 from contracts.subjects import EVENTS, MODELS, MODELS_REQUESTS, ConsumerSpec, models_status_subject, token
 from services.audit_report_writer import apparmor, modeling, seccomp
+from services.runtime.files import write_atomically
 from services.runtime.service import Incoming, Invalid, Outgoing
 
 ExportFormat = Literal["model", "apparmor", "seccomp"]
@@ -59,10 +60,7 @@ def model_dir(data_path: Path, image_name: str, image_tag: str) -> Path:
 
 
 def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically(path, text.encode())
 
 
 def write_model(data_path: Path, model: BehaviourModel, arch: str | None = None) -> list[Path]:

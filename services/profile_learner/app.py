@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from contracts.profiles import CommandApplied, DriftBatch, ProfileEvent
 from contracts.subjects import COMMANDS, EVENTS, QUERY_PROFILES, ConsumerSpec, drift_subject, profiles_subject
 from services.profile_learner import core, replay
 from services.runtime.bus import Bus
+from services.runtime.files import write_atomically
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
 
@@ -75,16 +75,6 @@ def load_snapshot(path: Path) -> Snapshot | None:
         return _snap_decoder.decode(path.read_bytes())
     except FileNotFoundError:
         return None
-
-
-def write_snapshot(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class ProfileLearner(AppBase):
@@ -192,7 +182,7 @@ class ProfileLearner(AppBase):
         if not force and now - self._last_snapshot < self.interval:
             return
         self._last_snapshot = now
-        write_snapshot(self.path, _snap_encoder.encode(Snapshot(positions=dict(self.handled), state=self.state)))
+        write_atomically(self.path, _snap_encoder.encode(Snapshot(positions=dict(self.handled), state=self.state)))
         self.counters["snapshots"] += 1
 
     # --- the read endpoint ---

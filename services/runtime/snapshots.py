@@ -22,11 +22,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
-from pathlib import Path
 
 from services.runtime.bus import Bus
+from services.runtime.files import write_atomically
 from services.runtime.log import ack_floor, read_range
 from services.runtime.service import AppBase
 from services.runtime.settings import Settings
@@ -120,11 +119,3 @@ class SnapshotApp(AppBase):
         self.counters["snapshots"] += 1
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
