@@ -144,3 +144,14 @@ async def heartbeat_pids(settings: Settings, service: str) -> set[int]:
         return pids
     finally:
         await bus.close()
+
+
+def run_vigil(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`vigil ARGS…` to completion with these settings (plus extra env), output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        env={**service_env(settings), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

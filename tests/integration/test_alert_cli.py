@@ -13,7 +13,7 @@ from contracts.codec import encode_json
 from contracts.events import Container
 from contracts.subjects import ALERTS_CLOCK, ALERTS_OUT
 from services.runtime.settings import Settings
-from tests.support import open_bus, service_env
+from tests.support import open_bus, run_vigil, service_env
 
 T0 = 1_767_225_600_000_000_000
 WEB = Container(id="c1", image_name="nginx", image_tag="1.25", pod="web-0", namespace="shop", name="nginx")
@@ -43,24 +43,15 @@ async def _publish(settings: Settings, prefix: str = "") -> None:
         await bus.close()
 
 
-def vigil(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "alerts", *args],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
 
 def test_list_since_prints_stored_alerts_as_json_lines_with_filters(settings: Settings) -> None:
     asyncio.run(_publish(settings))
-    every = vigil(settings, "list", "--since", "10m", "-o", "json")
+    every = run_vigil(settings, "alerts", "list", "--since", "10m", "-o", "json")
     assert every.returncode == 0, every.stderr
     assert [json.loads(line)["id"] for line in every.stdout.splitlines()] == ["a1", "a2", "t1"]
-    web = vigil(settings, "list", "--since", "10m", "--container", "c1", "--rule", "anomaly_detection", "-o", "json")
+    web = run_vigil(settings, "alerts", "list", "--since", "10m", "--container", "c1", "--rule", "anomaly_detection", "-o", "json")
     assert [json.loads(line)["id"] for line in web.stdout.splitlines()] == ["a1"]
-    by_image = vigil(settings, "list", "--since", "10m", "--image", "mysql:8", "-o", "json")
+    by_image = run_vigil(settings, "alerts", "list", "--since", "10m", "--image", "mysql:8", "-o", "json")
     (line,) = by_image.stdout.splitlines()
     assert json.loads(line) == {
         "kind": "alert.v1",
@@ -71,9 +62,9 @@ def test_list_since_prints_stored_alerts_as_json_lines_with_filters(settings: Se
         "container": {"id": "c2", "image_name": "mysql", "image_tag": "8"},
         "behaviour": "x.example.com",
     }
-    table = vigil(settings, "list", "--since", "10m", "--rule", "AlertThreshold")
+    table = run_vigil(settings, "alerts", "list", "--since", "10m", "--rule", "AlertThreshold")
     assert "AlertThreshold over 10/s" in table.stdout and "t1" not in table.stdout and "1 alerts" in table.stderr
-    bad = vigil(settings, "list", "--since", "yesterday")
+    bad = run_vigil(settings, "alerts", "list", "--since", "yesterday")
     assert bad.returncode == 2 and "--since" in bad.stderr
 
 

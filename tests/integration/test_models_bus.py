@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from contracts.codec import encode_batch, encode_json
@@ -17,19 +15,9 @@ from contracts.profiles import ProfileReset
 from contracts.subjects import MODELS, events_subject, models_request_subject, models_status_subject, profiles_subject
 from services.audit_report_writer.app import build
 from services.runtime.settings import Settings
-from tests.support import decode_all, open_bus, read_stream, running, service_env, wait_for
+from tests.support import decode_all, open_bus, read_stream, run_vigil, running, wait_for
 from tests.unit.golden import GOLDEN_DIR
 from tests.unit.golden.behaviour import SEC, T0, replica_events, seed_behaviour
-
-
-def vigil(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def _publish_profiles(settings: Settings, extra: list[object]) -> None:
@@ -47,21 +35,21 @@ def test_profiles_export_folds_the_learned_version(settings: Settings, tmp_path:
     wiped = ProfileReset(id="reset-11", time=T0, image_name="debian", image_tag="11")
     asyncio.run(_publish_profiles(settings, [wiped]))
 
-    seccomp = vigil(settings, "profiles", "export", "debian:10", "--format", "seccomp")
+    seccomp = run_vigil(settings, "profiles", "export", "debian:10", "--format", "seccomp")
     assert seccomp.returncode == 0, seccomp.stderr
     assert seccomp.stdout == (GOLDEN_DIR / "seccomp_seed.json").read_text()
 
     out = tmp_path / "debian.profile"
-    apparmor = vigil(settings, "profiles", "export", "debian:10", "--format", "apparmor", "-o", str(out))
+    apparmor = run_vigil(settings, "profiles", "export", "debian:10", "--format", "apparmor", "-o", str(out))
     assert apparmor.returncode == 0, apparmor.stderr
     assert out.read_text() == (GOLDEN_DIR / "apparmor_seed.profile").read_text()
 
-    model = json.loads(vigil(settings, "profiles", "export", "debian:10").stdout)
+    model = json.loads(run_vigil(settings, "profiles", "export", "debian:10").stdout)
     assert model["kind"] == "model.v1" and model["capabilities"]["known"] is False
 
-    gone = vigil(settings, "profiles", "export", "debian:11")  # reset after it was learned
+    gone = run_vigil(settings, "profiles", "export", "debian:11")  # reset after it was learned
     assert gone.returncode == 1 and "nothing learned" in gone.stderr
-    bad = vigil(settings, "profiles", "export", "debian:10", "--format", "selinux")
+    bad = run_vigil(settings, "profiles", "export", "debian:10", "--format", "selinux")
     assert bad.returncode == 2
 
 
@@ -116,23 +104,23 @@ def test_modelling_window_writes_model_and_profiles(settings: Settings) -> None:
     assert (data / done.files[2]).read_text() == (GOLDEN_DIR / "seccomp_replicas.json").read_text()
     assert (data / done.files[0]).read_text() == (GOLDEN_DIR / "model_replicas.json").read_text()
 
-    listed = vigil(settings, "models", "list", "-o", "json")
+    listed = run_vigil(settings, "models", "list", "-o", "json")
     assert listed.returncode == 0, listed.stderr
     [row] = [json.loads(line) for line in listed.stdout.splitlines()]
     assert row["id"] == "req-1" and row["status"] == "Completed" and row["files"] == done.files
 
 
 def test_models_start_publishes_a_request(settings: Settings) -> None:
-    empty = vigil(settings, "models", "list", "-o", "json")  # no stream yet: nothing to list, no traceback
+    empty = run_vigil(settings, "models", "list", "-o", "json")  # no stream yet: nothing to list, no traceback
     assert empty.returncode == 0 and empty.stdout == "", empty.stderr
-    nothing = vigil(settings, "profiles", "export", "web:2.0")
+    nothing = run_vigil(settings, "profiles", "export", "web:2.0")
     assert nothing.returncode == 1 and "nothing learned" in nothing.stderr
-    started = vigil(
+    started = run_vigil(
         settings, "models", "start", "registry:5000/shop/web:2.0", "--duration", "30m",
         "--containers", "web", "--opt-out", "istio-proxy", "--start", "2026-01-01T00:00:00Z",
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
-    listed = vigil(settings, "models", "list", "-o", "json")
+    listed = run_vigil(settings, "models", "list", "-o", "json")
     [row] = [json.loads(line) for line in listed.stdout.splitlines()]
     assert row["image"] == "registry:5000/shop/web:2.0" and row["status"] == "Requested"
     assert row["duration"] == "1800s" and row["containers"] == "web"
@@ -148,7 +136,7 @@ def test_models_start_publishes_a_request(settings: Settings) -> None:
     req = asyncio.run(stored())
     assert req.time == T0 and req.image_name == "registry:5000/shop/web" and req.image_tag == "2.0"
     assert req.annotations == {"container.models.vigil.dev/istio-proxy": "unconfined"}
-    bad = vigil(settings, "models", "start", "web", "--duration", "soon")
+    bad = run_vigil(settings, "models", "start", "web", "--duration", "soon")
     assert bad.returncode == 2
 
 

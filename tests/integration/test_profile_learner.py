@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
@@ -26,7 +24,7 @@ from services.profile_learner.sim import dns_, exec_, ns, start, syscalls_, tick
 from services.runtime.embedded import EmbeddedServer
 from services.runtime.settings import Settings
 from services.version_evictor.app import VersionEvictor
-from tests.support import make_settings, open_bus, read_stream, running, service_env, vigil_process, wait_for
+from tests.support import make_settings, open_bus, read_stream, run_vigil, running, vigil_process, wait_for
 
 SP = "RUNTIME_SECURITY_CONFIG_SECURITY_PROFILE_"
 ENV = {
@@ -56,15 +54,6 @@ def collect(settings: Settings, path: Path) -> None:
     with vigil_process(settings, "collect", "--from", str(path)) as proc:
         assert proc.wait(60) == 0
 
-
-def vigil(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
-        env=service_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 async def drifts(bus: object) -> list[tuple[str, str, str, bool, str]]:
@@ -110,25 +99,25 @@ async def _eviction_life_cycle(settings: Settings, tmp_path: Path) -> None:
             evicted = [e for e in await profile_events(bus) if isinstance(e, VersionEvicted)]
             assert [e.image_tag for e in evicted] == ["v1"]
 
-            shown = await asyncio.to_thread(vigil, settings, "profiles", "show", "app", "-o", "json")
+            shown = await asyncio.to_thread(run_vigil, settings, "profiles", "show", "app", "-o", "json")
             assert shown.returncode == 0, shown.stderr
             prof = json.loads(shown.stdout)
             assert [v["image_tag"] for v in prof["versions"]] == ["v2", "v3"]
             assert prof["versions"][0]["states"]["exec"] == "stable" and prof["versions"][1]["sizes"]["exec"] == 1
-            listed = await asyncio.to_thread(vigil, settings, "profiles", "list", "-o", "json")
+            listed = await asyncio.to_thread(run_vigil, settings, "profiles", "list", "-o", "json")
             assert json.loads(listed.stdout.splitlines()[0])["image_name"] == "app"
 
             sent = await asyncio.to_thread(
-                vigil, settings, "profiles", "set-state", "app", "v3", "stable", "--event-type", "exec"
+                run_vigil, settings, "profiles", "set-state", "app", "v3", "stable", "--event-type", "exec"
             )
             assert sent.returncode == 0, sent.stderr
             await wait_for(lambda: _has(bus, CommandApplied), timeout=30)
             changed = [e for e in await profile_events(bus) if isinstance(e, StateChanged) and e.reason == "operator"]
             assert [(e.image_tag, e.event_type, e.new_state) for e in changed] == [("v3", "exec", "stable")]
-        offline = await asyncio.to_thread(vigil, settings, "profiles", "show", "app", "-o", "json")
+        offline = await asyncio.to_thread(run_vigil, settings, "profiles", "show", "app", "-o", "json")
         assert [v["image_tag"] for v in json.loads(offline.stdout)["versions"]] == ["v2", "v3"]  # from the snapshot
         replayed = await asyncio.to_thread(
-            vigil, settings, "replay", "profile-learner", "-o", "json"
+            run_vigil, settings, "replay", "profile-learner", "-o", "json"
         )  # the learner stopped: snapshot written
         report = json.loads(replayed.stdout)
         assert report["result"] == "match" and report["commands"] == 2, report  # the eviction + the operator's

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 
 from contracts.codec import encode_json
 from contracts.decisions import Decision
@@ -14,17 +13,7 @@ from contracts.subjects import decisions_subject, events_subject
 from services.profile_learner.app import ProfileLearner
 from services.runtime.bus import publish_one
 from services.runtime.settings import Settings
-from tests.support import make_settings, open_bus, running, service_env, wait_for
-
-
-def _vigil(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
-        env={**service_env(settings), **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.support import make_settings, open_bus, run_vigil, running, wait_for
 
 
 async def _scenario(
@@ -40,10 +29,10 @@ async def _scenario(
             await wait_for(lambda: runner.app.counters["dead_letters"] >= 1)
             await wait_for(lambda: _beat_counts_dead_letter(bus))
             report = await asyncio.to_thread(
-                _vigil, settings, "status", "-o", "json", VIGIL_RUNTIME_SECURITY_CONFIG_NETWORK_ENABLED="false"
+                run_vigil, settings, "status", "-o", "json", VIGIL_RUNTIME_SECURITY_CONFIG_NETWORK_ENABLED="false"
             )
-            ready = await asyncio.to_thread(_vigil, settings, "status", "--require", "profile-learner")
-            not_ready = await asyncio.to_thread(_vigil, settings, "status", "--require", "throttler")
+            ready = await asyncio.to_thread(run_vigil, settings, "status", "--require", "profile-learner")
+            not_ready = await asyncio.to_thread(run_vigil, settings, "status", "--require", "throttler")
         return json.loads(report.stdout), ready, not_ready
     finally:
         await bus.close()
