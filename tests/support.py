@@ -79,28 +79,13 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval
         await asyncio.sleep(interval)
 
 
-async def read_stream(bus: Bus, stream: str, subject: str | None = None, timeout: float = 1.0) -> list[Any]:
-    """Every message currently in a stream (optionally one subject), in order, via an ephemeral consumer."""
-    info = await bus.js.stream_info(stream)
-    total = info.state.messages
-    if total == 0:
-        return []
-    sub = await bus.js.pull_subscribe(subject or "", stream=stream)
-    out: list[Any] = []
-    try:
-        while True:
-            try:
-                msgs = await sub.fetch(500, timeout=timeout)
-            except Exception:  # noqa: BLE001 - nats TimeoutError: nothing more
-                break
-            for m in msgs:
-                await m.ack()
-            out.extend(msgs)
-            if subject is None and len(out) >= total:
-                break
-    finally:
-        await sub.unsubscribe()
-    return out
+async def read_stream(bus: Bus, stream: str, subject: str | None = None) -> list[Any]:
+    """Every message currently in a stream (optionally one subject), in order, none
+    missed however slow the machine: the runtime's ordered log reader."""
+    from services.runtime.log import last_seq, read_messages
+
+    last = await last_seq(bus.js, stream)
+    return [m async for m in read_messages(bus.js, stream, 1, last, (subject,) if subject else ())]
 
 
 def decode_all(msgs: list[Any], tp: Any) -> list[Any]:

@@ -4,7 +4,7 @@
 consumers that ack nothing, and after a fetch times out (a slow or failing-over
 cluster may have dropped a pull request and the messages in flight) a fresh
 consumer starts again at the next sequence, so no message is missed. The read
-ends at ``last`` or when a fresh consumer has nothing pending; it raises
+ends at ``last`` or when the consumer has nothing more pending; it raises
 :class:`ReadError` rather than let state silently diverge.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
@@ -29,6 +30,14 @@ async def read_range(
 ) -> AsyncIterator[tuple[int, str, bytes]]:
     """``(seq, subject, data)`` of ``stream`` (optionally only ``subjects``) with
     first <= seq <= last, in order, none missed."""
+    async for msg in read_messages(js, stream, first, last, subjects):
+        yield msg.metadata.sequence.stream, msg.subject, msg.data
+
+
+async def read_messages(
+    js: JetStreamContext, stream: str, first: int, last: int, subjects: Sequence[str] = ()
+) -> AsyncIterator[Msg]:
+    """The messages themselves (headers too) of :func:`read_range`."""
     next_seq, stalls = max(first, 1), 0
     while next_seq <= last:
         sub = await _ephemeral(js, stream, subjects, next_seq)
@@ -47,8 +56,10 @@ async def read_range(
                         continue
                     if seq > last:
                         return
-                    yield seq, m.subject, m.data
+                    yield m
                     next_seq = seq + 1
+                    if m.metadata.num_pending == 0:  # nothing more stored: later messages are past ``last``
+                        return
         finally:
             try:
                 await sub.unsubscribe()

@@ -81,7 +81,7 @@ async def _chaos(settings: Settings, cluster: embedded.Cluster, log: Path) -> tu
         cluster.start_node(0)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-        msgs = await retry_transient("reading the echoes", lambda: read_stream(bus, ECHO_STREAM.name, timeout=3))
+        msgs = await retry_transient("reading the echoes", lambda: read_stream(bus, ECHO_STREAM.name))
         return actions, [eid for m in msgs for eid in msgspec.json.decode(m.data)]
     finally:
         await bus.close()
@@ -120,7 +120,7 @@ async def _publish_through_failover(settings: Settings, cluster: embedded.Cluste
                     await batcher.flush_batches()
             await batcher.drain()
         cluster.start_node(cluster.nodes.index(None))  # read back from a whole cluster
-        msgs = await retry_transient("reading EVENTS", lambda: read_stream(bus, "EVENTS", timeout=3))
+        msgs = await retry_transient("reading EVENTS", lambda: read_stream(bus, "EVENTS"))
         return [eid for m in msgs for eid in decode_batch(m.data).event_ids()]
     finally:
         await bus.close()

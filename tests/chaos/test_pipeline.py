@@ -275,7 +275,7 @@ async def _settled(bus: Bus) -> bool:
 async def outputs(bus: Bus) -> dict[str, Counter[tuple[str, str, bytes]]]:
     out = {}
     for stream in OUTPUT_STREAMS:
-        msgs = await read_stream(bus, stream, timeout=1.0)
+        msgs = await read_stream(bus, stream)
         out[stream] = Counter((m.subject, (m.headers or {}).get("Nats-Msg-Id", ""), m.data) for m in msgs)
     return out
 

@@ -76,7 +76,7 @@ async def _run_pipeline(settings: Settings, expected_decisions: int) -> tuple[li
         await wait_for(lambda: _out_has(settings, "out:alert:d9"), timeout=30)
     bus = await open_bus(settings)
     try:
-        out = await read_stream(bus, ALERTS, ALERTS_OUT, timeout=0.5)
+        out = await read_stream(bus, ALERTS, ALERTS_OUT)
         decisions = await read_stream(bus, DECISIONS)
     finally:
         await bus.close()
@@ -90,7 +90,7 @@ async def _at_least(settings: Settings, stream: str, n: int) -> bool:
 async def _out_has(settings: Settings, msg_id: str) -> bool:
     bus = await open_bus(settings)
     try:
-        msgs = await read_stream(bus, ALERTS, ALERTS_OUT, timeout=0.2)
+        msgs = await read_stream(bus, ALERTS, ALERTS_OUT)
     finally:
         await bus.close()
     return any((m.headers or {}).get("Nats-Msg-Id") == msg_id for m in msgs)
@@ -163,7 +163,7 @@ async def _run_until(settings: Settings, batches: list[DriftBatch], decisions: i
 async def _outputs(settings: Settings) -> tuple[list, list]:
     bus = await open_bus(settings)
     try:
-        return await read_stream(bus, ALERTS, ALERTS_OUT, timeout=0.5), await read_stream(bus, DECISIONS)
+        return await read_stream(bus, ALERTS, ALERTS_OUT), await read_stream(bus, DECISIONS)
     finally:
         await bus.close()
 

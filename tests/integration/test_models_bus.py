@@ -70,7 +70,7 @@ async def _window(settings: Settings) -> list[ModelStatusChanged]:
                 await pub.flush()
 
             async def statuses() -> list[ModelStatusChanged]:
-                msgs = await read_stream(bus, MODELS, models_status_subject("nginx"), timeout=0.3)
+                msgs = await read_stream(bus, MODELS, models_status_subject("nginx"))
                 return decode_all(msgs, ModelStatusChanged)
 
             await wait_for(statuses)  # Modeling: the window is open
@@ -170,7 +170,7 @@ async def _window_across_restart(settings: Settings) -> list[ModelStatusChanged]
                 await pub.flush()
 
             async def statuses() -> list[ModelStatusChanged] | None:
-                msgs = await read_stream(bus, MODELS, models_status_subject("nginx"), timeout=0.3)
+                msgs = await read_stream(bus, MODELS, models_status_subject("nginx"))
                 found = decode_all(msgs, ModelStatusChanged)
                 return found if len(found) >= 2 else None
 

@@ -75,7 +75,7 @@ async def _trace_through(settings: Settings) -> dict[str, str]:
 
 
 async def _count(bus, stream: str, subject: str) -> int:  # type: ignore[no-untyped-def]
-    return len(await read_stream(bus, stream, subject, timeout=0.2))
+    return len(await read_stream(bus, stream, subject))
 
 
 def test_one_trace_id_from_collector_batch_through_throttler_to_archive(

@@ -67,7 +67,7 @@ class KernelEnv:
         async def read() -> list[RawEvent]:
             bus = await open_bus(self.settings)
             try:
-                msgs = await read_stream(bus, EVENTS, timeout=2.0)
+                msgs = await read_stream(bus, EVENTS)
             finally:
                 await bus.close()
             return [e for m in msgs for e in decode_batch(m.data).events if predicate(e)]
