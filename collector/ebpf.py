@@ -18,7 +18,7 @@ import ctypes
 import os
 import platform
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,28 @@ class Probe:
         """Forget every reported key: the next occurrence of each is reported again."""
         if self.opts.dedup:
             self.bpf[b"dedup"].clear()
+
+    def flush_dedup_where(self, select: Callable[[list[Any]], list[Any]]) -> tuple[int, bool]:
+        """Delete the dedup entries ``select`` picks from the current keys
+        (each has ``cgroup_id`` and ``hash``). Returns (entries deleted, whole
+        map cleared): when the keys cannot be listed or an entry cannot be
+        deleted (other than being gone already), the whole map is cleared."""
+        if not self.opts.dedup:
+            return 0, False
+        table = self.bpf[b"dedup"]
+        try:
+            doomed = select(list(table.keys()))
+            deleted = 0
+            for key in doomed:
+                try:
+                    del table[key]
+                    deleted += 1
+                except KeyError:
+                    pass  # evicted meanwhile: already forgotten
+            return deleted, False
+        except Exception:  # noqa: BLE001 - a targeted delete failed: forget everything
+            self.flush_dedup()
+            return 0, True
 
     def drain_syscalls(self) -> Iterator[tuple[int, int, list[int]]]:
         """(cgroup id, pid, syscall numbers) per process since the last drain."""

@@ -11,7 +11,12 @@ Invariants:
 - every ``collector.tick_interval`` a ClockTicked goes to every partition
   (live sources only: a trace carries its own time);
 - the dedup map is flushed when the workload registry changes, so behaviour
-  first seen from an unknown container is reported again with its identity.
+  first seen from an unknown container is reported again with its identity;
+- when a profile changes state (PROFILES: StateChanged, ProfileReset,
+  VersionEvicted for image X) the dedup entries of X's containers are deleted
+  (``collector.dedup_flush_on_profile_change``), so X's behaviour is reported
+  again; other images keep theirs. Every BPF map operation runs on the
+  collector's loop, between two ring-buffer drains.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from collector import abi, identity
+from collector import flush as dedup_flush
 from collector import workloads as wreg
 from collector.enrich import Enricher
 from collector.publisher import BatchingPublisher
@@ -37,7 +43,7 @@ from collector.sources import Synthetic, SyntheticSpec, trace_source
 from contracts.codec import encode_json
 from contracts.decisions import Heartbeat
 from contracts.events import ClockTicked, RawEvent
-from contracts.subjects import HEARTBEAT_BUCKET
+from contracts.subjects import HEARTBEAT_BUCKET, PROFILES, stream_spec
 from services.runtime.bus import Bus, connect
 from services.runtime.service import ensure_buckets
 from services.runtime.settings import Settings
@@ -102,6 +108,10 @@ class Collector:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_dedup = threading.Event()
         self.flushed_version = 0  # registry version the dedup map was last flushed for
+        self._flush_images: set[str] = set()  # images whose profile changed state since the last drain
+        self.dedup_flushes = 0  # whole-map flushes (registry change, timer, request, fallback)
+        self.dedup_image_flushes = 0  # targeted flushes for a profile state change
+        self.dedup_flushed_entries = 0  # entries deleted by targeted flushes
 
     # --- control (thread-safe) ----------------------------------------------------
 
@@ -124,6 +134,11 @@ class Collector:
             out.update(events=self.batcher.events, batches=self.batcher.batches)
         if self.probe is not None:
             out.update({f"kernel_{k}": v for k, v in self.probe.counters().items()})
+            out.update(
+                dedup_flushes=self.dedup_flushes,
+                dedup_image_flushes=self.dedup_image_flushes,
+                dedup_flushed_entries=self.dedup_flushed_entries,
+            )
         if self.enricher is not None:
             out.update(host_dropped=self.enricher.stats.host_dropped, not_dns=self.enricher.stats.not_dns)
         return out
@@ -153,6 +168,9 @@ class Collector:
                 changed = await wreg.seed_from_file(kv, cfg.workloads_file)
                 log.info("workloads file %s: %d entries written", cfg.workloads_file, changed)
             await self.registry.start(kv)
+            if self.source == "ebpf" and cfg.dedup and cfg.dedup_flush_on_profile_change:
+                await bus.nc.subscribe(stream_spec(PROFILES).subjects[0], cb=self._on_profile)
+                await bus.nc.flush()  # subscribed on the server before the probe is reported ready
             is_trace = self.source.startswith("trace:")
             boot = trace_boot(Path(self.source[6:])) if is_trace else live_boot()
             async with bus.publisher() as pub:
@@ -284,10 +302,43 @@ class Collector:
             if flush:
                 self._flush_dedup.clear()
                 seen_version = self.registry.version
-                self.probe.flush_dedup()
+                self._flush(whole=True, why="workload registry changed or timer")
                 self.flushed_version = seen_version
+            elif self._flush_images:
+                self._flush(whole=False, why="profile state changed")
             if out:
                 yield out
+
+    async def _on_profile(self, msg: Any) -> None:
+        image = dedup_flush.image_to_flush(msg.data)
+        if image is not None:
+            self._flush_images.add(image)
+
+    def _flush(self, whole: bool, why: str) -> None:
+        """Whole map (``whole``) or the entries of the images whose profile changed."""
+        assert self.probe is not None and self.enricher is not None
+        images, self._flush_images = self._flush_images, set()
+        if whole:
+            self.probe.flush_dedup()
+            self.dedup_flushes += 1
+            log.info("dedup map flushed (%s)", why)
+            return
+        enricher = self.enricher
+
+        def image_of(cg: int) -> str | None:
+            found = enricher.container(cg)
+            return found.image_name if found is not None else None
+
+        deleted, cleared = self.probe.flush_dedup_where(
+            lambda keys: dedup_flush.keys_to_flush(keys, lambda k: int(k.cgroup_id), image_of, images)
+        )
+        if cleared:
+            self.dedup_flushes += 1
+            log.warning("dedup map flushed whole: targeted delete for %s failed", sorted(images))
+            return
+        self.dedup_image_flushes += 1
+        self.dedup_flushed_entries += deleted
+        log.info("dedup: %d entries of %s forgotten (profile state changed)", deleted, ", ".join(sorted(images)))
 
     def _drain_syscalls(self) -> list[RawEvent]:
         assert self.probe is not None and self.enricher is not None

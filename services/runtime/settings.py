@@ -112,6 +112,7 @@ class Nats(_S):
     fetch_batch: int = 64  # messages per pull request
     max_ack_pending: int = 20_000
     ack_wait: Duration = Duration(30)
+    lease_ttl: Duration = Duration(10)  # partition leases of scaled-out services (profile-learner instances)
     credentials: str = ""  # path to a .creds file; secret material stays in that file
 
 
@@ -126,6 +127,7 @@ class Collector(_S):
     dedup_map_size: int = 65_536
     dedup: bool = True  # in-kernel suppression of repeated (cgroup, behaviour) keys
     dedup_flush_interval: Duration = Duration(0)  # 0: flush only when the workload registry changes
+    dedup_flush_on_profile_change: bool = True  # forget an image's dedup entries when its profile changes state
     ring_buffer_bytes: int = 16 << 20
     consume_interval: Duration = Duration(0.01)  # ring buffer drain period (submits do not wake us)
     syscalls_interval: Duration = Duration(1)  # syscall bitmap drain period
