@@ -47,14 +47,14 @@ def encode_batch(batch: EventBatch | DriftBatch) -> bytes:
 def decode_batch(data: bytes) -> EventBatch:
     try:
         return _batch_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string
         raise ContractError(f"not an EventBatch: {exc}") from exc
 
 
 def decode_drift(data: bytes) -> DriftBatch:
     try:
         return _drift_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string
         raise ContractError(f"not a DriftBatch: {exc}") from exc
 
 
@@ -66,5 +66,5 @@ def decode_json(kind: str, data: bytes) -> Any:
     """Decode a JSON payload as one of :data:`JSON_TYPES` (e.g. ``"alert"``)."""
     try:
         return _json_decoders[kind].decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string
         raise ContractError(f"not a valid {kind}: {exc}") from exc

@@ -45,6 +45,9 @@ def parse_time(value: str | int) -> int:
 
 
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - _EPOCH
+# Event times the bus carries (msgpack int64, years 1677..2262), the lower end a whole microsecond so what is
+# written (to the microsecond) reads back in range.
+_MIN_NS, _MAX_NS = -(2**63 // 1000 * 1000), 2**63 - 1
 
 
 def format_time(ns: int) -> str:
@@ -63,7 +66,10 @@ def from_obj(obj: Any) -> RawEvent:
         raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(_KIND_TO_TAG)}")
     if "time" not in obj:
         raise ValueError("missing time")
-    fields = dict(obj, kind=tag, time=parse_time(obj["time"]))
+    time = parse_time(obj["time"])
+    if not _MIN_NS <= time <= _MAX_NS:
+        raise ValueError(f"time out of range: {obj['time']!r}")
+    fields = dict(obj, kind=tag, time=time)
     return msgspec.convert(fields, RawEvent)  # type: ignore[arg-type]
 
 
