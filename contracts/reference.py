@@ -21,7 +21,7 @@ CHANNELS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
     ("vigil.events.<partition>", "msgpack", (events.EventBatch,), "raw runtime events from collectors, batched"),
     ("vigil.drift.<partition>", "msgpack", (profiles.DriftBatch,), "behaviour not in a stable profile"),
     ("vigil.profiles.<image>", "JSON", profiles.ProfileEvent.__args__, "profile life-cycle events"),
-    ("vigil.commands.<image>", "JSON", profiles.Command.__args__, "operator and version-evictor commands"),
+    ("vigil.commands.<partition>.<image>", "JSON", profiles.Command.__args__, "operator and version-evictor commands, on the image's partition"),
     (subjects.ALERTS_RAW, "JSON", (alerts.Alert,), "anomaly alerts before throttling"),
     (subjects.ALERTS_OUT, "JSON", (alerts.Alert, alerts.AlertThreshold), "alerts after per-container throttling"),
     (subjects.ALERTS_CLOCK, "JSON", (alerts.AlertClock,), "the detector's event-time watermark for the throttler"),

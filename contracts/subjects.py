@@ -8,7 +8,7 @@ stream         subjects                    payload
 EVENTS         vigil.events.<partition>    msgpack EventBatch (raw events, batched)
 DRIFT          vigil.drift.<partition>     msgpack DriftBatch
 PROFILES       vigil.profiles.<image>      JSON ProfileEvent, one per message
-COMMANDS       vigil.commands.<image>      JSON Command (operator, version-evictor)
+COMMANDS       vigil.commands.<p>.<image>  JSON Command (operator, version-evictor)
 ALERTS         vigil.alerts.raw|out|clock  JSON Alert / AlertThreshold / AlertClock
 DECISIONS      vigil.decisions.<source>    JSON Decision / GatekeeperDecision / audit markers
 DEADLETTER     vigil.dlq.<service>         JSON DeadLetter
@@ -37,11 +37,12 @@ ALERTS_OUT = "vigil.alerts.out"
 ALERTS_CLOCK = "vigil.alerts.clock"  # detector's event-time watermark for the throttler (AlertClock)
 INTAKE_DECISIONS = "vigil.decisions.intake"  # Gatekeeper-shaped payloads from NATS publishers
 QUERY_DECISIONS = "vigil.query.decisions"  # request/reply, read-only SQL (not a stream)
-QUERY_PROFILES = "vigil.query.profiles"  # request/reply, profile summaries (not a stream)
+QUERY_PROFILES = "vigil.query.profiles"  # request/reply, profile summaries: .<partition> (not a stream)
 
 HEARTBEAT_BUCKET = "vigil_heartbeats"
 WORKLOAD_BUCKET = "vigil_workloads"
 SNAPSHOT_BUCKET = "vigil_snapshots"
+LEASE_BUCKET = "vigil_leases"  # partition ownership of scaled-out services
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -68,8 +69,22 @@ def profiles_subject(image_name: str) -> str:
     return f"vigil.profiles.{token(image_name)}"
 
 
-def commands_subject(image_name: str) -> str:
-    return f"vigil.commands.{token(image_name)}"
+def commands_subject(image_name: str, partitions: int) -> str:
+    """Commands travel on their image's partition, like its events."""
+    return f"vigil.commands.{partition_of(image_name, partitions)}.{token(image_name)}"
+
+
+def commands_filter(partition: int) -> str:
+    return f"vigil.commands.{partition}.*"
+
+
+def query_profiles_subject(partition: int) -> str:
+    return f"{QUERY_PROFILES}.{partition}"
+
+
+def subject_partition(subject: str) -> int:
+    """The partition token of vigil.events.<p>, vigil.drift.<p> or vigil.commands.<p>.<image>."""
+    return int(subject.split(".")[2])
 
 
 def decisions_subject(source: str) -> str:
@@ -100,7 +115,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(EVENTS, ("vigil.events.*",), "raw runtime events, msgpack batches, partitioned by image"),
     StreamSpec(DRIFT, ("vigil.drift.*",), "behaviour not in a stable profile"),
     StreamSpec(PROFILES, ("vigil.profiles.*",), "profile life-cycle events"),
-    StreamSpec(COMMANDS, ("vigil.commands.*",), "operator and evictor commands to the learner"),
+    StreamSpec(COMMANDS, ("vigil.commands.*.*",), "operator and evictor commands to the learner, by partition"),
     StreamSpec(ALERTS, ("vigil.alerts.*",), "anomaly alerts, raw and throttled"),
     StreamSpec(DECISIONS, ("vigil.decisions.*",), "every security decision"),
     StreamSpec(DEADLETTER, ("vigil.dlq.*",), "inputs a service could not use, with reasons", max_age_s=7 * 86400),
@@ -115,6 +130,12 @@ class ConsumerSpec:
     stream: str
     durable: str
     filter_subjects: tuple[str, ...] = field(default_factory=tuple)
+    partition: int | None = None  # set on the per-partition consumers of a scaled-out service
+
+    @property
+    def position_key(self) -> str:
+        """Where the app keeps this consumer's position: the stream, or stream.partition."""
+        return self.stream if self.partition is None else f"{self.stream}.{self.partition}"
 
 
 def stream_spec(name: str) -> StreamSpec:

@@ -23,8 +23,9 @@ from services.runtime.settings import Settings, load_settings
 
 def make_settings(data_dir: Path, url: str, **env: str) -> Settings:
     """Settings as a service would load them, with VIGIL_* overrides given as kwargs
-    (``make_settings(p, url, MAX_ALERT_PER_SEC="2")``)."""
-    environ = {"VIGIL_DATA_DIR": str(data_dir), "VIGIL_NATS_URL": url}
+    (``make_settings(p, url, MAX_ALERT_PER_SEC="2")``). Partition leases last 2 s
+    (not 10): a SIGKILLed learner's partitions are taken over within ~3 s."""
+    environ = {"VIGIL_DATA_DIR": str(data_dir), "VIGIL_NATS_URL": url, "VIGIL_NATS_LEASE_TTL": "2s"}
     environ.update({f"VIGIL_{k}": v for k, v in env.items()})
     return load_settings(env=environ)
 

@@ -30,39 +30,57 @@ app = typer.Typer(help="Profiles learned per image (list, show, set-state, reset
 
 
 async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
-    """The learner's answer, or None when no learner answers."""
+    """The learners' answer (each partition is asked on its own subject; a partition
+    nobody answers for is read from its snapshot), or None when nothing answers."""
     import msgspec
 
-    from contracts.subjects import QUERY_PROFILES
+    from contracts.subjects import partition_of, query_profiles_subject
+    from services.profile_learner.app import load_snapshots, summaries
     from services.runtime.bus import connect
 
     try:
         bus = await connect(settings, start_embedded=False, name="vigil-profiles")
-    except (VigilError, OSError, Exception):  # noqa: BLE001 - no bus: read the snapshot
+    except (VigilError, OSError, Exception):  # noqa: BLE001 - no bus: read the snapshots
         return None
+    partitions = [partition_of(image, settings.nats.partitions)] if image else list(range(settings.nats.partitions))
+    request = msgspec.json.encode({"image": image} if image else {})
+
+    async def ask(p: int) -> dict[str, Any] | None:
+        try:
+            return msgspec.json.decode((await bus.nc.request(query_profiles_subject(p), request, timeout=3)).data)
+        except Exception:  # noqa: BLE001 - no responder / timeout
+            return None
+
     try:
-        reply = await bus.nc.request(QUERY_PROFILES, msgspec.json.encode({"image": image} if image else {}), timeout=3)
-        return msgspec.json.decode(reply.data)
-    except Exception:  # noqa: BLE001 - no responder / timeout
-        return None
+        answers = await asyncio.gather(*(ask(p) for p in partitions))
     finally:
         await bus.close()
+    if all(a is None for a in answers):
+        return None
+    if image is not None:
+        return answers[0]
+    snaps = load_snapshots(settings)
+    missing = summaries([snaps[p] for p, a in zip(partitions, answers) if a is None and p in snaps])
+    live = [a for a in answers if a is not None]
+    return {
+        "profiles": [prof for a in [*live, missing] for prof in a["profiles"]],
+        "over_cap_events": sum(a["over_cap_events"] for a in [*live, missing]),
+    }
 
 
 def _from_snapshot(settings: Settings, image: str | None) -> dict[str, Any] | None:
+    from contracts.subjects import partition_of
     from services.profile_learner import core
-    from services.profile_learner.app import load_snapshot, snapshot_path
+    from services.profile_learner.app import load_snapshots, summaries
 
-    snap = load_snapshot(snapshot_path(settings))
-    if snap is None:
+    snaps = load_snapshots(settings)
+    if not snaps:
         return None
     if image is not None:
-        prof = snap.state.profiles.get(image)
+        snap = snaps.get(partition_of(image, settings.nats.partitions))
+        prof = snap.state.profiles.get(image) if snap else None
         return {"profile": core.summary(prof) if prof else None}
-    return {
-        "profiles": [core.summary(p) for p in snap.state.profiles.values()],
-        "over_cap_events": snap.state.over_cap_events,
-    }
+    return summaries(list(snaps.values()))
 
 
 def _read(settings: Settings, image: str | None) -> dict[str, Any]:
@@ -119,7 +137,7 @@ def _publish(settings: Settings, cmd: Command) -> None:
         bus = await connect(settings, start_embedded=False, name="vigil-profiles")
         try:
             await bus.ensure_streams()
-            await bus.js.publish(commands_subject(cmd.image_name), encode_json(cmd), headers={"Nats-Msg-Id": cmd.id})
+            await bus.js.publish(commands_subject(cmd.image_name, settings.nats.partitions), encode_json(cmd), headers={"Nats-Msg-Id": cmd.id})
         finally:
             await bus.close()
 

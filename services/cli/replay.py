@@ -14,37 +14,45 @@ from services.runtime.settings import Settings, SettingsError, load
 
 
 async def replay_profile_learner(settings: Settings) -> dict[str, Any]:
-    """Rebuild the learner's state from EVENTS + COMMANDS up to its snapshot's positions; compare bytes."""
+    """Rebuild each partition's state from EVENTS + COMMANDS up to its snapshot's
+    positions and compare bytes with the snapshot."""
     from contracts.subjects import COMMANDS, EVENTS
     from services.profile_learner import core, replay
-    from services.profile_learner.app import core_config, load_snapshot, snapshot_path
+    from services.profile_learner.app import core_config, load_snapshots
     from services.runtime.bus import connect
     from services.runtime.log import last_seq
 
-    snap = load_snapshot(snapshot_path(settings))
+    snaps = load_snapshots(settings)
+    cfg = core_config(settings)
+    totals = replay.Rebuilt()
+    profiles, results = 0, {}
     bus = await connect(settings, start_embedded=False, name="vigil-replay")
     try:
-        if snap is None:
-            upto = {EVENTS: await last_seq(bus.js, EVENTS), COMMANDS: await last_seq(bus.js, COMMANDS)}
-        else:
-            upto = dict(snap.positions)
-        state = core.State()
-        stats = await replay.rebuild_from_log(bus.js, state, core_config(settings), {}, upto)
+        ends = {EVENTS: await last_seq(bus.js, EVENTS), COMMANDS: await last_seq(bus.js, COMMANDS)}
+        for p in range(settings.nats.partitions):
+            snap = snaps.get(p)
+            state = core.State()
+            stats = await replay.rebuild_from_log(bus.js, state, cfg, {}, dict(snap.positions) if snap else ends, p)
+            for field in ("events_messages", "commands", "undecodable"):
+                setattr(totals, field, getattr(totals, field) + getattr(stats, field))
+            profiles += len(state.profiles)
+            if snap is not None:
+                results[p] = "match" if core.encode_state(state) == core.encode_state(snap.state) else "mismatch"
     finally:
         await bus.close()
-    report: dict[str, Any] = {
-        "service": "profile-learner",
-        "positions": upto,
-        "event_batches": stats.events_messages,
-        "commands": stats.commands,
-        "undecodable": stats.undecodable,
-        "profiles": len(state.profiles),
-    }
-    if snap is None:
-        report["result"] = "no-snapshot"
+    if not results:
+        result = "no-snapshot"
     else:
-        report["result"] = "match" if core.encode_state(state) == core.encode_state(snap.state) else "mismatch"
-    return report
+        result = "mismatch" if "mismatch" in results.values() else "match"
+    return {
+        "service": "profile-learner",
+        "partitions": {str(p): r for p, r in sorted(results.items())},
+        "event_batches": totals.events_messages,
+        "commands": totals.commands,
+        "undecodable": totals.undecodable,
+        "profiles": profiles,
+        "result": result,
+    }
 
 
 def register(root: typer.Typer) -> None:

@@ -1,24 +1,31 @@
 """profile-learner adapter: EVENTS + COMMANDS in, PROFILES + DRIFT out, snapshots, a query endpoint.
 
-Invariants:
+The learner's state is kept **per partition** (an image's events and commands
+all travel on its partition), so instances can split the partitions between
+them (the runner's partition leases) and the outputs are the same whatever the
+number of instances: each partition's outputs are a function of that
+partition's input alone.
+
+Invariants, per partition:
 - ``handle`` is synchronous, so the two consumer loops never interleave inside
-  the core; a command's position relative to events is recorded by a
-  CommandApplied marker (see :mod:`services.profile_learner.replay`).
+  the core; a command's position relative to the partition's events is
+  recorded by a CommandApplied marker (see :mod:`services.profile_learner.replay`).
 - A snapshot (state + the stream sequences it reflects) is written only when
-  every handled input's outputs were flushed (no stream "dirty"), at most
-  every ``snapshot_interval`` wall-clock seconds (an adapter concern; the core
-  never reads a clock) and at stop. It is a file under ``data_dir``, written
-  atomically.
-- At start: load the snapshot, then rebuild silently (no outputs: they are
-  stored already) from the log up to each durable consumer's ack floor, so a
-  crash between snapshots loses nothing; the runner (``stateful``) then
-  recreates the durables to deliver from just after that position, in order.
+  every handled input's outputs were flushed (nothing "dirty"), at most every
+  ``snapshot_interval`` wall-clock seconds (an adapter concern; the core never
+  reads a clock) and when the partition is given up. It is a file under
+  ``data_dir``, written atomically.
+- When a partition becomes ours: load its snapshot, then rebuild silently (no
+  outputs: they are stored already) from the log up to its durable consumers'
+  ack floors, so a crash between snapshots loses nothing; the runner then
+  recreates those durables to deliver from just after that position, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +36,22 @@ import msgspec
 from contracts.codec import ContractError, decode_batch, decode_json, encode_batch, encode_json
 from contracts.events import EVENT_TYPES
 from contracts.profiles import CommandApplied, DriftBatch, ProfileEvent
-from contracts.subjects import COMMANDS, EVENTS, QUERY_PROFILES, ConsumerSpec, drift_subject, profiles_subject
+from contracts.subjects import (
+    COMMANDS,
+    EVENTS,
+    ConsumerSpec,
+    commands_filter,
+    drift_subject,
+    events_subject,
+    partition_of,
+    profiles_subject,
+    query_profiles_subject,
+    subject_partition,
+)
 from services.profile_learner import core, replay
 from services.runtime.bus import Bus
 from services.runtime.files import write_atomically
+from services.runtime.log import ack_floor
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
 
@@ -61,13 +80,18 @@ def core_config(settings: Settings) -> core.Config:
         unstable_time=ad.unstable_profile_time_threshold.ns,
         size_threshold=ad.unstable_profile_size_threshold,
         dns_depth=sp.dns_match_max_depth,
-        max_profiles=sp.max_profiles_in_memory,
+        # the cap is shared out between the partitions: each keeps its own profiles
+        max_profiles=math.ceil(sp.max_profiles_in_memory / settings.nats.partitions),
         event_types=enabled,
     )
 
 
-def snapshot_path(settings: Settings) -> Path:
-    return settings.data_path / "profile-learner" / "snapshot.msgpack"
+def snapshot_dir(settings: Settings) -> Path:
+    return settings.data_path / "profile-learner"
+
+
+def snapshot_path(settings: Settings, partition: int) -> Path:
+    return snapshot_dir(settings) / f"partition-{partition}.msgpack"
 
 
 def load_snapshot(path: Path) -> Snapshot | None:
@@ -77,71 +101,109 @@ def load_snapshot(path: Path) -> Snapshot | None:
         return None
 
 
+def load_snapshots(settings: Settings) -> dict[int, Snapshot]:
+    """Every partition's snapshot on this host (for the CLI when no learner answers)."""
+    out = {}
+    for p in range(settings.nats.partitions):
+        snap = load_snapshot(snapshot_path(settings, p))
+        if snap is not None:
+            out[p] = snap
+    return out
+
+
+def partition_consumers(partition: int) -> tuple[ConsumerSpec, ConsumerSpec]:
+    return (
+        ConsumerSpec(EVENTS, f"profile-learner-p{partition}", (events_subject(partition),), partition=partition),
+        ConsumerSpec(COMMANDS, f"profile-learner-commands-p{partition}", (commands_filter(partition),), partition=partition),
+    )
+
+
+class Partition:
+    """One partition's learner: its state and the positions it reflects."""
+
+    def __init__(self, number: int, state: core.State, handled: dict[str, int]) -> None:
+        self.number = number
+        self.state = state
+        self.handled = handled  # EVENTS / COMMANDS -> last stream sequence applied
+        self.dirty: set[str] = set()
+        self.last_snapshot = 0.0
+        self.sub: Any = None
+
+
 class ProfileLearner(AppBase):
     name = "profile-learner"
     # The app owns its positions: the runner recreates the durables to deliver from position + 1,
     # in order (the state depends on order), and skips what is at or below them.
     stateful = True
-    consumers = (ConsumerSpec(EVENTS, "profile-learner"), ConsumerSpec(COMMANDS, "profile-learner-commands"))
+    partitioned = True
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.cfg = core_config(settings)
-        self.state = core.State()
-        self.handled: dict[str, int] = {}
-        self.dirty: set[str] = set()
-        self.path = snapshot_path(settings)
+        self.parts: dict[int, Partition] = {}
         self.interval = float(settings.runtime_security_config.security_profile.snapshot_interval)
-        self._last_snapshot = 0.0
-        self._sub: Any = None
-        self._durable_stream = {f"{self.name}:{c.durable}": c.stream for c in self.consumers}
+        self._bus: Bus | None = None
+        self._loop_of = {f"{self.name}:{c.durable}": (c.stream, p) for p in range(settings.nats.partitions) for c in partition_consumers(p)}
+
+    def partition_consumers(self, partition: int) -> tuple[ConsumerSpec, ...]:
+        return partition_consumers(partition)
 
     # --- life-cycle ---
     async def start(self, bus: Bus) -> None:
-        snap = load_snapshot(self.path)
-        if snap is not None:
-            self.state, self.handled = snap.state, dict(snap.positions)
-        floors = await self._ack_floors(bus)
-        upto = {s: max(floors.get(s, 0), self.handled.get(s, 0)) for s in (EVENTS, COMMANDS)}
-        if any(upto[s] > self.handled.get(s, 0) for s in upto):
-            stats = await replay.rebuild_from_log(bus.js, self.state, self.cfg, self.handled, upto)
-            self.counters["caught_up_messages"] += stats.events_messages + stats.commands
-            log.info("caught up from the log to %s (%s)", upto, stats)
-        self.handled = {s: v for s, v in upto.items() if v}
-        self.positions.update(self.handled)
-        self._sub = await bus.nc.subscribe(QUERY_PROFILES, cb=self._on_query)
+        self._bus = bus
 
-    async def _ack_floors(self, bus: Bus) -> dict[str, int]:
-        floors: dict[str, int] = {}
-        for spec in self.consumers:
-            try:
-                info = await bus.js.consumer_info(spec.stream, spec.durable)
-            except Exception:  # noqa: BLE001 - no consumer yet: nothing acked
-                continue
-            floors[spec.stream] = info.ack_floor.stream_seq if info.ack_floor else 0
-        return floors
+    async def assign(self, partition: int) -> None:
+        assert self._bus is not None, "start() first"
+        js = self._bus.js
+        snap = load_snapshot(snapshot_path(self.settings, partition))
+        state, handled = (snap.state, dict(snap.positions)) if snap else (core.State(), {})
+        specs = partition_consumers(partition)
+        floors = {spec.stream: await ack_floor(js, spec.stream, spec.durable) for spec in specs}
+        upto = {s: max(floors.get(s, 0), handled.get(s, 0)) for s in (EVENTS, COMMANDS)}
+        if any(upto[s] > handled.get(s, 0) for s in upto):
+            stats = await replay.rebuild_from_log(js, state, self.cfg, handled, upto, partition)
+            self.counters["caught_up_messages"] += stats.events_messages + stats.commands
+            log.info("partition %d: caught up from the log to %s (%s)", partition, upto, stats)
+        part = Partition(partition, state, {s: v for s, v in upto.items() if v})
+        for spec in specs:
+            if spec.stream in part.handled:
+                self.positions[spec.position_key] = part.handled[spec.stream]
+        part.sub = await self._bus.nc.subscribe(query_profiles_subject(partition), cb=self._on_query)
+        self.parts[partition] = part
+
+    async def revoke(self, partition: int) -> None:
+        part = self.parts.pop(partition, None)
+        if part is None:
+            return
+        try:
+            await part.sub.unsubscribe()
+        except Exception:  # noqa: BLE001 - connection already gone
+            pass
+        self._snapshot(part, force=True)
+        for spec in partition_consumers(partition):
+            self.positions.pop(spec.position_key, None)
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection already gone
-                pass
-        self._snapshot(force=True)
+        for partition in list(self.parts):  # the runner revoked them already; this is for direct use
+            await self.revoke(partition)
 
     # --- inputs ---
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
-        outs = self._events(msg) if msg.stream == EVENTS else self._command(msg)
-        self.handled[msg.stream] = msg.seq
-        self.dirty.add(msg.stream)
+        try:
+            part = self.parts[subject_partition(msg.subject)]
+        except (KeyError, ValueError, IndexError) as exc:
+            raise Invalid(f"not on a partition this learner owns: {msg.subject}") from exc
+        outs = self._events(part, msg) if msg.stream == EVENTS else self._command(part, msg)
+        part.handled[msg.stream] = msg.seq
+        part.dirty.add(msg.stream)
         return outs
 
-    def _events(self, msg: Incoming) -> list[Outgoing]:
+    def _events(self, part: Partition, msg: Incoming) -> list[Outgoing]:
         try:
             batch = decode_batch(msg.data)
         except ContractError as exc:
             raise Invalid(str(exc)) from exc
-        evs, drift = core.apply_batch(self.state, self.cfg, batch)
+        evs, drift = core.apply_batch(part.state, self.cfg, batch)
         self.counters["events"] += len(batch.events)
         outs = _profile_outs(evs)
         if drift is not None:
@@ -149,20 +211,20 @@ class ProfileLearner(AppBase):
             self.counters["drifts"] += len(drift.drifts)
         return outs
 
-    def _command(self, msg: Incoming) -> list[Outgoing]:
+    def _command(self, part: Partition, msg: Incoming) -> list[Outgoing]:
         try:
             cmd = decode_json("command", msg.data)
         except ContractError as exc:
             raise Invalid(str(exc)) from exc
-        evs = core.apply_command(self.state, self.cfg, cmd)
-        prof = self.state.profiles.get(cmd.image_name)
+        evs = core.apply_command(part.state, self.cfg, cmd)
+        prof = part.state.profiles.get(cmd.image_name)
         marker = CommandApplied(
             id=f"pl:{cmd.id}:applied",
-            time=cmd.time or (prof.now if prof else self.state.now),
+            time=cmd.time or (prof.now if prof else part.state.now),
             image_name=cmd.image_name,
             command_id=cmd.id,
             command_seq=msg.seq,
-            events_seq=self.handled.get(EVENTS, 0),
+            events_seq=part.handled.get(EVENTS, 0),
         )
         self.counters["commands"] += 1
         return [*_profile_outs(evs), Outgoing(replay.MARKER_SUBJECT, encode_json(marker), id=marker.id)]
@@ -170,38 +232,50 @@ class ProfileLearner(AppBase):
     # --- durability ---
     async def commit(self) -> None:
         task = asyncio.current_task()
-        stream = self._durable_stream.get(task.get_name()) if task else None
-        if stream is not None:
-            self.dirty.discard(stream)  # the runner flushed this loop's outputs before calling commit
-        self._snapshot()
+        loop = self._loop_of.get(task.get_name()) if task else None
+        if loop is None:
+            return
+        stream, partition = loop
+        part = self.parts.get(partition)
+        if part is not None:
+            part.dirty.discard(stream)  # the runner flushed this loop's outputs before calling commit
+            self._snapshot(part)
 
-    def _snapshot(self, force: bool = False) -> None:
-        if self.dirty or not self.handled:
+    def _snapshot(self, part: Partition, force: bool = False) -> None:
+        if part.dirty or not part.handled:
             return
         now = time.monotonic()
-        if not force and now - self._last_snapshot < self.interval:
+        if not force and now - part.last_snapshot < self.interval:
             return
-        self._last_snapshot = now
-        write_atomically(self.path, _snap_encoder.encode(Snapshot(positions=dict(self.handled), state=self.state)))
+        part.last_snapshot = now
+        snap = Snapshot(positions=dict(part.handled), state=part.state)
+        write_atomically(snapshot_path(self.settings, part.number), _snap_encoder.encode(snap))
         self.counters["snapshots"] += 1
 
-    # --- the read endpoint ---
+    # --- the read endpoint (one subject per owned partition) ---
     async def _on_query(self, msg: Any) -> None:
         try:
             req = msgspec.json.decode(msg.data or b"{}")
         except msgspec.DecodeError:
             req = {}
-        await msg.respond(encode_json(self.query(req.get("image") if isinstance(req, dict) else None)))
+        image = req.get("image") if isinstance(req, dict) else None
+        await msg.respond(encode_json(self.query(image, int(msg.subject.rsplit(".", 1)[1]))))
 
-    def query(self, image: str | None) -> dict[str, Any]:
+    def query(self, image: str | None, partition: int | None = None) -> dict[str, Any]:
         if image is not None:
-            prof = self.state.profiles.get(image)
+            part = self.parts.get(partition_of(image, self.settings.nats.partitions))
+            prof = part.state.profiles.get(image) if part else None
             return {"profile": core.summary(prof) if prof else None}
-        return {
-            "profiles": [core.summary(p) for p in self.state.profiles.values()],
-            "over_cap_events": self.state.over_cap_events,
-            "positions": dict(self.handled),
-        }
+        parts = [self.parts[partition]] if partition in self.parts else list(self.parts.values()) if partition is None else []
+        return summaries(parts)
+
+
+def summaries(parts: Sequence[Partition | Snapshot]) -> dict[str, Any]:
+    """The answer to "every profile" for some partitions (live or from snapshots)."""
+    return {
+        "profiles": [core.summary(p) for part in parts for p in part.state.profiles.values()],
+        "over_cap_events": sum(part.state.over_cap_events for part in parts),
+    }
 
 
 def _profile_outs(evs: list[ProfileEvent]) -> list[Outgoing]:
@@ -214,3 +288,24 @@ def _drift_out(partition: int, drift: DriftBatch, input_id: str) -> Outgoing:
 
 def build(settings: Settings) -> ProfileLearner:
     return ProfileLearner(settings)
+
+
+async def backlog(js: Any, partitions: int) -> tuple[int, int]:
+    """(events acked, events still pending) over the partitions' EVENTS consumers;
+    a partition whose consumer does not exist yet counts its whole subject as pending."""
+    acked = pending = 0
+    for p in range(partitions):
+        spec = partition_consumers(p)[0]
+        try:
+            info = await js.consumer_info(spec.stream, spec.durable)
+        except Exception:  # noqa: BLE001 - not created yet (nobody owns the partition)
+            pending += await _subject_count(js, spec.filter_subjects[0])
+            continue
+        acked += info.ack_floor.consumer_seq if info.ack_floor else 0
+        pending += info.num_pending + info.num_ack_pending
+    return acked, pending
+
+
+async def _subject_count(js: Any, subject: str) -> int:
+    info = await js.stream_info(EVENTS, subjects_filter=subject)
+    return int((info.state.subjects or {}).get(subject, 0))

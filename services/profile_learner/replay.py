@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 
 from contracts.codec import ContractError, decode_batch, decode_json
 from contracts.profiles import CommandApplied
-from contracts.subjects import COMMANDS, EVENTS, PROFILES
+from contracts.subjects import COMMANDS, EVENTS, PROFILES, commands_filter, events_subject
 from services.profile_learner import core
 from services.runtime.log import last_seq, read_range
 
@@ -105,15 +105,25 @@ async def read_markers(js: JetStreamContext) -> dict[int, int]:
 
 
 async def rebuild_from_log(
-    js: JetStreamContext, state: core.State, cfg: core.Config, positions: dict[str, int], upto: dict[str, int]
+    js: JetStreamContext,
+    state: core.State,
+    cfg: core.Config,
+    positions: dict[str, int],
+    upto: dict[str, int],
+    partition: int,
 ) -> Rebuilt:
-    """Apply EVENTS and COMMANDS messages after ``positions`` up to ``upto`` (inclusive) to ``state``."""
+    """Apply one partition's EVENTS and COMMANDS messages after ``positions`` up to
+    ``upto`` (inclusive, stream sequences) to ``state``."""
     markers = await read_markers(js) if upto.get(COMMANDS, 0) > positions.get(COMMANDS, 0) else {}
     first_command = positions.get(COMMANDS, 0) + 1
-    commands = [(seq, data) async for seq, _, data in read_range(js, COMMANDS, first_command, upto.get(COMMANDS, 0))]
+    command_filter = (commands_filter(partition),)
+    commands = [
+        (seq, data) async for seq, _, data in read_range(js, COMMANDS, first_command, upto.get(COMMANDS, 0), command_filter)
+    ]
     inter = Interleaver(commands, markers)
     stats = Rebuilt()
-    async for seq, _subject, data in read_range(js, EVENTS, positions.get(EVENTS, 0) + 1, upto.get(EVENTS, 0)):
+    first_event = positions.get(EVENTS, 0) + 1
+    async for seq, _subject, data in read_range(js, EVENTS, first_event, upto.get(EVENTS, 0), (events_subject(partition),)):
         for _cseq, cdata in inter.due_before(seq):
             apply(state, cfg, COMMANDS, cdata, stats)
         apply(state, cfg, EVENTS, data, stats)

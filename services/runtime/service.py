@@ -18,11 +18,19 @@ Exactly-once effect over at-least-once delivery:
 4. An input the app cannot use (:class:`Invalid`, or any exception from
    ``handle``) goes to ``vigil.dlq.<service>`` with the reason and is acked;
    the loop goes on.
+5. Partitioned apps (``partitioned = True``, the profile-learner) keep state
+   per input partition and have per-partition consumers. The runner takes a
+   fair share of the partitions with :class:`~services.runtime.partitions.Leases`
+   and starts a partition's consumers only after ``app.assign(p)`` restored
+   its state; before a partition is given up its consumers are stopped (the
+   batch in hand finished) and only then ``app.revoke(p)`` runs. So several
+   instances split the input, and no partition is processed by two at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -43,6 +51,7 @@ from contracts.subjects import HEARTBEAT_BUCKET, ConsumerSpec, dlq_subject
 from services.runtime import telemetry
 from services.runtime.bus import Bus, Publisher, connect, retry_transient
 from services.runtime.errors import VigilError
+from services.runtime.partitions import Leases
 from services.runtime.settings import Settings
 
 log = logging.getLogger("vigil.service")
@@ -93,6 +102,7 @@ class AppBase:
     stateful = False
     stateful_streams: frozenset[str] = frozenset()  # streams whose position the app owns (as if stateful)
     fetch_batch = 0  # messages per pull request (and so per commit); 0: nats.fetch_batch
+    partitioned = False  # True: see assign / revoke / partition_consumers
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -115,9 +125,23 @@ class AppBase:
     async def stop(self) -> None:
         """Final snapshot, close sinks."""
 
+    # --- partitioned apps only ---
+    def partition_consumers(self, partition: int) -> tuple[ConsumerSpec, ...]:
+        """The consumers that feed one partition (``partition`` set on each spec)."""
+        return ()
+
+    async def assign(self, partition: int) -> None:
+        """The partition is ours: restore its state (positions under each spec's position_key)."""
+
+    async def revoke(self, partition: int) -> None:
+        """The partition's consumers have stopped: snapshot it and forget it."""
+
 
 def _owns_position(app: Any, stream: str) -> bool:
     return bool(app.stateful or stream in getattr(app, "stateful_streams", ()))
+
+
+_instances = itertools.count()
 
 
 def input_id(msg: Msg) -> str:
@@ -146,9 +170,13 @@ class Runner:
         self.app = app
         self.bus = bus
         self.settings = bus.settings
-        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
+        n = next(_instances)
+        self.instance = instance or f"{socket.gethostname()}-{os.getpid()}" + (f"-{n}" if n else "")
         self.stopping = asyncio.Event()
         self.started = time.time()
+        self.leases: Leases | None = None
+        self._loops: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._error: BaseException | None = None
         self._tracer = telemetry.tracer(f"vigil.{app.name}")
         self._meters = telemetry.service_meters(app.name)
         telemetry.observe_counters(app.name, app.counters)
@@ -158,37 +186,88 @@ class Runner:
 
     async def run(self) -> None:
         await self.app.start(self.bus)
-        loops = [asyncio.create_task(self._consume(spec), name=f"{self.app.name}:{spec.durable}") for spec in self.app.consumers]
+        for spec in self.app.consumers:
+            self._start_loop(spec)
         beat = asyncio.create_task(self._heartbeats())
-        stop = asyncio.create_task(self.stopping.wait())
+        leases: asyncio.Task[None] | None = None
+        if self.app.partitioned:
+            self.leases = Leases(
+                self.bus,
+                self.app.name,
+                self.instance,
+                self.settings.nats.partitions,
+                float(self.settings.nats.lease_ttl),
+                self._assign,
+                self._revoke,
+            )
+            leases = asyncio.create_task(self.leases.run(self.stopping))
+            leases.add_done_callback(self._watch)
         try:
-            done, _ = await asyncio.wait([*loops, stop], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stop and task.exception():
-                    raise task.exception()  # type: ignore[misc]
-            await asyncio.gather(*loops)
+            await self.stopping.wait()
+            if leases is not None:
+                await asyncio.gather(leases, return_exceptions=True)  # gives every partition up in order
+            await asyncio.gather(*(task for task, _ in self._loops.values()), return_exceptions=True)
+            if self._error is not None:
+                raise self._error
         finally:
             self.stopping.set()
-            for task in (*loops, beat, stop):
+            tasks = [task for task, _ in self._loops.values()] + [beat] + ([leases] if leases else [])
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*loops, beat, stop, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.app.stop()
 
-    async def _consume(self, spec: ConsumerSpec) -> None:
-        start = self.app.positions.get(spec.stream, 0) + 1 if _owns_position(self.app, spec.stream) else None
+    def _watch(self, task: asyncio.Task[None]) -> None:
+        """A consumer loop or the lease task that dies with an error stops the service (it is restarted)."""
+        if not task.cancelled() and task.exception() is not None and self._error is None:
+            self._error = task.exception()
+            self.stopping.set()
+
+    def _start_loop(self, spec: ConsumerSpec) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(self._consume(spec, stop), name=f"{self.app.name}:{spec.durable}")
+        task.add_done_callback(self._watch)
+        self._loops[spec.durable] = (task, stop)
+
+    async def _assign(self, partition: int) -> None:
+        await self.app.assign(partition)
+        for spec in self.app.partition_consumers(partition):
+            self._start_loop(spec)
+        self.app.counters["partitions_owned"] = len(self.leases.held) if self.leases else 0
+
+    async def _revoke(self, partition: int) -> None:
+        for spec in self.app.partition_consumers(partition):
+            loop = self._loops.pop(spec.durable, None)
+            if loop is None:
+                continue
+            task, stop = loop
+            stop.set()  # finish the batch in hand, then leave
+            try:
+                await asyncio.wait_for(asyncio.shield(task), float(self.settings.nats.lease_ttl) / 3)
+            except TimeoutError:
+                task.cancel()  # unacked input is redelivered to the next owner; its outputs' ids dedup
+                await asyncio.gather(task, return_exceptions=True)
+            except Exception:  # noqa: BLE001 - the loop's own error is reported by _watch
+                pass
+        await self.app.revoke(partition)
+        self.app.counters["partitions_owned"] = len(self.leases.held) if self.leases else 0
+
+    async def _consume(self, spec: ConsumerSpec, stop: asyncio.Event) -> None:
+        key = spec.position_key
+        start = self.app.positions.get(key, 0) + 1 if _owns_position(self.app, spec.stream) else None
         sub = await self.bus.pull(spec, start_seq=start)
         try:
-            await self._consume_from(spec, sub)
+            await self._consume_from(spec, sub, stop)
         finally:
             try:
                 await sub.unsubscribe()
             except Exception:  # noqa: BLE001 - connection already gone
                 pass
 
-    async def _consume_from(self, spec: ConsumerSpec, sub: Any) -> None:
+    async def _consume_from(self, spec: ConsumerSpec, sub: Any, stop: asyncio.Event) -> None:
         failures = 0
         async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
-            while not self.stopping.is_set():
+            while not (self.stopping.is_set() or stop.is_set()):
                 try:
                     msgs = await sub.fetch(getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch, timeout=0.5)
                     failures = 0
@@ -207,14 +286,15 @@ class Runner:
                     log.warning("%s: fetch failed (%s: %s); retrying", self.app.name, type(exc).__name__, exc)
                     await asyncio.sleep(min(0.1 * 2**failures, 2.0))
                     continue
-                await self._process(spec.stream, msgs, pub)
+                await self._process(spec, msgs, pub)
 
-    async def _process(self, stream: str, msgs: list[Msg], pub: Publisher) -> None:
+    async def _process(self, spec: ConsumerSpec, msgs: list[Msg], pub: Publisher) -> None:
         app = self.app
+        stream, key = spec.stream, spec.position_key
         for msg in msgs:
             meta = msg.metadata
             seq = meta.sequence.stream
-            if _owns_position(app, stream) and seq <= app.positions.get(stream, 0):
+            if _owns_position(app, stream) and seq <= app.positions.get(key, 0):
                 app.counters["redelivered_skipped"] += 1
                 continue
             inc = Incoming(
@@ -235,7 +315,7 @@ class Runner:
             for i, out in enumerate(outs):
                 headers = {**carrier, **out.headers}
                 await pub.publish(out.subject, out.data, out.id or f"{app.name}:{inc.id}:{i}", headers)
-            app.positions[stream] = seq
+            app.positions[key] = seq
             app.counters["in"] += 1
             app.counters["out"] += len(outs)
             self._meters.inputs.add(1)

@@ -16,10 +16,10 @@ from collector.publisher import BatchingPublisher
 from contracts import trace
 from contracts.codec import decode_batch, decode_drift
 from contracts.events import EVENT_TYPES, RawEvent
-from contracts.profiles import BehaviourAdded, CommandApplied, ProfileEvent, StateChanged, VersionEvicted
-from contracts.subjects import DRIFT, EVENTS, PROFILES
+from contracts.profiles import BehaviourAdded, CommandApplied, DriftBatch, ProfileEvent, StateChanged, VersionEvicted
+from contracts.subjects import DRIFT, EVENTS, PROFILES, drift_subject, events_subject, partition_of
 from services.profile_learner import core
-from services.profile_learner.app import ProfileLearner, core_config
+from services.profile_learner.app import ProfileLearner, backlog, core_config
 from services.profile_learner.sim import dns_, exec_, ns, start, syscalls_, tick
 from services.runtime.embedded import EmbeddedServer
 from services.runtime.settings import Settings
@@ -199,38 +199,47 @@ async def _sigkill_mid_stream(settings: Settings, tmp_path: Path) -> None:
             batcher = BatchingPublisher(pub, "n1", "boot-kill", settings.nats.partitions, 200)
             await batcher.add_all(busy_trace())
             await batcher.drain()
-        last = (await bus.js.stream_info(EVENTS)).state.last_seq
         log = tmp_path / "learner.log"
         with vigil_process(settings, "run", "profile-learner", log=log) as proc:
-            floor = await wait_for(lambda: _ack_floor(bus), timeout=60, interval=0.01)
+            await wait_for(lambda: _acked(bus, settings), timeout=60, interval=0.01)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        assert floor < last, "the learner finished before the kill; the trace is too small to test a crash"
+        assert not await _done(bus, settings), "the learner finished before the kill; the trace is too small to test a crash"
         with vigil_process(settings, "run", "profile-learner", log=log):
-            await wait_for(lambda: _done(bus, last), timeout=90)
-        # the reference: the pure core folded over exactly what is in EVENTS
-        state = core.State()
-        batches = [decode_batch(m.data) for m in await read_stream(bus, EVENTS)]
-        want_events, want_drift = core.fold(state, core_config(settings), batches)
-        got_events = await profile_events(bus)
-        got_drift = [decode_drift(m.data) for m in await read_stream(bus, DRIFT)]
-        assert sum(len(d.drifts) for d in want_drift) > 0
+            await wait_for(lambda: _done(bus, settings), timeout=90)
+        # the reference: the pure core folded over exactly what is in EVENTS, one state per partition
+        want_events, want_drift = await reference_fold(bus, settings)
+        got_events = by_partition(await profile_events(bus), settings)
+        got_drift = {p: [decode_drift(m.data) for m in await read_stream(bus, DRIFT, drift_subject(p))] for p in want_drift}
+        assert sum(len(d.drifts) for ds in want_drift.values() for d in ds) > 0
         assert got_events == want_events
         assert got_drift == want_drift
     finally:
         await bus.close()
 
 
-async def _ack_floor(bus: object) -> int:
-    try:
-        info = await bus.js.consumer_info(EVENTS, "profile-learner")  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - not created yet
-        return 0
-    return info.ack_floor.stream_seq if info.ack_floor else 0
+async def reference_fold(bus: object, settings: Settings) -> tuple[dict[int, list[ProfileEvent]], dict[int, list[DriftBatch]]]:
+    """What the learner must have published: the pure core over each partition's EVENTS, in order."""
+    events, drift = {}, {}
+    for p in range(settings.nats.partitions):
+        batches = [decode_batch(m.data) for m in await read_stream(bus, EVENTS, events_subject(p))]  # type: ignore[arg-type]
+        events[p], drift[p] = core.fold(core.State(), core_config(settings), batches)
+    return events, drift
 
 
-async def _done(bus: object, last: int) -> bool:
-    return await _ack_floor(bus) >= last
+def by_partition(events: list[ProfileEvent], settings: Settings) -> dict[int, list[ProfileEvent]]:
+    out: dict[int, list[ProfileEvent]] = {p: [] for p in range(settings.nats.partitions)}
+    for e in events:
+        out[partition_of(e.image_name, settings.nats.partitions)].append(e)
+    return out
+
+
+async def _acked(bus: object, settings: Settings) -> int:
+    return (await backlog(bus.js, settings.nats.partitions))[0]  # type: ignore[attr-defined]
+
+
+async def _done(bus: object, settings: Settings) -> bool:
+    return (await backlog(bus.js, settings.nats.partitions))[1] == 0  # type: ignore[attr-defined]
 
 
 def test_settings_reach_the_core(lc_settings: Settings) -> None:

@@ -9,6 +9,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from contracts.codec import decode_json, encode_json
 from contracts.profiles import EvictVersion, ProfileReset, VersionEvicted, VersionFirstSeen
+from contracts.subjects import partition_of
 from services.runtime.service import Incoming
 from services.version_evictor import core
 from services.version_evictor.app import VersionEvictor
@@ -55,7 +56,7 @@ def test_app_publishes_commands_and_counts_evictions(tmp_path: Path) -> None:
         )
 
     outs = app.handle(inc(seen("v2", {"v1": 1, "v2": 2}), 1))
-    assert [o.subject for o in outs] == ["vigil.commands.app"]
+    assert [o.subject for o in outs] == [f"vigil.commands.{partition_of('app', app.settings.nats.partitions)}.app"]
     cmd = decode_json("command", outs[0].data)
     assert isinstance(cmd, EvictVersion) and cmd.image_tag == "v1"
     app.handle(inc(VersionEvicted(id="e", time=3, image_name="app", image_tag="v1"), 2))
