@@ -11,7 +11,18 @@ user space drains the ring buffer.
    decodes and enriches every record on a 10 ms timer. Reports kernel drops
    and the consumer's decode rate (records per second of consumer CPU).
 
-Needs root, BCC and a C compiler. `python -m bench.collector [--quick]`.
+3. Breakdown (``--breakdown``): the openat loop only, with the kernel
+   programs loaded directly (no NATS; a thread drains the ring buffer):
+   an empty program on the raw ``sys_enter`` tracepoint (the fixed cost of
+   the tracing slow path every syscall then takes), then the collector's
+   program with only open tracing (dedup on / off), with syscall sets only,
+   and everything on. All in the same run, against the same bare loop.
+   ``--baseline FILE`` adds the same rows for another version of
+   bpf/collector.c (e.g. ``git show REV:bpf/collector.c > old.c``), so a
+   change is measured before/after in one run.
+
+Needs root, BCC and a C compiler.
+`python -m bench.collector [--quick] [--breakdown [--baseline OLD.c]]`.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 OPEN_LOOP = r"""
 #include <fcntl.h>
@@ -213,6 +225,82 @@ def bcc_tool(name: str, label: list[str]) -> Iterator[None]:
         proc.wait(10)
 
 
+EMPTY_SYS_ENTER = "RAW_TRACEPOINT_PROBE(sys_enter) { return 0; }"
+
+
+@contextmanager
+def empty_sys_enter() -> Iterator[None]:
+    """A program that does nothing on the raw sys_enter tracepoint."""
+    from bcc import BPF
+
+    from collector.ebpf import _prepare_environment
+
+    _prepare_environment()
+    bpf = BPF(text=EMPTY_SYS_ENTER.encode())
+    try:
+        yield
+    finally:
+        bpf.cleanup()
+
+
+@contextmanager
+def probe(source: Path | None = None, **opts: bool) -> Iterator[None]:
+    """bpf/collector.c (or ``source``) loaded with these ProbeOptions, drained every 10 ms."""
+    from collector.ebpf import BPF_SOURCE, Probe, ProbeOptions
+
+    p = Probe(ProbeOptions(**opts), source or BPF_SOURCE)
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            time.sleep(0.01)
+            p.consume()
+
+    th = threading.Thread(target=drain, daemon=True)
+    th.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        th.join()
+        p.close()
+
+
+ONLY = {"exec": False, "open": False, "connect": False, "dns": False, "syscalls": False}
+
+
+def breakdown(openloop: Path, quick: bool, baseline: Path | None = None) -> None:
+    n, runs = (300_000, 5) if quick else (1_000_000, 7)
+    data = Path(tempfile.mkdtemp(prefix="vigil-bench-files-"))
+    for i in range(100):
+        (data / f"f{i}").write_text("x")
+    argv = [str(openloop), str(data), str(n), "0", "0"]
+    variants: list[tuple[str, dict[str, bool]]] = [
+        ("open only, dedup on", {**ONLY, "open": True}),
+        ("open only, dedup off", {**ONLY, "open": True, "dedup": False}),
+        ("syscall sets only", {**ONLY, "syscalls": True}),
+        ("all but syscall sets", {"syscalls": False}),
+        ("all, dedup on", {}),
+        ("all, dedup off", {"dedup": False}),
+    ]
+    setups: list[tuple[str, Any]] = [("bare", nothing), ("empty raw sys_enter prog", empty_sys_enter)]
+    for label, opts in variants:
+        if baseline is not None:
+            setups.append((f"{label} [baseline]", lambda opts=opts: probe(baseline, **opts)))
+        setups.append((label, lambda opts=opts: probe(**opts)))
+    print(f"breakdown: openat+close loop, CPU time (median of {runs} runs of {n:,})")
+    base = 0.0
+    for label, setup in setups:
+        with cgroup() as cg, setup():
+            secs = median_time(cg, argv, runs)
+        base = base or secs
+        print(
+            f"  {label:<37} {secs:8.3f} s  {secs / n * 1e9:7.0f} ns/op  {(secs - base) / n * 1e9:+6.0f} ns"
+            f"  ({(secs / base - 1) * 100:+.1f}%)"
+        )
+    shutil.rmtree(data, ignore_errors=True)
+
+
 def overhead(openloop: Path, forkloop: Path, quick: bool) -> None:
     n_open, n_fork, runs = (300_000, 1_000, 5) if quick else (1_000_000, 4_000, 7)
     data = Path(tempfile.mkdtemp(prefix="vigil-bench-files-"))
@@ -329,6 +417,8 @@ def publish(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run")
+    parser.add_argument("--breakdown", action="store_true", help="only the openat cost breakdown")
+    parser.add_argument("--baseline", type=Path, help="with --breakdown: also measure this bpf/collector.c")
     args = parser.parse_args()
     from collector.ebpf import missing
 
@@ -338,6 +428,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         openloop, forkloop = compile_loops(Path(tmp))
+        if args.breakdown:
+            breakdown(openloop, args.quick, args.baseline)
+            return
         drain(openloop, args.quick)
         overhead(openloop, forkloop, args.quick)
     publish(args.quick)

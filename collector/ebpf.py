@@ -100,12 +100,13 @@ class Probe:
     """The loaded BPF programs: a ring buffer of records, counters, the dedup
     map and the syscall bitmaps."""
 
-    def __init__(self, opts: ProbeOptions = ProbeOptions()) -> None:
+    def __init__(self, opts: ProbeOptions = ProbeOptions(), source: Path = BPF_SOURCE) -> None:
+        """``source``: another version of bpf/collector.c (bench comparisons only)."""
         _prepare_environment()
         from bcc import BPF
 
         self.opts = opts
-        self.bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=cflags(opts))
+        self.bpf = BPF(src_file=str(source).encode(), cflags=cflags(opts))
         self._pending: list[bytes] = []
         self._final: dict[str, int] | None = None
         self.bpf[b"events"].open_ring_buffer(self._on_record)
