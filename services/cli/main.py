@@ -103,6 +103,9 @@ def _service_list(settings: Settings) -> list[str]:
     return names
 
 
+INTAKE = "decision-intake"  # `vigil up` runs `vigil intake` under this name when decision_intake.enabled
+
+
 @app.command()
 def up(config: Path | None = ConfigOpt) -> None:
     """Start everything: the embedded NATS server (unless VIGIL_NATS_URL is set) and every service."""
@@ -127,12 +130,15 @@ def up(config: Path | None = ConfigOpt) -> None:
     logs = data / "logs"
     logs.mkdir(exist_ok=True)
     names = _service_list(settings)
+    if settings.decision_intake.enabled:
+        names.append(INTAKE)  # the socket sidecar is off unless configured
     children: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(name: str) -> None:
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        command = ["intake"] if name == INTAKE else ["run", name]
         children[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", "run", name], env=env, stdout=log_file, stderr=log_file
+            [sys.executable, "-m", "services.cli.main", *command], env=env, stdout=log_file, stderr=log_file
         )
 
     for name in names:
