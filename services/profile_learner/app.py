@@ -290,10 +290,10 @@ def build(settings: Settings) -> ProfileLearner:
     return ProfileLearner(settings)
 
 
-async def backlog(js: Any, partitions: int) -> tuple[int, int]:
-    """(events acked, events still pending) over the partitions' EVENTS consumers;
-    a partition whose consumer does not exist yet counts its whole subject as pending."""
-    acked = pending = 0
+async def backlog(js: Any, partitions: int) -> int:
+    """EVENTS messages the learner instances have not acked yet, over all partitions
+    (a partition whose consumer does not exist yet counts its whole subject)."""
+    pending = 0
     for p in range(partitions):
         spec = partition_consumers(p)[0]
         try:
@@ -301,9 +301,8 @@ async def backlog(js: Any, partitions: int) -> tuple[int, int]:
         except Exception:  # noqa: BLE001 - not created yet (nobody owns the partition)
             pending += await _subject_count(js, spec.filter_subjects[0])
             continue
-        acked += info.ack_floor.consumer_seq if info.ack_floor else 0
         pending += info.num_pending + info.num_ack_pending
-    return acked, pending
+    return pending
 
 
 async def _subject_count(js: Any, subject: str) -> int:

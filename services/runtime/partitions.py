@@ -167,13 +167,13 @@ class Leases:
                 await self._try_take(kv, p, now)
 
     async def _members(self, kv: KeyValue, now: float) -> int:
-        try:
-            keys = await kv.keys(filters=[f"{self.service}.member.*"])
-        except nats.js.errors.NoKeysError:
-            return 1
+        """Live instances: membership keys not expired (listed from the bucket's stream
+        subjects: one API call, no watcher consumer)."""
+        prefix = f"$KV.{LEASE_BUCKET}."
+        info = await self.bus.js.stream_info(f"KV_{LEASE_BUCKET}", subjects_filter=f"{prefix}{self.service}.member.*")
         alive = 0
-        for key in keys:
-            lease = await _read(kv, key)
+        for subject in info.state.subjects or {}:
+            lease = await _read(kv, subject[len(prefix) :])
             alive += lease is not None and lease[0].expires > now
         return max(alive, 1)
 

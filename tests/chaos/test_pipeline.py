@@ -60,8 +60,10 @@ from contracts.subjects import ALERTS, DECISIONS, DRIFT, EVENTS, INTAKE_DECISION
 from services.decision_intake.client import gatekeeper_line
 from services.decision_log_archiver.app import DURABLE as ARCHIVER
 from services.decision_log_archiver.core import COLUMNS
+from services.profile_learner.app import backlog, partition_consumers
 from services.runtime import embedded
 from services.runtime.bus import Bus
+from services.runtime.partitions import owners
 from services.runtime.settings import Settings
 from tests.integration.test_decision_exactly_once import _counter
 from tests.support import make_settings, open_bus, read_stream, vigil_process, wait_for
@@ -70,8 +72,9 @@ NS = 1_000_000_000
 MS = NS // 1000
 T0 = 1_767_225_600 * NS
 SERVICES = ("profile-learner", "version-evictor", "anomaly-detector", "throttler", "decision-log-archiver")
+SECOND_LEARNER = "profile-learner#2"  # the chaos run scales the learner out to two instances
 CONSUMERS = {  # every durable of the pipeline: done when all are drained
-    (EVENTS, "profile-learner"),
+    *((spec.stream, spec.durable) for p in range(4) for spec in partition_consumers(p)),
     (PROFILES, "version-evictor"),
     (DRIFT, "anomaly-detector"),
     (ALERTS, "throttler"),
@@ -205,8 +208,9 @@ class Pipeline:
         return self.procs[name].pid
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
-        log = self.logs / f"{name}.log"
-        proc = self.stack.enter_context(vigil_process(self.settings, "run", name, log=log))
+        """``name`` is a service, or ``service#N`` for its N-th instance."""
+        log = self.logs / f"{name.replace('#', '-')}.log"
+        proc = self.stack.enter_context(vigil_process(self.settings, "run", name.split("#")[0], log=log))
         self.procs[name] = proc
         return proc
 
@@ -223,16 +227,13 @@ class Pipeline:
             proc.wait(30)
 
 
-async def _acked(bus: Bus, stream: str, durable: str) -> int:
+async def _learner_acked(bus: Bus) -> int:
+    """EVENTS messages the learner instances acked so far (all partitions)."""
     try:
-        info = await bus.js.consumer_info(stream, durable)
-    except Exception:  # noqa: BLE001 - not created yet, or a node is down
-        return -1
-    return info.ack_floor.stream_seq if info.ack_floor else 0
-
-
-async def _learner_floor(bus: Bus) -> int:
-    return max(0, await _acked(bus, EVENTS, "profile-learner"))
+        total = (await bus.js.stream_info(EVENTS)).state.messages
+        return total - await backlog(bus.js, 4)
+    except Exception:  # noqa: BLE001 - a node is down: no progress known
+        return 0
 
 
 async def _replicas_current(bus: Bus) -> bool:
@@ -318,20 +319,22 @@ async def chaos_run(
     try:
         with contextlib.ExitStack() as stack:
             pipeline = Pipeline(settings, logs, stack)
-            for name in SERVICES:
+            for name in (*SERVICES, SECOND_LEARNER):
                 pipeline.start(name)
             supervisor = asyncio.create_task(pipeline.supervise())
 
             async def learner_past(n: int) -> bool:
-                return await _acked(bus, EVENTS, "profile-learner") >= n
+                return await _learner_acked(bus) >= n
 
             await wait_for(Path(settings.archive.path).exists, timeout=60)  # the archiver opened its sink
+            await wait_for(lambda: _two_learners_own_partitions(bus), timeout=60, interval=0.1)
+            actions.append("two learner instances share the partitions")
             await wait_for(lambda: learner_past(total_events // 5), timeout=60, interval=0.02)
+            at_kill = await _learner_acked(bus)
             cluster.kill(1)
             actions.append("killed nats node n1")
             pipeline.sigkill("profile-learner")
-            at_kill = await wait_for(lambda: _learner_floor(bus), timeout=30, interval=0.2)
-            actions.append("SIGKILLed profile-learner" + (" mid-stream" if at_kill < total_events else " too late"))
+            actions.append("SIGKILLed a profile-learner" + (" mid-stream" if at_kill < total_events else " too late"))
             pipeline.sigkill("decision-log-archiver")
             await _ready(settings)  # fewer start-up exits (see Pipeline)
             os.rename(archive_dir, archive_dir.with_name("archive.away"))
@@ -362,6 +365,14 @@ async def chaos_run(
         return actions, await outputs(bus)
     finally:
         await bus.close()
+
+
+async def _two_learners_own_partitions(bus: Bus) -> bool:
+    try:
+        owned = await owners(bus, "profile-learner", 4)
+    except Exception:  # noqa: BLE001 - a node is down: ask again
+        return False
+    return len(owned) == 4 and len(set(owned.values())) == 2
 
 
 async def _sink_failing(bus: Bus, pid: int) -> bool:
@@ -420,8 +431,9 @@ def test_pipeline_under_chaos_matches_the_quiet_reference(
     rows = archive_rows(chaos_settings)
 
     assert actions == [
+        "two learner instances share the partitions",
         "killed nats node n1",
-        "SIGKILLed profile-learner mid-stream",
+        "SIGKILLed a profile-learner mid-stream",
         "SIGKILLed the archiver, restarted it onto a broken archive",
         "restarted n1",
         "repaired the archive",

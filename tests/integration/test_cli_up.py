@@ -72,9 +72,10 @@ def test_up_collect_status_archive_and_clean_stop(tmp_path: Path) -> None:
 
         def learner_caught_up() -> bool:
             st = status(env)
-            consumer = next(c for c in st["consumers"] if c["consumer"] == "profile-learner")
+            learner = [c for c in st["consumers"] if c["stream"] == "EVENTS" and c["consumer"].startswith("profile-learner-p")]
             # (as root the eBPF collector publishes too: wait for an idle moment, not a fixed sequence)
-            return consumer["ack_floor"] >= 5 and consumer["pending"] == 0 and consumer["ack_pending"] == 0
+            idle = all(c["pending"] == 0 and c["ack_pending"] == 0 for c in learner)
+            return len(learner) == 4 and max(c["ack_floor"] for c in learner) >= 5 and idle
 
         wait(learner_caught_up)
 

@@ -104,7 +104,7 @@ def test_bundle_has_every_section_and_no_planted_secret(settings: Settings, tmp_
             assert secret not in text, f"{secret!r} leaked into {name}"
     assert json.loads(texts["MANIFEST.json"])["case_id"] == "CASE-42"
     assert "EVENTS" in {s["stream"] for s in json.loads(texts["streams.json"])}
-    assert any(c["consumer"] == "profile-learner" for c in json.loads(texts["consumers.json"]))
+    assert any(c["consumer"].startswith("profile-learner-p") for c in json.loads(texts["consumers.json"]))
     letters = [json.loads(line) for line in texts["deadletters.jsonl"].splitlines()]
     assert letters and letters[-1]["service"] == "profile-learner" and "garbage" in letters[-1]["payload"]
     assert "normal line" in texts["logs/profile-learner.log"]  # redaction keeps the rest of the log

@@ -20,8 +20,11 @@ from contracts.profiles import BehaviourAdded, CommandApplied, DriftBatch, Profi
 from contracts.subjects import DRIFT, EVENTS, PROFILES, drift_subject, events_subject, partition_of
 from services.profile_learner import core
 from services.profile_learner.app import ProfileLearner, backlog, core_config
+
+LEARNER = ProfileLearner.name
 from services.profile_learner.sim import dns_, exec_, ns, start, syscalls_, tick
 from services.runtime.embedded import EmbeddedServer
+from services.runtime.partitions import owners
 from services.runtime.settings import Settings
 from services.version_evictor.app import VersionEvictor
 from tests.support import make_settings, open_bus, read_stream, run_vigil, running, vigil_process, wait_for
@@ -234,15 +237,62 @@ def by_partition(events: list[ProfileEvent], settings: Settings) -> dict[int, li
     return out
 
 
-async def _acked(bus: object, settings: Settings) -> int:
-    return (await backlog(bus.js, settings.nats.partitions))[0]  # type: ignore[attr-defined]
+async def _acked(bus: object, settings: Settings) -> bool:
+    """The learner acked some of EVENTS (it is working)."""
+    total = (await bus.js.stream_info(EVENTS)).state.messages  # type: ignore[attr-defined]
+    return await backlog(bus.js, settings.nats.partitions) < total  # type: ignore[attr-defined]
 
 
 async def _done(bus: object, settings: Settings) -> bool:
-    return (await backlog(bus.js, settings.nats.partitions))[1] == 0  # type: ignore[attr-defined]
+    return await backlog(bus.js, settings.nats.partitions) == 0  # type: ignore[attr-defined]
 
 
 def test_settings_reach_the_core(lc_settings: Settings) -> None:
     cfg = core_config(lc_settings)
     assert cfg.stable_period["exec"] == 10 * core.SECOND and cfg.warmup_period == 5 * core.SECOND
     assert cfg.unstable_time == 60 * core.SECOND and cfg.dns_depth == 3
+
+
+def test_two_learners_split_the_partitions_and_one_takes_over_after_a_sigkill(lc_settings: Settings, tmp_path: Path) -> None:
+    asyncio.run(_two_learners(lc_settings, tmp_path))
+
+
+async def _two_learners(settings: Settings, tmp_path: Path) -> None:
+    """Scale-out: two `vigil run profile-learner` processes share the 4 partitions 2 + 2;
+    one is SIGKILLed mid-stream, the other takes its partitions over (after the lease
+    expired) and finishes; the outputs are exactly the per-partition reference, once."""
+    bus = await open_bus(settings)
+    try:
+        log = tmp_path / "learners.log"
+        with vigil_process(settings, "run", "profile-learner", log=log) as first, vigil_process(
+            settings, "run", "profile-learner", log=log
+        ) as second:
+            await wait_for(lambda: _split_between_two(bus, settings), timeout=30, interval=0.05)  # 2 + 2
+            async with bus.publisher() as pub:
+                batcher = BatchingPublisher(pub, "n1", "boot-two", settings.nats.partitions, 200)
+                await batcher.add_all(busy_trace(rounds=2500))
+                await batcher.drain()
+            await wait_for(lambda: _acked(bus, settings), timeout=60, interval=0.01)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            assert not await _done(bus, settings), "finished before the kill; the trace is too small"
+            await wait_for(lambda: _done(bus, settings), timeout=90)
+            owned = await owners(bus, LEARNER, settings.nats.partitions)
+            assert len(owned) == settings.nats.partitions and len(set(owned.values())) == 1  # the survivor has all
+            assert second.poll() is None
+        want_events, want_drift = await reference_fold(bus, settings)
+        got_events = by_partition(await profile_events(bus), settings)
+        got_drift = {p: [decode_drift(m.data) for m in await read_stream(bus, DRIFT, drift_subject(p))] for p in want_drift}
+        assert sum(len(d.drifts) for ds in want_drift.values() for d in ds) > 0
+        assert got_events == want_events
+        assert got_drift == want_drift
+    finally:
+        await bus.close()
+
+
+async def _split_between_two(bus: object, settings: Settings) -> dict[str, list[int]] | None:
+    owned = await owners(bus, LEARNER, settings.nats.partitions)  # type: ignore[arg-type]
+    by_owner: dict[str, list[int]] = {}
+    for p, owner in owned.items():
+        by_owner.setdefault(owner, []).append(p)
+    return by_owner if sorted(len(ps) for ps in by_owner.values()) == [2, 2] else None
