@@ -53,7 +53,8 @@ from collector.sources import Synthetic, SyntheticSpec
 from contracts.alerts import Alert, alert_decoder
 from contracts.codec import decode_drift, encode_batch
 from contracts.events import ClockTicked, EventBatch, ExecObserved, Process, RawEvent
-from contracts.subjects import ALERTS_OUT, ALERTS_RAW, DECISIONS, EVENTS
+from contracts.subjects import ALERTS_OUT, ALERTS_RAW, DECISIONS
+from services.profile_learner.app import backlog
 from services.registry import SERVICES
 from services.runtime import embedded
 from services.runtime.bus import Bus, connect
@@ -144,12 +145,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def _consumer_done(bus: Bus, stream: str, durable: str) -> bool:
+async def _learner_done(bus: Bus) -> bool:
+    """Every partition's learner consumer acked everything."""
     try:
-        info = await bus.js.consumer_info(stream, durable)
+        return await backlog(bus.js, bus.settings.nats.partitions) == 0
     except Exception:  # noqa: BLE001 - not created yet
         return False
-    return info.num_pending == 0 and info.num_ack_pending == 0
 
 
 async def _until(predicate, timeout: float, interval: float = 0.02) -> float:  # type: ignore[no-untyped-def]
@@ -201,7 +202,7 @@ class Bench:
             await batcher.add_all(self.work.learning(i, min(10_000, events - i), t0))
         await batcher.add(ClockTicked(time=t0 + 60 * NS, node=NODE))  # past minimum_stable_period
         await batcher.drain()
-        await _until(lambda: _consumer_done(self.bus, EVENTS, "profile-learner"), 300)
+        await _until(lambda: _learner_done(self.bus), 300)
         return time.perf_counter() - start
 
     async def run_phase(self, batcher: BatchingPublisher, phase: Phase, novel_rate: float, grace: float) -> None:
@@ -235,13 +236,10 @@ class Bench:
         phase.cpu = {n: (cpu_seconds(pid) - cpu0[n]) / phase.took for n, pid in self.pids.items()}
         phase.rss_mb = {n: rss_mb(pid) for n, pid in self.pids.items()}
         phase.load = os.getloadavg()[0]
-        learner_done = lambda: _consumer_done(self.bus, EVENTS, "profile-learner")  # noqa: E731
-        phase.catch_up_s = await _until(learner_done, grace)
+        phase.catch_up_s = await _until(lambda: _learner_done(self.bus), grace)
         if phase.catch_up_s == float("inf"):
-            await _until(learner_done, 120)  # let the backlog drain before judging the alerts
-        info = await self.bus.js.consumer_info(EVENTS, "profile-learner")
-        last = (await self.bus.js.stream_info(EVENTS)).state.last_seq
-        phase.consumed_all = info.ack_floor is not None and info.ack_floor.stream_seq == last
+            await _until(lambda: _learner_done(self.bus), 120)  # let the backlog drain before judging the alerts
+        phase.consumed_all = await _learner_done(self.bus)
 
         def mine() -> list[float]:
             return [(rx - t) / 1e6 for t, rx in self.alerts if phase.first_ns <= t <= phase.last_ns]
@@ -323,10 +321,12 @@ def raw_payloads(n: int, per_msg: int) -> list[bytes]:
 
 
 def start_all(
-    settings: Settings, tmp: Path, server: embedded.EmbeddedServer
+    settings: Settings, tmp: Path, server: embedded.EmbeddedServer, learners: int = 1
 ) -> tuple[list[subprocess.Popen[bytes]], dict[str, int]]:
-    procs = [start_service(name, settings, tmp / f"{name}.log", None) for name in SERVICES]
-    pids = {name: p.pid for name, p in zip(SERVICES, procs, strict=True)}
+    """Every service once, the profile-learner ``learners`` times (they split the partitions)."""
+    names = [*SERVICES, *(f"profile-learner#{i}" for i in range(2, learners + 1))]
+    procs = [start_service(name.split("#")[0], settings, tmp / f"{name.replace('#', '-')}.log", None) for name in names]
+    pids = {name: p.pid for name, p in zip(names, procs, strict=True)}
     pids["nats-server"] = server.process.pid
     pids["bench (collector)"] = os.getpid()
     return procs, pids
@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--novel", type=float, default=100.0, help="novel execs per second (each one alert)")
     parser.add_argument("--grace", type=float, default=2.0, help="seconds the learner may take to catch up")
     parser.add_argument("--learn", type=int, default=200_000, help="events in the learning phase")
+    parser.add_argument("--learners", type=int, default=1, help="profile-learner instances (they split the partitions)")
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")]
     seconds, learn, ceiling_n = args.seconds, args.learn, 500_000
@@ -364,10 +365,11 @@ def main(argv: list[str] | None = None) -> None:
             settings = load_settings(
                 env={**os.environ, "VIGIL_DATA_DIR": str(tmp / "vigil"), "VIGIL_NATS_URL": server.url}
             )
-            procs, pids = start_all(settings, tmp, server)
+            procs, pids = start_all(settings, tmp, server, args.learners)
             try:
                 print(
-                    f"bench.e2e: {len(SERVICES)} services + nats-server + this collector on {os.cpu_count()} cores; "
+                    f"bench.e2e: {len(SERVICES)} services ({args.learners} learner instance(s)) + nats-server + "
+                    f"this collector on {os.cpu_count()} cores; "
                     f"{settings.nats.partitions} partitions, {settings.collector.batch_size} events/batch, "
                     f"flush every {float(settings.collector.batch_interval) * 1000:.0f} ms, "
                     f"{args.novel:.0f} novel execs/s"

@@ -60,7 +60,7 @@ async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
     if image is not None:
         return answers[0]
     snaps = load_snapshots(settings)
-    missing = summaries([snaps[p] for p, a in zip(partitions, answers) if a is None and p in snaps])
+    missing = summaries([snaps[p] for p, a in zip(partitions, answers, strict=True) if a is None and p in snaps])
     live = [a for a in answers if a is not None]
     return {
         "profiles": [prof for a in [*live, missing] for prof in a["profiles"]],

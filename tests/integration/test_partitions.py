@@ -80,12 +80,14 @@ def test_instances_split_hand_over_and_never_overlap(tmp_path: Path, nats_server
             await b.stop()  # a graceful stop releases at once
             await wait_for(lambda: len(a.leases.owned) + len(c.leases.owned) == P, timeout=20)
 
-            frozen = set(c.leases.owned)
-            await a.stop(); await c.stop(); return
-            c.task.cancel()  # c dies without releasing: a takes its partitions only after the lease expired
-            for p in frozen:
-                del live[p]  # (the dead process's state is gone with it)
+            expiry = {p: held.expires for p, held in c.leases.held.items()}
+            assert expiry
+            await c.die(c_bus)  # a takes c's partitions only after c's leases expired
+            assert await owners(bus, "svc", P) == {p: ("a" if p in a.leases.owned else "c") for p in range(P)}
+            for p in expiry:
+                del live[p]  # the dead process's state died with it; the times below prove the hand-over waited
             await wait_for(lambda: len(a.leases.owned) == P, timeout=20)
+            assert all(a.taken[p] > expires for p, expires in expiry.items()), (a.taken, expiry)
             assert set(live) == set(range(P)) and set(live.values()) == {"a"}
             await a.stop()
             assert await owners(bus, "svc", P) == {}

@@ -20,8 +20,6 @@ from contracts.profiles import BehaviourAdded, CommandApplied, DriftBatch, Profi
 from contracts.subjects import DRIFT, EVENTS, PROFILES, drift_subject, events_subject, partition_of
 from services.profile_learner import core
 from services.profile_learner.app import ProfileLearner, backlog, core_config
-
-LEARNER = ProfileLearner.name
 from services.profile_learner.sim import dns_, exec_, ns, start, syscalls_, tick
 from services.runtime.embedded import EmbeddedServer
 from services.runtime.partitions import owners
@@ -29,6 +27,7 @@ from services.runtime.settings import Settings
 from services.version_evictor.app import VersionEvictor
 from tests.support import make_settings, open_bus, read_stream, run_vigil, running, vigil_process, wait_for
 
+LEARNER = ProfileLearner.name
 SP = "RUNTIME_SECURITY_CONFIG_SECURITY_PROFILE_"
 ENV = {
     SP + "MAX_IMAGE_TAGS": "2",
