@@ -300,6 +300,7 @@ def status(
         title="consumers (lag = pending + ack_pending)",
     )
     rows(report["services"], ["service", "instance", "age_s", "position", "counters"], output, title="live services")
+    rows(report["partitions"], ["service", "partition", "owner"], output, title="partition owners (leases)")
     summary = report["summary"]
     console.print(
         f"dead letters: {summary['dead_letters']}   total consumer lag: {summary['total_lag']}   "
@@ -317,6 +318,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
 
     from services.runtime import diagnostics
     from services.runtime.bus import connect, resolve_url
+    from services.runtime.partitions import owners
 
     url = resolve_url(settings)
     if url is None:
@@ -325,8 +327,13 @@ async def _status(settings: Settings) -> dict[str, Any]:
     try:
         streams, consumers = await diagnostics.stream_report(bus)
         beats = await diagnostics.heartbeats(bus)
+        owned = await owners(bus, "profile-learner", settings.nats.partitions)
     finally:
         await bus.close()
+    partitions = [
+        {"service": "profile-learner", "partition": p, "owner": owned.get(p, "(nobody)")}
+        for p in range(settings.nats.partitions)
+    ]
     services = [
         {k: b[k] for k in ("service", "instance", "age_s", "position", "counters")} for b in beats
     ]
@@ -348,7 +355,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
     }
     return {
         "url": url, "streams": streams, "consumers": consumers, "services": services, "summary": summary,
-        "switches": switches,
+        "switches": switches, "partitions": partitions,
     }
 
 

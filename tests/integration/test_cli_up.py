@@ -78,6 +78,8 @@ def test_up_collect_status_archive_and_clean_stop(tmp_path: Path) -> None:
             return len(learner) == 4 and max(c["ack_floor"] for c in learner) >= 5 and idle
 
         wait(learner_caught_up)
+        owners = {row["owner"] for row in status(env)["partitions"]}
+        assert len(owners) == 1 and "(nobody)" not in owners  # `vigil up` runs one learner: it owns all 4
 
         url = (data / "run" / "nats.url").read_text().split()[0]
         decision = Decision(id="walking-skeleton-1", time=T0, source="self_test", event_type="test", action="allow", message="hello archive")
