@@ -172,15 +172,6 @@ static __always_inline int stash_argv(const char *const *argv)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_execve)
-{
-    return stash_argv((const char *const *)args->argv);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
-{
-    return stash_argv((const char *const *)args->argv);
-}
 
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
@@ -226,11 +217,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     return 0;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_exit_group)
+/* exit_group(code); called from the raw sys_enter dispatcher. */
+static __always_inline int on_exit_group(u64 pid_tgid, s32 code)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 pid = pid_tgid >> 32;
-    s32 code = args->error_code;
     exit_codes.update(&pid, &code);
     return 0;
 }
@@ -302,21 +292,18 @@ struct sockaddr_any {
 };
 
 #if TRACE_CONNECT || TRACE_DNS
-TRACEPOINT_PROBE(syscalls, sys_enter_connect)
+/* connect(fd, uservaddr); called from the raw sys_enter dispatcher. */
+static __always_inline int on_connect(u64 pid_tgid, u64 cg, int fd, const void *uservaddr)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (is_self(pid_tgid))
-        return 0;
     struct sockaddr_any sa = {};
-    if (bpf_probe_read_user(&sa, sizeof(sa), args->uservaddr) < 0 &&
-        bpf_probe_read_user(&sa, 8, args->uservaddr) < 0)
+    if (bpf_probe_read_user(&sa, sizeof(sa), uservaddr) < 0 && bpf_probe_read_user(&sa, 8, uservaddr) < 0)
         return 0;
     u16 port = bpf_ntohs(sa.port);
     /* Remember fds connected to :53 for write()/send() without an address.
      * close() is deliberately not traced (it is hot): a reused fd is dropped
      * here when it connects elsewhere, and a stale entry at worst sends a
      * non-DNS payload that user space rejects (counted as not_dns). */
-    u64 fdkey = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)args->fd;
+    u64 fdkey = (pid_tgid & 0xFFFFFFFF00000000ULL) | (u32)fd;
     if ((sa.family == AF_INET_ || sa.family == AF_INET6_) && port == DNS_PORT) {
         u8 one = 1;
         dns_fds.update(&fdkey, &one);
@@ -324,7 +311,6 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
         dns_fds.delete(&fdkey);
     }
 #if TRACE_CONNECT
-    u64 cg = bpf_get_current_cgroup_id();
     u64 h = mix(mix(mix(FNV_OFFSET, VIGIL_OP_CONNECT), sa.family), port);
     if (sa.family == AF_INET_)
         h = mix(h, sa.v4);
@@ -400,14 +386,12 @@ static __always_inline int fd_is_dns(u64 pid_tgid, int fd)
     return dns_fds.lookup(&key) != NULL;
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto)
+/* sendto(fd, buff, len, flags, addr); called from the raw sys_enter dispatcher. */
+static __always_inline int on_sendto(u64 pid_tgid, int fd, const void *buff, u64 len, const void *addr)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (is_self(pid_tgid))
-        return 0;
-    u16 port = dest_port(args->addr);
-    if (port == DNS_PORT || (!args->addr && fd_is_dns(pid_tgid, args->fd)))
-        return dns_payload(args->buff, args->len, DNS_PORT);
+    u16 port = dest_port(addr);
+    if (port == DNS_PORT || (!addr && fd_is_dns(pid_tgid, fd)))
+        return dns_payload(buff, len, DNS_PORT);
     return 0;
 }
 
@@ -424,11 +408,11 @@ struct msghdr_user {
     u64 iovlen;
 };
 
-static __always_inline int dns_msghdr(const void *msg, int fd)
+/* sendmsg(fd, msg) and sendmmsg(fd, mmsg): struct mmsghdr starts with a
+ * msghdr, so only the first message of a sendmmsg is read. Called from the
+ * raw sys_enter dispatcher. */
+static __always_inline int dns_msghdr(u64 pid_tgid, const void *msg, int fd)
 {
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    if (is_self(pid_tgid))
-        return 0;
     struct msghdr_user m = {};
     if (bpf_probe_read_user(&m, sizeof(m), msg) < 0)
         return 0;
@@ -443,16 +427,6 @@ static __always_inline int dns_msghdr(const void *msg, int fd)
     return dns_payload(iov.iov_base, iov.iov_len, DNS_PORT);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg)
-{
-    return dns_msghdr(args->msg, args->fd);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg)
-{
-    /* struct mmsghdr starts with a msghdr: only the first message is read. */
-    return dns_msghdr(args->mmsg, args->fd);
-}
 
 /* write() on an fd connected to :53; called from the raw sys_enter dispatcher. */
 static __always_inline int on_write(u64 pid_tgid, int fd, const void *buf, u64 count)
@@ -519,20 +493,31 @@ static __always_inline int record_syscall(u64 pid_tgid, u64 cg, long id)
 
 /* x86_64 syscall numbers of the syscalls handled in the dispatcher. */
 #define NR_WRITE 1
+#define NR_CONNECT 42
+#define NR_SENDTO 44
+#define NR_SENDMSG 46
+#define NR_EXECVE 59
+#define NR_EXIT_GROUP 231
 #define NR_OPENAT 257
+#define NR_SENDMMSG 307
+#define NR_EXECVEAT 322
 
-/* The first three syscall arguments as they sit in x86_64's pt_regs: dx, si
- * and di are adjacent there, so one read fetches all three. */
-struct regs_dx_si_di {
-    u64 dx, si, di;
+/* Syscall arguments as they sit in x86_64's pt_regs (args: di, si, dx, r10,
+ * r8, r9): r10, r9, r8, ax, cx, dx, si, di are adjacent there, so one read
+ * fetches the five arguments the handlers use. */
+struct regs_args {
+    u64 r10, r9, r8, ax, cx, dx, si, di;
 };
-_Static_assert(offsetof(struct pt_regs, si) == offsetof(struct pt_regs, dx) + 8, "pt_regs: si follows dx");
-_Static_assert(offsetof(struct pt_regs, di) == offsetof(struct pt_regs, dx) + 16, "pt_regs: di follows si");
+_Static_assert(offsetof(struct pt_regs, di) == offsetof(struct pt_regs, r10) + 56, "pt_regs: r10 .. di adjacent");
 
-/* One raw tracepoint for every syscall entry: the syscall bitmap, openat and
- * write. The classic tracepoints copy their arguments into a trace buffer
- * before a program runs; the raw one hands over (regs, id) as they are, and
- * arguments are read from pt_regs (x86_64 calling convention: di, si, dx).
+/* One raw tracepoint for every syscall entry: the syscall bitmap and every
+ * syscall the collector traces (openat, write, execve[at], exit_group,
+ * connect, sendto, sendmsg, sendmmsg). Attaching a program to any classic
+ * syscalls:sys_enter_* tracepoint makes the kernel run its per-syscall
+ * dispatcher on EVERY syscall of every process (measured: ~65 ns each here),
+ * and classic tracepoints copy their arguments into a trace buffer first; the
+ * raw one hands over (regs, id) as they are, and arguments are read from
+ * pt_regs. Syscalls the collector does not trace return after an id test.
  * The cgroup id is fetched once and shared by the handlers. */
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
@@ -544,23 +529,53 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     u64 cg = bpf_get_current_cgroup_id();
     record_syscall(pid_tgid, cg, id);
 #endif
-#if TRACE_OPEN || TRACE_DNS
-    if (id != NR_OPENAT && id != NR_WRITE)
+    switch (id) {
+    case NR_OPENAT:
+    case NR_WRITE:
+    case NR_EXECVE:
+    case NR_EXECVEAT:
+    case NR_EXIT_GROUP:
+    case NR_CONNECT:
+    case NR_SENDTO:
+    case NR_SENDMSG:
+    case NR_SENDMMSG:
+        break;
+    default:
         return 0;
+    }
 #if !TRACE_SYSCALLS
     u64 cg = bpf_get_current_cgroup_id();
 #endif
     struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-    struct regs_dx_si_di a = {};
-    bpf_probe_read_kernel(&a, sizeof(a), &regs->dx);
+    struct regs_args a = {};
+    /* openat/write/exec/exit/connect/sendmsg use di, si, dx; sendto also r8. */
+    if (id == NR_SENDTO)
+        bpf_probe_read_kernel(&a, sizeof(a), &regs->r10);
+    else
+        bpf_probe_read_kernel(&a.dx, 3 * sizeof(u64), &regs->dx);
 #if TRACE_OPEN
     if (id == NR_OPENAT)
         return on_openat(pid_tgid, cg, (const char *)a.si, (s32)a.dx);
 #endif
+#if TRACE_EXEC
+    if (id == NR_EXECVE)
+        return stash_argv((const char *const *)a.si);
+    if (id == NR_EXECVEAT)
+        return stash_argv((const char *const *)a.dx);
+    if (id == NR_EXIT_GROUP)
+        return on_exit_group(pid_tgid, (s32)a.di);
+#endif
+#if TRACE_CONNECT || TRACE_DNS
+    if (id == NR_CONNECT)
+        return on_connect(pid_tgid, cg, (int)a.di, (const void *)a.si);
+#endif
 #if TRACE_DNS
     if (id == NR_WRITE)
         return on_write(pid_tgid, (int)a.di, (const void *)a.si, a.dx);
-#endif
+    if (id == NR_SENDTO)
+        return on_sendto(pid_tgid, (int)a.di, (const void *)a.si, a.dx, (const void *)a.r8);
+    if (id == NR_SENDMSG || id == NR_SENDMMSG)
+        return dns_msghdr(pid_tgid, (const void *)a.si, (int)a.di);
 #endif
     return 0;
 }
