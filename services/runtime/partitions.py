@@ -173,8 +173,11 @@ class Leases:
         info = await self.bus.js.stream_info(f"KV_{LEASE_BUCKET}", subjects_filter=f"{prefix}{self.service}.member.*")
         alive = 0
         for subject in info.state.subjects or {}:
-            lease = await _read(kv, subject[len(prefix) :])
+            key = subject[len(prefix) :]
+            lease = await _read(kv, key)
             alive += lease is not None and lease[0].expires > now
+            if lease is not None and lease[0].expires < now - 10 * self.ttl:
+                await kv.purge(key)  # an instance long gone: keep the member list short
         return max(alive, 1)
 
     async def _renew(self, kv: KeyValue, now: float) -> None:
