@@ -91,8 +91,9 @@ def bench_ingest(settings: Settings, n: int) -> float:
     return n / seconds
 
 
-async def bench_end_to_end(settings: Settings, n: int) -> float:
-    """Decisions/s from a stream backlog (n more, one per message) to committed and acked."""
+async def bench_end_to_end(settings: Settings, n: int, queue_fetch: bool = True) -> float:
+    """Decisions/s from a stream backlog (n more, one per message) to committed and acked;
+    ``queue_fetch=False`` pulls with nats-py's own fetch (what the archiver did before)."""
     bus = await _bus(settings)
     try:
         async with bus.publisher() as pub:
@@ -107,7 +108,9 @@ async def bench_end_to_end(settings: Settings, n: int) -> float:
                 await pub.publish("vigil.decisions.bench", encode_json(d), d.id)
             await pub.flush()
         total = (await bus.js.stream_info(DECISIONS)).state.messages  # earlier phases' decisions too
-        runner = Runner(Archiver(settings), bus)
+        archiver = Archiver(settings)
+        archiver.queue_fetch = queue_fetch
+        runner = Runner(archiver, bus)
         start = time.perf_counter()
         task = asyncio.create_task(runner.run())
         while not await _acked(bus, total):
@@ -126,6 +129,15 @@ async def _acked(bus: Bus, n: int) -> bool:
     except Exception:  # noqa: BLE001 - consumer not created yet
         return False
     return bool(info.ack_floor and info.ack_floor.stream_seq >= n)
+
+
+def _stream_backlog(root: Path, n: int, queue_fetch: bool) -> float:
+    """:func:`bench_end_to_end` on a server of its own (a fresh stream and durable)."""
+    server = embedded.start(root / "nats", port=-1)
+    try:
+        return asyncio.run(bench_end_to_end(_settings(root, server.url), n, queue_fetch))
+    finally:
+        server.stop()
 
 
 GROUP_BY = "SELECT action, rule, count(*) AS n FROM decisions GROUP BY ALL ORDER BY n DESC"
@@ -188,13 +200,14 @@ def main() -> None:
                 f"archive ingest: {ingest} decisions: {rate:,.0f} decisions/s "
                 f"(target >= 200,000: {rate / 200_000:.2f}x)"
             )
-            e2e_rate = asyncio.run(bench_end_to_end(_settings(root / "e2e", server.url), e2e))
-            print(
-                f"archiver from the stream backlog, 1 decision per message: {e2e_rate:,.0f} decisions/s "
-                "(fetch + commit + ack)"
-            )
         finally:
             server.stop()
+        old_rate = _stream_backlog(root / "e2e-nats-py", e2e, queue_fetch=False)
+        e2e_rate = _stream_backlog(root / "e2e", e2e, queue_fetch=True)
+        print(
+            f"archiver from the stream backlog, 1 decision per message: {e2e_rate:,.0f} decisions/s "
+            f"(fetch + commit + ack; with nats-py's fetch {old_rate:,.0f}/s: {e2e_rate / old_rate:.2f}x)"
+        )
         build, group_by, by_day = bench_group_by(root / "big.duckdb", rows)
         size = (root / "big.duckdb").stat().st_size / 1e6
         print(f"archive of {rows:,} decisions built in {build:.1f}s ({size:,.0f} MB)")

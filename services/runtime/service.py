@@ -51,6 +51,7 @@ from contracts.subjects import HEARTBEAT_BUCKET, ConsumerSpec, dlq_subject
 from services.runtime import telemetry
 from services.runtime.bus import Bus, Publisher, connect, retry_transient
 from services.runtime.errors import VigilError
+from services.runtime.fetch import fetch as queue_fetch
 from services.runtime.partitions import Leases
 from services.runtime.settings import Settings
 
@@ -269,7 +270,11 @@ class Runner:
         async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
             while not (self.stopping.is_set() or stop.is_set()):
                 try:
-                    msgs = await sub.fetch(getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch, timeout=0.5)
+                    batch = getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch
+                    if getattr(self.app, "queue_fetch", False):  # opt-in: services/runtime/fetch.py
+                        msgs = await queue_fetch(sub, batch, 0.5)
+                    else:
+                        msgs = await sub.fetch(batch, timeout=0.5)
                     failures = 0
                 except (TimeoutError, nats.errors.TimeoutError):
                     failures = 0

@@ -1,0 +1,73 @@
+"""The queue fetch the archiver opts into (services/runtime/fetch.py), against a
+real nats-server: at most a batch per call, a short batch returned without
+waiting out the timeout, nothing at all → TimeoutError, and messages arriving
+during a lingering request neither lost nor returned twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats.errors
+import pytest
+
+from contracts.subjects import DECISIONS, ConsumerSpec
+from services.runtime.bus import Bus
+from services.runtime.fetch import fetch
+from services.runtime.settings import Settings
+from tests.support import open_bus
+
+SUBJECT = "vigil.decisions.fetch-test"
+
+
+async def _publish(bus: Bus, first: int, n: int) -> None:
+    async with bus.publisher() as pub:
+        for i in range(first, first + n):
+            await pub.publish(SUBJECT, b"%d" % i, f"fetch-{i}")
+        await pub.flush()
+
+
+async def _fetch_acked(sub, batch: int, timeout: float) -> list[int]:  # type: ignore[no-untyped-def]
+    msgs = await fetch(sub, batch, timeout)
+    for msg in msgs:
+        await msg.ack()
+    return [int(msg.data) for msg in msgs]
+
+
+def test_batches_short_batch_and_timeout(settings: Settings) -> None:
+    async def main() -> None:
+        bus = await open_bus(settings)
+        try:
+            await _publish(bus, 0, 25)
+            sub = await bus.pull(ConsumerSpec(DECISIONS, "fetch-batches"))
+            assert await _fetch_acked(sub, 10, 5) == list(range(10))
+            assert await _fetch_acked(sub, 10, 5) == list(range(10, 20))
+            # 5 left: returned at once (a full 10 would need a lingering request to expire)
+            assert await asyncio.wait_for(_fetch_acked(sub, 10, 30), 10) == list(range(20, 25))
+            with pytest.raises(nats.errors.TimeoutError):
+                await fetch(sub, 10, 0.3)
+        finally:
+            await bus.close()
+
+    asyncio.run(main())
+
+
+def test_messages_during_a_lingering_request_come_once(settings: Settings) -> None:
+    async def main() -> None:
+        bus = await open_bus(settings)
+        try:
+            sub = await bus.pull(ConsumerSpec(DECISIONS, "fetch-linger"))
+            waiting = asyncio.create_task(_fetch_acked(sub, 50, 10))
+            await asyncio.sleep(0.2)  # the no_wait request found nothing: now a lingering one is open
+            await _publish(bus, 0, 30)
+            got = await waiting
+            assert got and len(got) <= 50
+            await _publish(bus, 30, 30)  # partly to the lingering request left open, partly to the next one
+            while len(got) < 60:
+                got += await _fetch_acked(sub, 50, 5)
+            assert got == list(range(60))  # in order, each once
+            with pytest.raises(nats.errors.TimeoutError):
+                await fetch(sub, 50, 0.3)
+        finally:
+            await bus.close()
+
+    asyncio.run(main())
