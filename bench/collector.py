@@ -16,7 +16,8 @@ user space drains the ring buffer.
    an empty program on the raw ``sys_enter`` tracepoint (the fixed cost of
    the tracing slow path every syscall then takes), then the collector's
    program with only open tracing (dedup on / off), with syscall sets only,
-   and everything on. All in the same run, against the same bare loop.
+   and everything on. All loaded once and attached one at a time, run by
+   run, interleaved (load on the machine drifts; this spreads it evenly).
    ``--baseline FILE`` adds the same rows for another version of
    bpf/collector.c (e.g. ``git show REV:bpf/collector.c > old.c``), so a
    change is measured before/after in one run.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import secrets
 import shutil
 import statistics
@@ -126,12 +128,12 @@ def timed(cg: Path, argv: list[str], cpu: bool = True) -> float:
     its syscalls) and is far less sensitive to other load on the machine."""
     cmd = ["/bin/sh", "-c", f'echo $$ > {cg}/cgroup.procs && exec "$@"', "sh", *argv]
     t = time.perf_counter()
-    before = os.times()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)  # microseconds, unlike os.times()' clock ticks
     subprocess.run(cmd, check=True)
-    after = os.times()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if not cpu:
         return time.perf_counter() - t
-    return (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def median_time(cg: Path, argv: list[str], runs: int) -> float:
@@ -228,54 +230,45 @@ def bcc_tool(name: str, label: list[str]) -> Iterator[None]:
 EMPTY_SYS_ENTER = "RAW_TRACEPOINT_PROBE(sys_enter) { return 0; }"
 
 
-@contextmanager
-def empty_sys_enter() -> Iterator[None]:
-    """A program that does nothing on the raw sys_enter tracepoint."""
-    from bcc import BPF
+class Switchable:
+    """A loaded BPF object whose tracepoints can be detached and attached again,
+    so several programs are compared run by run, interleaved: load drifts
+    (other work on the machine) then hit every variant alike."""
 
-    from collector.ebpf import _prepare_environment
+    def __init__(self, bpf: Any) -> None:
+        self.bpf = bpf
+        self.tps = list(bpf.tracepoint_fds)
+        self.raw = list(bpf.raw_tracepoint_fds)
 
-    _prepare_environment()
-    bpf = BPF(text=EMPTY_SYS_ENTER.encode())
-    try:
-        yield
-    finally:
-        bpf.cleanup()
+    def detach(self) -> None:
+        for tp in self.tps:
+            self.bpf.detach_tracepoint(tp)
+        for tp in self.raw:
+            self.bpf.detach_raw_tracepoint(tp)
 
-
-@contextmanager
-def probe(source: Path | None = None, **opts: bool) -> Iterator[None]:
-    """bpf/collector.c (or ``source``) loaded with these ProbeOptions, drained every 10 ms."""
-    from collector.ebpf import BPF_SOURCE, Probe, ProbeOptions
-
-    p = Probe(ProbeOptions(**opts), source or BPF_SOURCE)
-    stop = threading.Event()
-
-    def drain() -> None:
-        while not stop.is_set():
-            time.sleep(0.01)
-            p.consume()
-
-    th = threading.Thread(target=drain, daemon=True)
-    th.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        th.join()
-        p.close()
+    def attach(self) -> None:
+        for tp in self.tps:
+            self.bpf.attach_tracepoint(tp=tp, fn_name=b"tracepoint__" + tp.replace(b":", b"__"))
+        for tp in self.raw:
+            self.bpf.attach_raw_tracepoint(tp=tp, fn_name=b"raw_tracepoint__" + tp)
 
 
 ONLY = {"exec": False, "open": False, "connect": False, "dns": False, "syscalls": False}
 
 
 def breakdown(openloop: Path, quick: bool, baseline: Path | None = None) -> None:
-    n, runs = (300_000, 5) if quick else (1_000_000, 7)
+    """Every variant loaded once, detached; each round attaches them one at a
+    time for one run of the loop (a drain thread empties their ring buffers)."""
+    from bcc import BPF
+
+    from collector.ebpf import BPF_SOURCE, Probe, ProbeOptions, _prepare_environment
+
+    n, rounds = (300_000, 5) if quick else (1_000_000, 9)
     data = Path(tempfile.mkdtemp(prefix="vigil-bench-files-"))
     for i in range(100):
         (data / f"f{i}").write_text("x")
     argv = [str(openloop), str(data), str(n), "0", "0"]
-    variants: list[tuple[str, dict[str, bool]]] = [
+    variants: list[tuple[str, dict[str, Any]]] = [
         ("open only, dedup on", {**ONLY, "open": True}),
         ("open only, dedup off", {**ONLY, "open": True, "dedup": False}),
         ("syscall sets only", {**ONLY, "syscalls": True}),
@@ -283,22 +276,57 @@ def breakdown(openloop: Path, quick: bool, baseline: Path | None = None) -> None
         ("all, dedup on", {}),
         ("all, dedup off", {"dedup": False}),
     ]
-    setups: list[tuple[str, Any]] = [("bare", nothing), ("empty raw sys_enter prog", empty_sys_enter)]
+    _prepare_environment()
+    probes: list[Probe] = []
+    setups: list[tuple[str, Switchable | None]] = [("bare", None)]
+    setups.append(("empty raw sys_enter prog", Switchable(BPF(text=EMPTY_SYS_ENTER.encode()))))
     for label, opts in variants:
-        if baseline is not None:
-            setups.append((f"{label} [baseline]", lambda opts=opts: probe(baseline, **opts)))
-        setups.append((label, lambda opts=opts: probe(**opts)))
-    print(f"breakdown: openat+close loop, CPU time (median of {runs} runs of {n:,})")
-    base = 0.0
-    for label, setup in setups:
-        with cgroup() as cg, setup():
-            secs = median_time(cg, argv, runs)
-        base = base or secs
+        for tag, source in ((" [baseline]", baseline), ("", BPF_SOURCE)):
+            if source is None:
+                continue
+            probe = Probe(ProbeOptions(ring_bytes=4 << 20, **opts), source)
+            probes.append(probe)
+            setups.append((label + tag, Switchable(probe.bpf)))
+    for _, sw in setups:
+        if sw is not None:
+            sw.detach()
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            time.sleep(0.01)
+            for probe in probes:
+                probe.consume()
+
+    th = threading.Thread(target=drain, daemon=True)
+    th.start()
+    results: dict[str, list[float]] = {label: [] for label, _ in setups}
+    try:
+        with cgroup() as cg:
+            timed(cg, argv)  # warm caches
+            for _ in range(rounds):
+                for label, sw in setups:
+                    if sw is not None:
+                        sw.attach()
+                    try:
+                        results[label].append(timed(cg, argv))
+                    finally:
+                        if sw is not None:
+                            sw.detach()
+    finally:
+        stop.set()
+        th.join()
+        for probe in probes:
+            probe.close()
+        shutil.rmtree(data, ignore_errors=True)
+    print(f"breakdown: openat+close loop, CPU time (median of {rounds} interleaved runs of {n:,})")
+    base = statistics.median(results["bare"])
+    for label, runs in results.items():
+        secs = statistics.median(runs)
         print(
             f"  {label:<37} {secs:8.3f} s  {secs / n * 1e9:7.0f} ns/op  {(secs - base) / n * 1e9:+6.0f} ns"
             f"  ({(secs / base - 1) * 100:+.1f}%)"
         )
-    shutil.rmtree(data, ignore_errors=True)
 
 
 def overhead(openloop: Path, forkloop: Path, quick: bool) -> None:
