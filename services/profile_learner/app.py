@@ -51,7 +51,7 @@ from contracts.subjects import (
 from services.profile_learner import core, replay
 from services.runtime.bus import Bus
 from services.runtime.files import write_atomically
-from services.runtime.log import ack_floor
+from services.runtime.log import ReadError, ack_floor, stored_between
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
 
@@ -162,6 +162,10 @@ class ProfileLearner(AppBase):
         upto = {s: max(floors.get(s, 0), handled.get(s, 0)) for s in (EVENTS, COMMANDS)}
         if any(upto[s] > handled.get(s, 0) for s in upto):
             stats = await replay.rebuild_from_log(js, state, self.cfg, handled, upto, partition)
+            for spec in specs:  # a message left out would fork the state: check with the stream leader
+                got = stats.reached.get(spec.stream, handled.get(spec.stream, 0))
+                if await stored_between(js, spec.stream, spec.filter_subjects, got + 1, upto[spec.stream]):
+                    raise ReadError(f"partition {partition}: {spec.stream} catch-up stopped at {got}, before {upto}; will retry")
             self.counters["caught_up_messages"] += stats.events_messages + stats.commands
             log.info("partition %d: caught up from the log to %s (%s)", partition, upto, stats)
         part = Partition(partition, state, {s: v for s, v in upto.items() if v})

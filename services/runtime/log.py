@@ -4,7 +4,9 @@
 consumers that ack nothing, and after a fetch times out (a slow or failing-over
 cluster may have dropped a pull request and the messages in flight) a fresh
 consumer starts again at the next sequence, so no message is missed. The read
-ends at ``last`` or when the consumer has nothing more pending; it raises
+ends at ``last`` or when nothing more is pending (confirmed by the stream
+leader: an ephemeral consumer on a replica that is still catching up after a
+restart would report too little); it raises
 :class:`ReadError` rather than let state silently diverge.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
@@ -42,7 +45,7 @@ async def read_messages(
     while next_seq <= last:
         sub = await _ephemeral(js, stream, subjects, next_seq)
         try:
-            if await _nothing_pending(sub):
+            if await _nothing_pending(sub) and not await stored_between(js, stream, subjects, next_seq, last):
                 return
             while next_seq <= last:
                 try:
@@ -58,7 +61,9 @@ async def read_messages(
                         return
                     yield m
                     next_seq = seq + 1
-                    if m.metadata.num_pending == 0:  # nothing more stored: later messages are past ``last``
+                    # the consumer has nothing more: done, unless the stream leader knows better
+                    # (an ephemeral consumer may sit on a replica still catching up after a restart)
+                    if m.metadata.num_pending == 0 and not await stored_between(js, stream, subjects, next_seq, last):
                         return
         finally:
             try:
@@ -68,6 +73,23 @@ async def read_messages(
         stalls += 1
         if stalls > MAX_STALLS:
             raise ReadError(f"{stream}: could not read from seq {next_seq} (to {last}) after {stalls} attempts")
+
+
+async def stored_between(js: JetStreamContext, stream: str, subjects: Sequence[str], first: int, last: int) -> bool:
+    """Whether the stream's leader holds a message matching ``subjects`` with first <= seq <= last
+    (unsure, e.g. during a failover: True, so the reader keeps trying)."""
+    if first > last:
+        return False
+    for subject in subjects or (">",):
+        try:
+            msg = await js.get_msg(stream, seq=first, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            continue
+        except Exception:  # noqa: BLE001 - no leader right now: assume there is more
+            return True
+        if msg.seq is None or msg.seq <= last:
+            return True
+    return False
 
 
 async def _ephemeral(

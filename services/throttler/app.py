@@ -18,7 +18,7 @@ import msgspec
 from contracts.alerts import ThrottlerInput
 from contracts.codec import encode_json
 from contracts.decisions import Decision
-from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_OUT, ALERTS_RAW, ConsumerSpec, decisions_subject
+from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_OUT, ALERTS_RAW, ConsumerSpec, decisions_subject, drift_subject
 from services.runtime.service import Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
 from services.runtime.snapshots import SnapshotApp
@@ -36,6 +36,7 @@ def config_from(settings: Settings) -> core.Config:
         max_per_sec=settings.max_alert_per_sec,
         throttle_sec=settings.throttle_sec,
         rule_budgets=dict(settings.max_alert_per_sec_per_rule),
+        sources=tuple(drift_subject(p) for p in range(settings.nats.partitions)),
     )
 
 

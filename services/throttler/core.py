@@ -17,8 +17,11 @@ Invariants:
   ``throttle`` :class:`Decision` carries the dropped count. The end is seen
   either on the next alert of that bucket at or past it, or on the event-time
   clock: :class:`AlertClock` messages give each DRIFT partition's watermark and
-  the throttler's clock is the lowest of them (a window closes only once every
-  partition seen has passed it).
+  the throttler's clock is the lowest of them over every partition in
+  ``Config.sources`` (a window closes only once every partition has passed it;
+  partitions are processed in parallel, so a clock over the partitions *seen so
+  far* would jump ahead of one that has not reported yet and make the outcome
+  depend on timing). Without ``sources``, the partitions seen so far count.
 - Per-rule budgets: an alert whose ``rule_id`` has a budget is counted in its
   own bucket ``(container, rule)`` with that budget; other alerts share the
   container bucket ``(container, "")``.
@@ -55,6 +58,7 @@ class Config:
     max_per_sec: int = 10
     throttle_sec: int = 30
     rule_budgets: Mapping[str, int] = field(default_factory=dict)
+    sources: tuple[str, ...] = ()  # every clock source (DRIFT partition subject); () = those seen
 
     @property
     def throttle_ns(self) -> int:
@@ -141,7 +145,7 @@ def tick(state: State, config: Config, source: str, time: int) -> list[Output]:
     if time <= state.clocks.get(source, 0):
         return []
     state.clocks[source] = time
-    now = min(state.clocks.values())
+    now = min(state.clocks.get(s, 0) for s in config.sources) if config.sources else min(state.clocks.values())
     if now <= state.now:
         return []
     state.now = now

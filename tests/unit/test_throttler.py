@@ -173,7 +173,8 @@ def test_a_restored_snapshot_continues_exactly_like_the_original() -> None:
 def test_settings_map_to_the_core_config_and_a_bad_budget_names_its_key() -> None:
     env = {"VIGIL_ALERT_THROTTLING": "false", "VIGIL_MAX_ALERT_PER_SEC": "2", "VIGIL_THROTTLE_SEC": "60"}
     cfg = config_from(load_settings(env={**env, "VIGIL_MAX_ALERT_PER_SEC_PER_RULE": "{noisy: 1}"}))
-    assert cfg == Config(enabled=False, max_per_sec=2, throttle_sec=60, rule_budgets={"noisy": 1})
+    sources = tuple(f"vigil.drift.{p}" for p in range(4))  # every partition holds the clock back
+    assert cfg == Config(enabled=False, max_per_sec=2, throttle_sec=60, rule_budgets={"noisy": 1}, sources=sources)
     with pytest.raises(SettingsError, match="max_alert_per_sec_per_rule.noisy"):
         load_settings(env={"VIGIL_MAX_ALERT_PER_SEC_PER_RULE": "{noisy: 0}"})
 
@@ -201,3 +202,18 @@ def test_every_alert_is_passed_or_counted_in_a_throttle_decision(gaps, max_per_s
     assert len(passed) + sum(d.count for d in decisions) == len(gaps)
     assert sorted(d.details["threshold_id"] for d in decisions) == sorted(a.id for a in thresholds)
     assert state.buckets == {}
+
+
+def test_a_partition_that_has_not_reported_yet_holds_the_clock_back() -> None:
+    """Partitions are processed in parallel: another partition's clock running far ahead
+    before WEB's partition reported must not close WEB's throttle window early. The outcome
+    is the same whichever partition's messages come first."""
+    config = Config(max_per_sec=2, throttle_sec=30, sources=("vigil.drift.0", "vigil.drift.1"))
+    web = [clock(T0, "vigil.drift.0"), *[alert(T0 + i * MS, i) for i in range(5)]]
+    web += [clock(T0 + 10 * NS, "vigil.drift.0"), alert(T0 + 20 * NS, 9), clock(T0 + 100 * NS, "vigil.drift.0")]
+    other = [clock(T0 + 200 * NS, "vigil.drift.1")]
+    ahead, behind = feed(State(), config, other + web), feed(State(), config, web + other)
+    assert ahead == behind
+    [decision] = [o for o in ahead if isinstance(o, Decision)]
+    assert decision.count == 4  # 3 of the burst + the alert at 20 s, inside the window
+    assert feed(State(), Config(max_per_sec=2, throttle_sec=30), other + web) != behind  # "sources seen" would differ
