@@ -11,20 +11,10 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from services.decision_intake.client import gatekeeper_line, send_lines
-
-
-def _wait(predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
+from tests.integration.test_cli_up import wait
 
 
 def _archived(env: dict[str, str], ids: list[str]) -> bool:
@@ -51,14 +41,14 @@ def test_up_starts_the_intake_when_configured(tmp_path: Path) -> None:
     with open(up_log, "wb") as log:
         up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up"], env=env, stdout=log, stderr=log)
     try:
-        _wait(lambda: sock.is_socket())
+        wait(lambda: sock.is_socket())
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         assert "decision-intake" in up_log.read_text()
         lines = [gatekeeper_line(i, prefix="up") for i in range(3)]
         answers = asyncio.run(send_lines(sock, lines))
         ids = [f"up-{i:08d}" for i in range(3)]
         assert [a.get("id") for a in answers] == ids and all(a["ok"] for a in answers)
-        _wait(lambda: _archived(env, ids))
+        wait(lambda: _archived(env, ids))
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)

@@ -209,15 +209,20 @@ async def _sigkill_mid_stream(settings: Settings, tmp_path: Path) -> None:
         assert not await _done(bus, settings), "the learner finished before the kill; the trace is too small to test a crash"
         with vigil_process(settings, "run", "profile-learner", log=log):
             await wait_for(lambda: _done(bus, settings), timeout=90)
-        # the reference: the pure core folded over exactly what is in EVENTS, one state per partition
-        want_events, want_drift = await reference_fold(bus, settings)
-        got_events = by_partition(await profile_events(bus), settings)
-        got_drift = {p: [decode_drift(m.data) for m in await read_stream(bus, DRIFT, drift_subject(p))] for p in want_drift}
-        assert sum(len(d.drifts) for ds in want_drift.values() for d in ds) > 0
-        assert got_events == want_events
-        assert got_drift == want_drift
+        await assert_outputs_are_the_reference(bus, settings)
     finally:
         await bus.close()
+
+
+async def assert_outputs_are_the_reference(bus: object, settings: Settings) -> None:
+    """PROFILES and DRIFT hold exactly, once, what the pure core folded over each
+    partition's EVENTS gives (one state per partition)."""
+    want_events, want_drift = await reference_fold(bus, settings)
+    got_events = by_partition(await profile_events(bus), settings)
+    got_drift = {p: [decode_drift(m.data) for m in await read_stream(bus, DRIFT, drift_subject(p))] for p in want_drift}  # type: ignore[arg-type]
+    assert sum(len(d.drifts) for ds in want_drift.values() for d in ds) > 0
+    assert got_events == want_events
+    assert got_drift == want_drift
 
 
 async def reference_fold(bus: object, settings: Settings) -> tuple[dict[int, list[ProfileEvent]], dict[int, list[DriftBatch]]]:
@@ -279,12 +284,7 @@ async def _two_learners(settings: Settings, tmp_path: Path) -> None:
             owned = await owners(bus, LEARNER, settings.nats.partitions)
             assert len(owned) == settings.nats.partitions and len(set(owned.values())) == 1  # the survivor has all
             assert second.poll() is None
-        want_events, want_drift = await reference_fold(bus, settings)
-        got_events = by_partition(await profile_events(bus), settings)
-        got_drift = {p: [decode_drift(m.data) for m in await read_stream(bus, DRIFT, drift_subject(p))] for p in want_drift}
-        assert sum(len(d.drifts) for ds in want_drift.values() for d in ds) > 0
-        assert got_events == want_events
-        assert got_drift == want_drift
+        await assert_outputs_are_the_reference(bus, settings)
     finally:
         await bus.close()
 
