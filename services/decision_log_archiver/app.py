@@ -69,6 +69,7 @@ class Archiver(AppBase):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.fetch_batch = settings.archive.batch_size
+        self.fetch_linger = float(settings.archive.flush_interval)  # a trickle is committed in batches, not one by one
         self.path = data_path(settings, settings.archive.path)
         self.con: duckdb.DuckDBPyConnection | None = None
         self.staged: dict[str, core.Staged] = {}
@@ -77,6 +78,7 @@ class Archiver(AppBase):
         self._tasks: list[asyncio.Task[None]] = []
         self._sub: Any = None
         self._next_open = 0.0
+        self._position_rows: set[str] = set()  # streams whose position row exists in this connection's file
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -131,6 +133,7 @@ class Archiver(AppBase):
         return ()
 
     def _close(self) -> None:
+        self._position_rows = set()
         if self.con is not None:
             with contextlib.suppress(Exception):
                 self.con.close()
@@ -167,6 +170,7 @@ class Archiver(AppBase):
             self._close()  # a failed write can invalidate the instance: reopen on retry
             raise
         self.counters["archived"] += len(self.staged)
+        self.counters["commits"] += 1
         self.staged = {}
 
     def _write(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -174,17 +178,26 @@ class Archiver(AppBase):
         try:
             if self.staged:
                 self._insert(con, arrow_table(self.staged.values()))
-            for stream, seq in self.positions.items():
-                con.execute(
-                    f"INSERT INTO {core.POSITIONS} VALUES (?, ?) "
-                    "ON CONFLICT (stream) DO UPDATE SET seq = greatest(seq, excluded.seq)",
-                    [stream, seq],
-                )
+            created = [stream for stream, seq in self.positions.items() if self._store_position(con, stream, seq)]
             con.execute("COMMIT")
+            self._position_rows.update(created)
         except Exception:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
             raise
+
+    def _store_position(self, con: duckdb.DuckDBPyConnection, stream: str, seq: int) -> bool:
+        """The stream position, in the same transaction as the rows. DuckDB's upsert costs
+        ~5 ms a statement (measured), a plain UPDATE a fraction of it: upsert once per
+        connection to create the row (True: created, once committed), update from then on."""
+        if stream in self._position_rows:
+            con.execute(f"UPDATE {core.POSITIONS} SET seq = greatest(seq, ?) WHERE stream = ?", [seq, stream])
+            return False
+        con.execute(
+            f"INSERT INTO {core.POSITIONS} VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = greatest(seq, excluded.seq)",
+            [stream, seq],
+        )
+        return True
 
     def _insert(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
         """The batch's rows, inside the open transaction: a plain insert, or the upsert

@@ -270,11 +270,7 @@ class Runner:
         async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
             while not (self.stopping.is_set() or stop.is_set()):
                 try:
-                    batch = getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch
-                    if getattr(self.app, "queue_fetch", False):  # opt-in: services/runtime/fetch.py
-                        msgs = await queue_fetch(sub, batch, 0.5)
-                    else:
-                        msgs = await sub.fetch(batch, timeout=0.5)
+                    msgs = await self._fetch(sub, 0.5)
                     failures = 0
                 except (TimeoutError, nats.errors.TimeoutError):
                     failures = 0
@@ -292,6 +288,27 @@ class Runner:
                     await asyncio.sleep(min(0.1 * 2**failures, 2.0))
                     continue
                 await self._process(spec, msgs, pub)
+
+    async def _fetch(self, sub: Any, timeout: float) -> list[Msg]:
+        """One batch; an app with ``fetch_linger`` keeps pulling for that long while the
+        batch is not full, so a trickle of inputs is committed in fewer, larger batches."""
+        batch = getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch
+        msgs = await self._pull(sub, batch, timeout)
+        linger = float(getattr(self.app, "fetch_linger", 0.0))
+        if linger <= 0 or len(msgs) >= batch:
+            return msgs
+        deadline = time.monotonic() + linger
+        while len(msgs) < batch and (left := deadline - time.monotonic()) > 0.005 and not self.stopping.is_set():
+            try:
+                msgs += await self._pull(sub, batch - len(msgs), left)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue  # (an earlier request's late end status can cut a pull short: pull again until the deadline)
+        return msgs
+
+    async def _pull(self, sub: Any, batch: int, timeout: float) -> list[Msg]:
+        if getattr(self.app, "queue_fetch", False):  # opt-in: services/runtime/fetch.py
+            return await queue_fetch(sub, batch, timeout)
+        return list(await sub.fetch(batch, timeout=timeout))
 
     async def _process(self, spec: ConsumerSpec, msgs: list[Msg], pub: Publisher) -> None:
         app = self.app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -16,7 +17,7 @@ from services.decision_log_archiver import client, query
 from services.decision_log_archiver.app import Archiver
 from services.runtime.bus import publish_one
 from services.runtime.settings import Settings
-from tests.support import open_bus, running, wait_for
+from tests.support import make_settings, open_bus, running, wait_for
 
 AUDIT = "2026-01-10T08:00:00Z"
 
@@ -94,10 +95,12 @@ async def _intake_to_archive_and_sql(settings: Settings, tmp_path: Path) -> Path
     return out
 
 
-def test_sql_during_writes_is_consistent(settings: Settings, tmp_path: Path) -> None:
+def test_sql_during_writes_is_consistent(nats_server: Any, tmp_path: Path) -> None:
     """Each query sees one committed snapshot while the archiver writes: two scans
     of the table inside one query agree, rows never run ahead of the stored
-    position (written in the same transaction), and counts never go back."""
+    position (written in the same transaction), and counts never go back.
+    (Commits as soon as a pull returns, so many small ones overlap the queries.)"""
+    settings = make_settings(tmp_path / "vigil", nats_server.url, ARCHIVE_FLUSH_INTERVAL="0s")
     asyncio.run(_sql_during_writes(settings, tmp_path))
 
 
@@ -211,3 +214,26 @@ def test_archiver_reports_a_broken_archive_with_no_backlog_and_recovers(tmp_path
             await bus.close()
 
     asyncio.run(scenario())
+
+
+def test_a_trickle_of_decisions_is_committed_in_few_transactions(nats_server: Any, tmp_path: Path) -> None:
+    """archive.flush_interval: a partial batch keeps pulling for that long before its
+    commit, so decisions arriving one by one share transactions (each costs ms)."""
+    settings = make_settings(tmp_path / "vigil", nats_server.url, ARCHIVE_FLUSH_INTERVAL="1s")
+
+    async def scenario() -> tuple[int, int]:
+        bus = await open_bus(settings)
+        archiver = Archiver(settings)
+        try:
+            async with running(archiver, settings):
+                for i in range(20):
+                    await publish_one(bus, INTAKE_DECISIONS, gatekeeper_line(i), f"trickle-{i}")
+                    await asyncio.sleep(0.02)
+                await wait_for(lambda: archiver.counters["archived"] >= 20, timeout=30)
+            return archiver.counters["archived"], archiver.counters["commits"]
+        finally:
+            await bus.close()
+
+    archived, commits = asyncio.run(scenario())
+    assert archived == 20
+    assert commits <= 3, f"{commits} transactions for 20 decisions in ~0.4 s"
