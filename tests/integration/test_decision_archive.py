@@ -219,7 +219,7 @@ def test_archiver_reports_a_broken_archive_with_no_backlog_and_recovers(tmp_path
 def test_a_trickle_of_decisions_is_committed_in_few_transactions(nats_server: Any, tmp_path: Path) -> None:
     """archive.flush_interval: a partial batch keeps pulling for that long before its
     commit, so decisions arriving one by one share transactions (each costs ms)."""
-    settings = make_settings(tmp_path / "vigil", nats_server.url, ARCHIVE_FLUSH_INTERVAL="1s")
+    settings = make_settings(tmp_path / "vigil", nats_server.url, ARCHIVE_FLUSH_INTERVAL="3s")
 
     async def scenario() -> tuple[int, int]:
         bus = await open_bus(settings)
