@@ -55,6 +55,7 @@ from contracts.codec import decode_drift, encode_batch
 from contracts.events import ClockTicked, EventBatch, ExecObserved, Process, RawEvent
 from contracts.subjects import ALERTS_OUT, ALERTS_RAW, DECISIONS
 from services.profile_learner.app import backlog
+from services.runtime.partitions import owners
 from services.registry import SERVICES
 from services.runtime import embedded
 from services.runtime.bus import Bus, connect
@@ -261,10 +262,19 @@ async def measure(
     learn: int,
     novel_rate: float,
     grace: float,
+    learners: int = 1,
 ) -> tuple[float, list[Phase]]:
     bus = await connect(settings, start_embedded=False, name="bench-e2e")
     await bus.ensure_streams()
     await ensure_buckets(bus)
+    split = min(learners, settings.nats.partitions)
+
+    async def learners_split() -> bool:  # every learner instance owns its share before the load starts
+        owned = await owners(bus, "profile-learner", settings.nats.partitions)
+        return len(owned) == settings.nats.partitions and len(set(owned.values())) == split
+
+    took = await _until(learners_split, 60, 0.1)
+    print(f"  {learners} learner instance(s) own the {settings.nats.partitions} partitions after {took:.1f}s", flush=True)
     bench = Bench(bus, settings, pids)
     await bus.nc.subscribe(ALERTS_OUT, cb=bench.on_alert)
     await bus.nc.subscribe("vigil.drift.*", cb=bench.on_hop)
@@ -378,7 +388,9 @@ def main(argv: list[str] | None = None) -> None:
                     f"  raw JetStream ceiling (nats-py, 500 ev/msg): publish {raw_pub:,.0f} ev/s, "
                     f"fetch+decode {raw_con:,.0f} ev/s"
                 )
-                _, phases = asyncio.run(measure(settings, pids, rates, seconds, learn, args.novel, args.grace))
+                _, phases = asyncio.run(
+                    measure(settings, pids, rates, seconds, learn, args.novel, args.grace, args.learners)
+                )
             finally:
                 stop_all(procs)
         finally:

@@ -24,7 +24,8 @@ membership key per live instance, ``<service>.member.<instance>``):
   with some clock skew between hosts. The taker also recreates the partition's
   durable consumers at its own position, which ends a stale owner's fetches.
 - A stopping instance releases everything at once, so its partitions move
-  without waiting for the ttl.
+  without waiting for the ttl; instances watch the bucket and run a round as
+  soon as a lease is released or a new instance joins.
 
 Wall-clock time is used here on purpose: leases are about live processes, not
 about the events' time; no service core sees it.
@@ -63,6 +64,16 @@ class Lease(msgspec.Struct, frozen=True):
 class _Held:
     revision: int
     expires: float
+
+
+async def _first(a: asyncio.Event, b: asyncio.Event, timeout: float) -> None:
+    """Until either event is set, at most ``timeout`` seconds."""
+    waits = [asyncio.create_task(a.wait()), asyncio.create_task(b.wait())]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
 
 
 def fair_share(partitions: int, members: int) -> int:
@@ -137,19 +148,44 @@ class Leases:
 
     async def run(self, stopping: asyncio.Event) -> None:
         self._kv = await lease_bucket(self.bus)
+        wake = asyncio.Event()
+        watch = asyncio.create_task(self._watch(wake))
         try:
             while not stopping.is_set():
+                wake.clear()
                 try:
                     await self.tick()
                 except Exception as exc:  # noqa: BLE001 - a failing-over cluster: try again next tick
                     log.warning("%s: lease round failed (%s: %s)", self.service, type(exc).__name__, exc)
                     await self._fence()
-                try:
-                    await asyncio.wait_for(stopping.wait(), self.ttl / 3)
-                except TimeoutError:
-                    pass
+                await _first(stopping, wake, self.ttl / 3)
         finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
             await self.release_all()
+
+    async def _watch(self, wake: asyncio.Event) -> None:
+        """Run the next round at once when a partition is released or an instance joins,
+        so partitions move within milliseconds rather than a round later. (Best effort:
+        without it the rounds every ttl/3 still get there.)"""
+        try:
+            watcher = await self._kv.watch(f"{self.service}.>") if self._kv else None
+        except Exception as exc:  # noqa: BLE001
+            log.debug("%s: no lease watch (%s)", self.service, exc)
+            return
+        members: set[str] = set()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    continue
+                released = ".lease." in entry.key and entry.operation in ("DEL", "PURGE")
+                joined = ".member." in entry.key and entry.key not in members and entry.operation is None
+                if ".member." in entry.key:
+                    members.add(entry.key)
+                if released or joined:
+                    wake.set()
+        finally:
+            await watcher.stop()
 
     async def tick(self) -> None:
         kv = self._kv or await lease_bucket(self.bus)
