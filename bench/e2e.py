@@ -55,10 +55,10 @@ from contracts.codec import decode_drift, encode_batch
 from contracts.events import ClockTicked, EventBatch, ExecObserved, Process, RawEvent
 from contracts.subjects import ALERTS_OUT, ALERTS_RAW, DECISIONS
 from services.profile_learner.app import backlog
-from services.runtime.partitions import owners
 from services.registry import SERVICES
 from services.runtime import embedded
 from services.runtime.bus import Bus, connect
+from services.runtime.partitions import owners
 from services.runtime.service import ensure_buckets
 from services.runtime.settings import Settings, load_settings
 

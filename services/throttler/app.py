@@ -18,7 +18,15 @@ import msgspec
 from contracts.alerts import ThrottlerInput
 from contracts.codec import encode_json
 from contracts.decisions import Decision
-from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_OUT, ALERTS_RAW, ConsumerSpec, decisions_subject, drift_subject
+from contracts.subjects import (
+    ALERTS,
+    ALERTS_CLOCK,
+    ALERTS_OUT,
+    ALERTS_RAW,
+    ConsumerSpec,
+    decisions_subject,
+    drift_subject,
+)
 from services.runtime.service import Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
 from services.runtime.snapshots import SnapshotApp
