@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from contracts.codec import encode_batch
-from contracts.events import ClockTicked, EventBatch, RawEvent
+from contracts.events import MAX_TIME_HEADER, ClockTicked, EventBatch, RawEvent
 from contracts.subjects import events_subject, partition_of
 from services.runtime.bus import Publisher
 from services.runtime.telemetry import inject, tracer
@@ -72,6 +72,7 @@ class BatchingPublisher:
         with _tracer.start_as_current_span("collector batch") as span:
             span.set_attribute("vigil.events", len(events))
             headers = inject()
+        headers[MAX_TIME_HEADER] = str(max(e.time for e in events))
         await self.publisher.publish(events_subject(partition), encode_batch(batch), batch.id, headers)
         self.events += len(events)
         self.batches += 1

@@ -152,6 +152,12 @@ PROFILE_EVENT_TYPE: dict[type[Struct], EventType] = {
 }
 
 
+# Header on every EventBatch message: the largest event time in the batch (decimal
+# ns). Consumers that only need event time (a watermark) read it instead of
+# decoding the batch; a message without it (or with a bad value) is decoded.
+MAX_TIME_HEADER = "Vigil-Max-Time"
+
+
 class EventBatch(Struct, frozen=True, kw_only=True, gc=False, tag="batch.v1"):
     """Many raw events in one bus message.
 

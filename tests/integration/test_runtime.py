@@ -178,3 +178,21 @@ def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "runtime_security_config.security_profile.max_image_tag" in proc.stderr
     assert "unknown key" in proc.stderr
+
+
+def test_every_batch_carries_its_largest_event_time_in_a_header(settings: Settings) -> None:
+    from contracts.codec import decode_batch
+    from contracts.events import MAX_TIME_HEADER
+
+    async def scenario() -> list[tuple[str | None, int]]:
+        await _publish(settings, 1000, batch_size=64)
+        bus = await open_bus(settings)
+        try:
+            msgs = await read_stream(bus, "EVENTS")
+            return [((m.headers or {}).get(MAX_TIME_HEADER), max(e.time for e in decode_batch(m.data).events)) for m in msgs]
+        finally:
+            await bus.close()
+
+    pairs = asyncio.run(scenario())
+    assert len(pairs) > 4
+    assert all(header == str(top) for header, top in pairs)

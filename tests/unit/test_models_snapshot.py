@@ -56,3 +56,24 @@ def test_handler_persists_and_reloads_open_windows(tmp_path: Path) -> None:
     handler.snapshot_path.write_text("{not json")
     assert model_files.ModelWindowsHandler(tmp_path).state.open == {}
     assert handler.snapshot_path.with_suffix(".corrupt").exists()
+
+
+def test_without_an_open_window_the_watermark_comes_from_the_max_time_header(tmp_path: Path) -> None:
+    """No window open: the writer takes the batch's event time from the publisher's
+    header without decoding it; without the header (or a bad one) it decodes."""
+    from contracts.codec import encode_batch
+    from contracts.events import MAX_TIME_HEADER, EventBatch
+    from services.runtime.service import Incoming
+
+    events = replica_events(T0)
+    body = encode_batch(EventBatch(node="n", boot="b", first_seq=0, events=events))
+    top = max(e.time for e in events)
+
+    def watermark(headers: dict[str, str], data: bytes = body) -> int:
+        handler = model_files.ModelWindowsHandler(tmp_path / str(len(headers)) / headers.get(MAX_TIME_HEADER, "-"))
+        handler.handle(Incoming(id="m", subject="vigil.events.0", stream="EVENTS", seq=1, data=data, headers=headers))
+        return handler.state.watermark
+
+    assert watermark({}) == top  # decoded
+    assert watermark({MAX_TIME_HEADER: "not a number"}) == top  # decoded
+    assert watermark({MAX_TIME_HEADER: str(top + 7)}, b"not even msgpack") == top + 7  # the header alone
