@@ -147,3 +147,24 @@ def test_crash_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     ids = [line["decisionId"] for line in log if line["eventType"] == "audit_violation"]
     assert ids == [f"d-{i:08d}" for i in range(6)]
     assert [line["eventType"] for line in (log[0], log[-1])] == ["audit_started", "audit_finished"]
+
+
+def test_position_is_saved_with_file_changes_not_on_every_commit(tmp_path: Path) -> None:
+    """positions.json (fsynced) is written when a commit changed a file; decisions that are
+    not part of any audit run change nothing and do not cost an fsync each."""
+    runs = _writer(tmp_path)
+    pos = runs.dir / "positions.json"
+    runs.positions["DECISIONS"] = 1
+    _feed(runs, run_messages(RUN1, 1)[:1])  # the run's start marker: a file is created
+    assert json.loads(pos.read_text()) == {"DECISIONS": 1}
+    webhook = []
+    for i in range(3):
+        accepted = normalise(gatekeeper_line(i))
+        assert isinstance(accepted, Accepted)
+        webhook.append(accepted.message)
+    runs.positions["DECISIONS"] = 4
+    _feed(runs, webhook)
+    assert json.loads(pos.read_text()) == {"DECISIONS": 1}  # nothing changed: not rewritten yet
+    runs.positions["DECISIONS"] = 5
+    _feed(runs, run_messages(RUN1, 2)[1:2])  # a violation of the run: appended, position saved
+    assert json.loads(pos.read_text()) == {"DECISIONS": 5}
