@@ -146,6 +146,11 @@ class DriftBatch(Struct, frozen=True, kw_only=True, tag="drift_batch.v1"):
 
     drifts: list[Drift]
     watermark: int = 0
+    # Position among this partition's DriftBatches (1, 2, ...; 0: not numbered). The
+    # learner publishes many batches before it waits for their acks, so a batch lost
+    # in a failover and published again is stored after later ones; consumers apply
+    # a partition's batches in ``seq`` order (the anomaly-detector holds early ones).
+    seq: int = 0
 
 
 class ProfileSummary(Struct, frozen=True, kw_only=True, omit_defaults=True):

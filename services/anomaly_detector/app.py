@@ -72,6 +72,7 @@ class AnomalyDetector(SnapshotApp):
             raise Invalid(str(exc)) from exc
         outputs = core.handle_batch(self.state, self.config, msg.subject, batch)
         self.counters["drifts"] += len(batch.drifts)
+        self.counters["drift_gaps"] = self.state.gaps
         for out in outputs:
             self.counters[type(out).__name__.lower() + "s"] += 1
         return [Outgoing(subject_of(out), encode_json(out), id=out.id) for out in outputs]

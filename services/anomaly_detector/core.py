@@ -81,6 +81,9 @@ class State:
     ends: dict[str, list[tuple[int, Key]]] = field(default_factory=dict)  # per source: heap of (end, key)
     watermarks: dict[str, int] = field(default_factory=dict)
     clocks: dict[str, int] = field(default_factory=dict)  # last AlertClock time per source
+    applied: dict[str, int] = field(default_factory=dict)  # per source: seq of the last DriftBatch applied
+    held: dict[str, dict[int, DriftBatch]] = field(default_factory=dict)  # per source: batches ahead of a gap
+    gaps: int = 0  # gaps given up (see handle_batch); not part of the snapshot
 
 
 class Snapshot(Struct, kw_only=True):
@@ -89,6 +92,11 @@ class Snapshot(Struct, kw_only=True):
     windows: list[Window]
     watermarks: dict[str, int]
     clocks: dict[str, int]
+    applied: dict[str, int] = {}
+    held: dict[str, list[DriftBatch]] = {}
+
+
+MAX_HELD = 1000  # DriftBatches held per source while waiting for a missing one
 
 
 def key_of(drift: Drift) -> Key:
@@ -96,11 +104,22 @@ def key_of(drift: Drift) -> Key:
 
 
 def export(state: State) -> Snapshot:
-    return Snapshot(windows=list(state.windows.values()), watermarks=dict(state.watermarks), clocks=dict(state.clocks))
+    return Snapshot(
+        windows=list(state.windows.values()),
+        watermarks=dict(state.watermarks),
+        clocks=dict(state.clocks),
+        applied=dict(state.applied),
+        held={source: [held[seq] for seq in sorted(held)] for source, held in state.held.items()},
+    )
 
 
 def restore(snapshot: Snapshot) -> State:
-    state = State(watermarks=dict(snapshot.watermarks), clocks=dict(snapshot.clocks))
+    state = State(
+        watermarks=dict(snapshot.watermarks),
+        clocks=dict(snapshot.clocks),
+        applied=dict(snapshot.applied),
+        held={source: {b.seq: b for b in batches} for source, batches in snapshot.held.items()},
+    )
     for window in snapshot.windows:
         key = key_of(window.drift)
         state.windows[key] = window
@@ -112,7 +131,38 @@ def restore(snapshot: Snapshot) -> State:
 
 
 def handle_batch(state: State, config: Config, source: str, batch: DriftBatch) -> list[Output]:
-    """Apply one DriftBatch from partition ``source``; return what to publish, in order."""
+    """Apply one DriftBatch from partition ``source`` in its place in the partition's
+    order (``seq``); return what to publish, in order.
+
+    A batch ahead of a gap is held until the missing one arrives (the stream can
+    hold a partition's batches out of order after a failover); one already applied
+    is ignored. Waiting is bounded: past ``MAX_HELD`` held batches the gap is
+    given up (counted by the app) and the held ones are applied in order."""
+    if batch.seq == 0:  # not numbered: as it comes
+        return _apply_batch(state, config, source, batch)
+    applied = state.applied.get(source, 0)
+    if batch.seq <= applied:
+        return []
+    held = state.held.setdefault(source, {})
+    held[batch.seq] = batch
+    out: list[Output] = []
+    if batch.seq > applied + 1 and len(held) <= MAX_HELD:
+        return out
+    while held:
+        nxt = held.pop(state.applied.get(source, 0) + 1, None)
+        if nxt is None:
+            if len(held) <= MAX_HELD:
+                break
+            nxt = held.pop(min(held))  # give the gap up: liveness over order
+            state.gaps += 1
+        out.extend(_apply_batch(state, config, source, nxt))
+        state.applied[source] = nxt.seq
+    if not held:
+        del state.held[source]
+    return out
+
+
+def _apply_batch(state: State, config: Config, source: str, batch: DriftBatch) -> list[Output]:
     out: list[Output] = []
     for drift in batch.drifts:
         out.extend(handle_drift(state, config, source, drift))

@@ -129,6 +129,7 @@ class State(Struct, kw_only=True):
     containers: dict[str, int] = {}  # container id -> end of its warm-up
     watermarks: dict[int, int] = {}  # partition -> event time reached
     published: dict[int, int] = {}  # partition -> watermark last published in a DriftBatch
+    drift_seq: dict[int, int] = {}  # partition -> seq of the last DriftBatch published
     seen: dict[str, list[tuple[int, int]]] = {}  # "node:boot:partition" -> sequences folded, as [start, end) spans
     now: int = 0
     over_cap_events: int = 0
@@ -219,7 +220,8 @@ def _drift_batch(state: State, cfg: Config, part: int, wm: int, drifts: list[Dri
     if not drifts and wm - state.published.get(part, 0) < cfg.watermark_step:
         return None
     state.published[part] = wm
-    return DriftBatch(drifts=drifts, watermark=wm)
+    seq = state.drift_seq[part] = state.drift_seq.get(part, 0) + 1
+    return DriftBatch(drifts=drifts, watermark=wm, seq=seq)
 
 
 def fold(state: State, cfg: Config, batches: Iterable[EventBatch]) -> tuple[list[ProfileEvent], list[DriftBatch]]:
