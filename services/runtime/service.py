@@ -145,6 +145,14 @@ def _owns_position(app: Any, stream: str) -> bool:
 _instances = itertools.count()
 
 
+def _in_order(msgs: Sequence[Msg], expected: int) -> int:
+    """How many of ``msgs`` carry consumer sequences expected, expected + 1, ..."""
+    for i, msg in enumerate(msgs):
+        if msg.metadata.sequence.consumer != expected + i:
+            return i
+    return len(msgs)
+
+
 def input_id(msg: Msg) -> str:
     hdrs = msg.headers or {}
     return hdrs.get("Nats-Msg-Id") or f"{msg.metadata.stream}:{msg.metadata.sequence.stream}"
@@ -254,19 +262,28 @@ class Runner:
         self.app.counters["partitions_owned"] = len(self.leases.held) if self.leases else 0
 
     async def _consume(self, spec: ConsumerSpec, stop: asyncio.Event) -> None:
-        key = spec.position_key
-        start = self.app.positions.get(key, 0) + 1 if _owns_position(self.app, spec.stream) else None
-        sub = await self.bus.pull(spec, start_seq=start)
-        try:
-            await self._consume_from(spec, sub, stop)
-        finally:
+        ordered = _owns_position(self.app, spec.stream)
+        while True:
+            start = self.app.positions.get(spec.position_key, 0) + 1 if ordered else None
+            sub = await self.bus.pull(spec, start_seq=start)
             try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection already gone
-                pass
+                if not await self._consume_from(spec, sub, stop, ordered):
+                    return
+            finally:
+                try:
+                    await sub.unsubscribe()
+                except Exception:  # noqa: BLE001 - connection already gone
+                    pass
 
-    async def _consume_from(self, spec: ConsumerSpec, sub: Any, stop: asyncio.Event) -> None:
+    async def _consume_from(self, spec: ConsumerSpec, sub: Any, stop: asyncio.Event, ordered: bool = False) -> bool:
+        """Fetch, process, repeat. For an app that owns its position (``ordered``) the
+        consumer was just created, so its deliveries are numbered 1, 2, ... (the
+        consumer sequence): a jump means a delivery never reached us (a pull lost in a
+        failover) and what follows is out of order: the in-order prefix is processed and
+        True returned, and the consumer is created again from the position (a later
+        redelivery of the lost message would otherwise be skipped as already applied)."""
         failures = 0
+        expected = 1
         async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
             while not (self.stopping.is_set() or stop.is_set()):
                 try:
@@ -287,7 +304,17 @@ class Runner:
                     log.warning("%s: fetch failed (%s: %s); retrying", self.app.name, type(exc).__name__, exc)
                     await asyncio.sleep(min(0.1 * 2**failures, 2.0))
                     continue
+                if ordered:
+                    n = _in_order(msgs, expected)
+                    expected += n
+                    if n < len(msgs):
+                        if n:
+                            await self._process(spec, msgs[:n], pub)
+                        self.app.counters["resyncs"] += 1
+                        log.warning("%s: %s delivered out of order; consuming again from the position", self.app.name, spec.durable)
+                        return True
                 await self._process(spec, msgs, pub)
+        return False
 
     async def _fetch(self, sub: Any, timeout: float) -> list[Msg]:
         """One batch; an app with ``fetch_linger`` keeps pulling for that long while the

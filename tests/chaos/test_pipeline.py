@@ -327,14 +327,21 @@ async def chaos_run(
             await wait_for(Path(settings.archive.path).exists, timeout=60)  # the archiver opened its sink
             await wait_for(lambda: _two_learners_own_partitions(bus), timeout=60, interval=0.1)
             actions.append("two learner instances share the partitions")
-            await publish_inputs(settings, range(half))  # the learners are split before the first event
-            total_events = await _last_seq(settings, EVENTS)
-            await wait_for(lambda: learner_past(total_events // 5), timeout=60, interval=0.02)
-            at_kill = await _learner_acked(bus)
+            # the learners are split before the first event; a third of the trace first (full
+            # batches only: the same batches as the reference), the rest after the kill, so the
+            # killed learner is surely mid-stream
+            events = trace()
+            pub = await bus.publisher().start()
+            batcher = BatchingPublisher(pub, "n1", "boot-1", settings.nats.partitions, batch_size=25)
+            await batcher.add_all(events[: len(events) // 3])
+            await pub.flush()
+            await publish_decisions(bus, range(half))
+            first_part = await _last_seq(settings, EVENTS)
+            await wait_for(lambda: learner_past(first_part // 4), timeout=60, interval=0.02)
             cluster.kill(1)
             actions.append("killed nats node n1")
             pipeline.sigkill("profile-learner")
-            actions.append("SIGKILLed a profile-learner" + (" mid-stream" if at_kill < total_events else " too late"))
+            actions.append("SIGKILLed a profile-learner mid-stream")
             pipeline.sigkill("decision-log-archiver")
             await _ready(settings)  # fewer start-up exits (see Pipeline)
             os.rename(archive_dir, archive_dir.with_name("archive.away"))
@@ -342,7 +349,11 @@ async def chaos_run(
             pipeline.start("decision-log-archiver")
             actions.append("SIGKILLed the archiver, restarted it onto a broken archive")
             pipeline.start("profile-learner")
-            await publish_decisions(bus, range(half, GATEKEEPER_DECISIONS))  # while n1 is down
+            await batcher.add_all(events[len(events) // 3 :])  # the rest of the trace, while n1 is down
+            await batcher.drain()
+            await pub.close()
+            total_events = await _last_seq(settings, EVENTS)
+            await publish_decisions(bus, range(half, GATEKEEPER_DECISIONS))
             await wait_for(lambda: _sink_failing(bus, pipeline.pid(ARCHIVER)), timeout=60, interval=0.2)
             cluster.start_node(1)
             actions.append("restarted n1")
