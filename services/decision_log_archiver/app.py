@@ -48,7 +48,7 @@ from contracts.decisions import Decision
 from contracts.subjects import DECISIONS, QUERY_DECISIONS, ConsumerSpec
 from services.decision_intake.core import Rejected, normalise
 from services.decision_log_archiver import core, query
-from services.runtime.bus import Bus, data_path
+from services.runtime.bus import Bus, data_path, unsubscribe_quietly
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
 
@@ -98,8 +98,7 @@ class Archiver(AppBase):
         for task in self._tasks:
             task.cancel()
         if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+            await unsubscribe_quietly(self._sub)
         self._close()
 
     def _open(self) -> duckdb.DuckDBPyConnection:

@@ -5,7 +5,6 @@ answers, directly on the DuckDB file opened read-only."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 import duckdb
@@ -13,7 +12,7 @@ import duckdb
 from contracts.codec import encode_json
 from contracts.subjects import QUERY_DECISIONS
 from services.decision_log_archiver import query
-from services.runtime.bus import Bus, connect, data_path
+from services.runtime.bus import Bus, connect, data_path, unsubscribe_quietly
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
 
@@ -46,8 +45,7 @@ async def ask(bus: Bus, request: query.QueryRequest, timeout: float = 60.0) -> q
             if not chunk.more:
                 return result
     finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await unsubscribe_quietly(sub)
 
 
 def direct(settings: Settings, request: query.QueryRequest) -> query.QueryResult:

@@ -49,7 +49,7 @@ from contracts.subjects import (
     subject_partition,
 )
 from services.profile_learner import core, replay
-from services.runtime.bus import Bus
+from services.runtime.bus import Bus, unsubscribe_quietly
 from services.runtime.files import write_atomically
 from services.runtime.log import ReadError, ack_floor, stored_between
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
@@ -179,10 +179,7 @@ class ProfileLearner(AppBase):
         part = self.parts.pop(partition, None)
         if part is None:
             return
-        try:
-            await part.sub.unsubscribe()
-        except Exception:  # noqa: BLE001 - connection already gone
-            pass
+        await unsubscribe_quietly(part.sub)
         self._snapshot(part, force=True)
         for spec in partition_consumers(partition):
             self.positions.pop(spec.position_key, None)

@@ -73,6 +73,14 @@ class Bus:
 
 
 T = TypeVar("T")
+
+
+async def unsubscribe_quietly(sub: Any) -> None:
+    """Unsubscribe; a connection already gone (closing, failing over) is not an error here."""
+    try:
+        await sub.unsubscribe()
+    except Exception:  # noqa: BLE001 - connection already gone
+        pass
 TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError)
 
 

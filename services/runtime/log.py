@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 
+from services.runtime.bus import unsubscribe_quietly
 from services.runtime.errors import VigilError
 
 MAX_STALLS = 30
@@ -66,10 +67,7 @@ async def read_messages(
                     if m.metadata.num_pending == 0 and not await stored_between(js, stream, subjects, next_seq, last):
                         return
         finally:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - connection already gone
-                pass
+            await unsubscribe_quietly(sub)
         stalls += 1
         if stalls > MAX_STALLS:
             raise ReadError(f"{stream}: could not read from seq {next_seq} (to {last}) after {stalls} attempts")

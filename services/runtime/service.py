@@ -49,7 +49,7 @@ from contracts.codec import encode_json
 from contracts.decisions import DeadLetter, Heartbeat
 from contracts.subjects import HEARTBEAT_BUCKET, ConsumerSpec, dlq_subject
 from services.runtime import telemetry
-from services.runtime.bus import Bus, Publisher, connect, retry_transient
+from services.runtime.bus import Bus, Publisher, connect, retry_transient, unsubscribe_quietly
 from services.runtime.errors import VigilError
 from services.runtime.fetch import fetch as queue_fetch
 from services.runtime.partitions import Leases
@@ -270,10 +270,7 @@ class Runner:
                 if not await self._consume_from(spec, sub, stop, ordered):
                     return
             finally:
-                try:
-                    await sub.unsubscribe()
-                except Exception:  # noqa: BLE001 - connection already gone
-                    pass
+                await unsubscribe_quietly(sub)
 
     async def _consume_from(self, spec: ConsumerSpec, sub: Any, stop: asyncio.Event, ordered: bool = False) -> bool:
         """Fetch, process, repeat. For an app that owns its position (``ordered``) the
