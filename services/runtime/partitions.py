@@ -44,7 +44,6 @@ from dataclasses import dataclass
 import msgspec
 import nats.errors
 import nats.js.errors
-from nats.js.api import KeyValueConfig
 from nats.js.kv import KeyValue
 
 from contracts.subjects import LEASE_BUCKET
@@ -85,18 +84,16 @@ def lease_key(service: str, partition: int) -> str:
 
 
 async def lease_bucket(bus: Bus) -> KeyValue:
-    async def open_or_create() -> KeyValue:
-        try:
-            return await bus.js.key_value(LEASE_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            return await bus.js.create_key_value(KeyValueConfig(bucket=LEASE_BUCKET, history=1, replicas=bus.settings.nats.replicas))
-
-    return await retry_transient("opening the lease bucket", open_or_create)
+    """The bucket (created with the others by ``ensure_buckets``)."""
+    return await retry_transient("opening the lease bucket", lambda: bus.js.key_value(LEASE_BUCKET))
 
 
 async def owners(bus: Bus, service: str, partitions: int) -> dict[int, str]:
     """partition -> owning instance, for leases that have not expired (for `vigil status` and tests)."""
-    kv = await lease_bucket(bus)
+    try:
+        kv = await lease_bucket(bus)
+    except nats.js.errors.BucketNotFoundError:
+        return {}  # no service ever ran
     out: dict[int, str] = {}
     for p in range(partitions):
         lease = await _read(kv, lease_key(service, p))

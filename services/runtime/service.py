@@ -451,13 +451,14 @@ async def serve(app: AppBase, settings: Settings, bus: Bus | None = None) -> Non
 async def ensure_buckets(bus: Bus) -> None:
     from nats.js.api import KeyValueConfig
 
-    from contracts.subjects import SNAPSHOT_BUCKET, WORKLOAD_BUCKET
+    from contracts.subjects import LEASE_BUCKET, SNAPSHOT_BUCKET, WORKLOAD_BUCKET
 
     ttl = float(bus.settings.telemetry.heartbeat_interval) * 3
     wanted: dict[str, Any] = {
         HEARTBEAT_BUCKET: KeyValueConfig(bucket=HEARTBEAT_BUCKET, ttl=ttl, replicas=bus.settings.nats.replicas),
         WORKLOAD_BUCKET: KeyValueConfig(bucket=WORKLOAD_BUCKET, history=5, replicas=bus.settings.nats.replicas),
         SNAPSHOT_BUCKET: KeyValueConfig(bucket=SNAPSHOT_BUCKET, history=1, replicas=bus.settings.nats.replicas, max_value_size=-1),
+        LEASE_BUCKET: KeyValueConfig(bucket=LEASE_BUCKET, history=1, replicas=bus.settings.nats.replicas),
     }
     for name, config in wanted.items():
         try:
