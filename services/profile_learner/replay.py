@@ -12,7 +12,7 @@ everything at or below a consumer's ack floor already had its outputs stored.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 from nats.js import JetStreamContext
@@ -31,7 +31,6 @@ class Rebuilt:
     events_messages: int = 0
     commands: int = 0
     undecodable: int = 0
-    reached: dict[str, int] = field(default_factory=dict)  # stream -> last sequence applied
 
 
 class Interleaver:
@@ -123,14 +122,11 @@ async def rebuild_from_log(
     ]
     inter = Interleaver(commands, markers)
     stats = Rebuilt()
-    if commands:
-        stats.reached[COMMANDS] = commands[-1][0]
     first_event = positions.get(EVENTS, 0) + 1
     async for seq, _subject, data in read_range(js, EVENTS, first_event, upto.get(EVENTS, 0), (events_subject(partition),)):
         for _cseq, cdata in inter.due_before(seq):
             apply(state, cfg, COMMANDS, cdata, stats)
         apply(state, cfg, EVENTS, data, stats)
-        stats.reached[EVENTS] = seq
     for _cseq, cdata in inter.rest():
         apply(state, cfg, COMMANDS, cdata, stats)
     return stats
