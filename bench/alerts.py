@@ -200,6 +200,17 @@ def start_service(name: str, settings: Settings, log: Path, profile: Path | None
     return subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]], timeout: float = 15) -> None:
+    """SIGTERM every service, then wait for each (killed if it does not stop in time)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3 s of load instead of 10")
@@ -222,13 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             pids["bench"] = os.getpid()
             result = asyncio.run(measure(settings, args.rate, args.batch, seconds, args.novel, pids))
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_all(procs, timeout=10)
             server.stop()
     report(result, args.rate, args.novel, seconds)
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -46,7 +45,7 @@ from pathlib import Path
 import msgspec
 from nats.aio.msg import Msg
 
-from bench.alerts import cpu_seconds, percentile, start_service
+from bench.alerts import cpu_seconds, percentile, start_service, stop_all
 from bench.runtime import raw_ceiling
 from collector.publisher import BatchingPublisher
 from collector.sources import Synthetic, SyntheticSpec
@@ -340,16 +339,6 @@ def start_all(
     pids["nats-server"] = server.process.pid
     pids["bench (collector)"] = os.getpid()
     return procs, pids
-
-
-def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def main(argv: list[str] | None = None) -> None:
