@@ -58,16 +58,21 @@ def test_synthetic_source_partitions_by_image_and_ticks(settings: Settings) -> N
         )
 
 
-def test_trace_source_is_exactly_once_across_reruns(settings: Settings, tmp_path: Path) -> None:
-    c = Container(id="c1", image_name="nginx", image_tag="1.25")
+def opens_trace(tmp_path: Path, c: Container, prefix: str, n: int) -> tuple[list[FileOpened], Path]:
+    """``n`` opens of ``prefix<i>`` by one container, written as a JSONL trace file."""
     events = [
         FileOpened(
-            time=10**18 + i * 1000, node="n", container=c, process=Process(pid=1), file=FileAccess(path=f"/f{i}")
+            time=10**18 + i * 1000, node="n", container=c, process=Process(pid=1), file=FileAccess(path=f"{prefix}{i}")
         )
-        for i in range(1200)
+        for i in range(n)
     ]
     path = tmp_path / "t.jsonl"
     path.write_bytes(b"".join(trace.write(events)))
+    return events, path
+
+
+def test_trace_source_is_exactly_once_across_reruns(settings: Settings, tmp_path: Path) -> None:
+    events, path = opens_trace(tmp_path, Container(id="c1", image_name="nginx", image_tag="1.25"), "/f", 1200)
     s = make_settings(
         Path(settings.data_dir), settings.nats.url, COLLECTOR_SOURCE=f"trace:{path}", COLLECTOR_BATCH_SIZE="500"
     )
@@ -137,15 +142,7 @@ def test_workloads_file_cli_and_watch(settings: Settings, tmp_path: Path) -> Non
 
 
 def test_events_tail_prints_trace_shaped_json(settings: Settings, tmp_path: Path) -> None:
-    c = Container(id="c9", image_name="web")
-    events = [
-        FileOpened(
-            time=10**18 + i * 1000, node="n", container=c, process=Process(pid=1), file=FileAccess(path=f"/x{i}")
-        )
-        for i in range(5)
-    ]
-    path = tmp_path / "t.jsonl"
-    path.write_bytes(b"".join(trace.write(events)))
+    events, path = opens_trace(tmp_path, Container(id="c9", image_name="web"), "/x", 5)
     s = make_settings(Path(settings.data_dir), settings.nats.url, COLLECTOR_SOURCE=f"trace:{path}")
     asyncio.run(run_collector(s))
     out = subprocess.run(
