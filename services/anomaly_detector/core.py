@@ -146,8 +146,6 @@ def handle_batch(state: State, config: Config, source: str, batch: DriftBatch) -
     held = state.held.setdefault(source, {})
     held[batch.seq] = batch
     out: list[Output] = []
-    if batch.seq > applied + 1 and len(held) <= MAX_HELD:
-        return out
     while held:
         nxt = held.pop(state.applied.get(source, 0) + 1, None)
         if nxt is None:

@@ -6,10 +6,11 @@ Directory: ``audit_reports.dir`` (default ``<data_dir>/audit``). Per run:
 reopen a run whose files retention already deleted; ``positions.json`` holds
 the last DECISIONS sequence applied (written with every commit that changed a
 file; between those, at most every ``POSITION_INTERVAL`` seconds, so after a
-crash only decisions that changed nothing can be read again). Order matters here (an end marker closes
-the run), so the app is ``stateful``: after a restart the runner delivers from
-that position + 1, in stream order, and a violation in flight when the writer
-died is never overtaken by the end of its run.
+crash only decisions that changed nothing can be read again). Order matters
+here (an end marker closes the run), so the app is ``stateful``: after a
+restart the runner delivers from that position + 1, in stream order, and a
+violation in flight when the writer died is never overtaken by the end of its
+run.
 
 Crash safety (effects are applied in :meth:`AuditRuns.commit`, which the runner
 calls before it acks the inputs):
