@@ -25,9 +25,7 @@ _CACHED_IMAGES = 4096  # image name → partition memo; a node runs far fewer im
 
 
 class BatchingPublisher:
-    def __init__(
-        self, publisher: Publisher, node: str, boot: str, partitions: int, batch_size: int = 500
-    ) -> None:
+    def __init__(self, publisher: Publisher, node: str, boot: str, partitions: int, batch_size: int = 500) -> None:
         self.publisher = publisher
         self.node = node
         self.boot = boot
