@@ -15,11 +15,17 @@ Invariants:
   messages before the unacked ones come back, so a position can run ahead of
   decisions never committed). The stored position is informative: the highest
   sequence committed.
-- The batch reaches DuckDB as one Arrow table (columns, not rows) in one
-  ``INSERT … SELECT``; only when that meets an id already archived (a
-  redelivery) is the transaction rolled back and the batch written again as
-  ``INSERT OR REPLACE`` (the upsert). Same rows either way; the plain insert
-  skips the conflict handling that costs most (docs/decisions.md).
+- Python validates each payload (msgspec, dead-lettering what is no
+  decision) and keeps it as received; the batch reaches DuckDB as one Arrow
+  table of (id, time, payload, sequence) and DuckDB parses the payloads
+  itself in one ``INSERT … SELECT`` (``core.FROM_PAYLOADS``). Only when that
+  meets an id already archived (a redelivery) is the transaction rolled back
+  and the batch written again as ``INSERT OR REPLACE`` (the upsert). Same rows
+  either way; the plain insert skips the conflict handling that costs most,
+  and DuckDB's parser costs a fraction of building columns in Python
+  (docs/decisions.md). Should DuckDB's JSON reader refuse a payload msgspec
+  accepted, the batch is written from columns built in Python instead: a
+  good decision is never lost to a parser difference.
 - Payloads on ``vigil.decisions.intake`` may be Gatekeeper-shaped; they are
   read with the intake's own pure normaliser.
 - Read-only SQL is served on ``vigil.query.decisions`` (request/reply, core
@@ -34,7 +40,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,9 +151,7 @@ class Archiver(AppBase):
             row = core.row_decoder.decode(msg.data)  # hot path: Vigil's tagged decision
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             return self._handle_other(msg)
-        if not row.id:
-            raise Invalid("decision id is empty")
-        self.staged[row.id] = (row, msg.seq)
+        self._stage(row, msg.data, msg.seq)
         return ()
 
     def _handle_other(self, msg: Incoming) -> Sequence[Outgoing]:
@@ -156,8 +160,20 @@ class Archiver(AppBase):
         if isinstance(result, Rejected):
             raise Invalid(result.reason)
         if isinstance(result.message, Decision):
-            core.stage(self.staged, result.message, msg.seq)
+            data = core.as_payload(result.message)
+            try:
+                row = core.row_decoder.decode(data)
+            except msgspec.ValidationError as exc:  # valid for the contract, not for the archive (a BIGINT overflows)
+                raise Invalid(f"decision cannot be archived: {exc}") from exc
+            self._stage(row, data, msg.seq)
         return ()
+
+    def _stage(self, row: core.Row, data: bytes, seq: int) -> None:
+        """Add a decision to the batch, keyed by id: one insert may not carry the same key
+        twice, and a later copy in the batch replaces an earlier one."""
+        if not row.id:
+            raise Invalid("decision id is empty")
+        self.staged[row.id] = (data, row.time, seq)
 
     async def commit(self) -> None:
         if not self.staged and not self.positions:
@@ -176,7 +192,7 @@ class Archiver(AppBase):
         con.execute("BEGIN")
         try:
             if self.staged:
-                self._insert(con, arrow_table(self.staged.values()))
+                self._insert(con)
             created = [stream for stream, seq in self.positions.items() if self._store_position(con, stream, seq)]
             con.execute("COMMIT")
             self._position_rows.update(created)
@@ -198,16 +214,30 @@ class Archiver(AppBase):
         )
         return True
 
-    def _insert(self, con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
-        """The batch's rows, inside the open transaction: a plain insert, or the upsert
-        when some id is archived already (the failed insert aborted the transaction)."""
-        try:
-            _insert_from(con, INSERT_NEW, table)
-        except duckdb.ConstraintException:
-            con.execute("ROLLBACK")
-            con.execute("BEGIN")
-            _insert_from(con, UPSERT, table)
-            self.counters["upsert_batches"] += 1
+    def _insert(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The batch's rows, inside the open transaction: DuckDB parses the payloads
+        (columns built in Python if its JSON reader refuses one), by plain insert, or by
+        upsert when some id is archived already. A failed statement aborts the
+        transaction: it is rolled back and begun again before the next way is tried."""
+        sources = ((payload_table, core.FROM_PAYLOADS), (arrow_table, core.FROM_COLUMNS))
+        upsert = False
+        for build, select in sources:
+            table = build(self.staged)
+            try:
+                try:
+                    _insert_from(con, INSERT_NEW if not upsert else UPSERT, select, table)
+                except duckdb.ConstraintException:
+                    _restart(con)
+                    upsert = True
+                    self.counters["upsert_batches"] += 1
+                    _insert_from(con, UPSERT, select, table)
+                return
+            except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+                if select is core.FROM_COLUMNS:
+                    raise
+                log.warning("DuckDB could not read a payload of the batch (%s); writing it from Python columns", exc)
+                _restart(con)
+                self.counters["python_column_batches"] += 1
 
     async def _watch_backlog(self, bus: Bus) -> None:
         interval = max(0.5, float(self.settings.telemetry.heartbeat_interval))
@@ -249,26 +279,49 @@ class Archiver(AppBase):
         return self._bus.nc.max_payload if self._bus is not None else 1 << 20
 
 
-STAGED = "staged_decisions"
-_STORED = tuple((name, sql) for name, sql in core.COLUMNS if "GENERATED" not in sql)
-ARROW_SCHEMA = pa.schema([(name, pa.int64() if sql == "BIGINT" else pa.string()) for name, sql in _STORED])
-_NAMES = ", ".join(name for name, _ in _STORED)
-INSERT_NEW = f"INSERT INTO {core.TABLE} ({_NAMES}) SELECT * FROM {STAGED}"
-UPSERT = f"INSERT OR REPLACE INTO {core.TABLE} ({_NAMES}) SELECT * FROM {STAGED}"
+ARROW_SCHEMA = pa.schema(
+    [(name, pa.int64() if sql == "BIGINT" else pa.string()) for name, sql in core.COLUMNS if name in core.STORED]
+)
+PAYLOAD_SCHEMA = pa.schema(
+    [("id", pa.string()), ("time_ns", pa.int64()), ("payload", pa.string()), ("stream_seq", pa.int64())]
+)
+_NAMES = ", ".join(core.STORED)
+INSERT_NEW = f"INSERT INTO {core.TABLE} ({_NAMES}) "
+UPSERT = f"INSERT OR REPLACE INTO {core.TABLE} ({_NAMES}) "
 
 
-def arrow_table(staged: Collection[core.Staged]) -> pa.Table:
-    """A staged batch as one Arrow table, built column by column."""
+def payload_table(staged: Mapping[str, core.Staged]) -> pa.Table:
+    """A staged batch as (id, time_ns, payload, stream_seq): what :data:`core.FROM_PAYLOADS` reads."""
+    values = staged.values()
+    arrays = (
+        list(staged),
+        [time for _, time, _ in values],
+        [data for data, _, _ in values],
+        [seq for _, _, seq in values],
+    )
+    return pa.Table.from_arrays(
+        [pa.array(a, type=t) for a, t in zip(arrays, PAYLOAD_SCHEMA.types, strict=True)], schema=PAYLOAD_SCHEMA
+    )
+
+
+def arrow_table(staged: Mapping[str, core.Staged]) -> pa.Table:
+    """A staged batch as one Arrow table of the stored columns, built in Python (the fallback)."""
     arrays = [pa.array(values, type=t) for values, t in zip(core.columns(staged), ARROW_SCHEMA.types, strict=True)]
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA)
 
 
-def _insert_from(con: duckdb.DuckDBPyConnection, sql: str, table: pa.Table) -> None:
-    """Run ``sql`` on ``table`` registered as :data:`STAGED`. The registration belongs to
-    the open transaction: a rollback drops it, so it is undone here only on success."""
-    con.register(STAGED, table)
-    con.execute(sql)
-    con.unregister(STAGED)
+def _insert_from(con: duckdb.DuckDBPyConnection, insert: str, select: str, table: pa.Table) -> None:
+    """Run ``insert`` + ``select`` on ``table`` registered as :data:`core.STAGED`. The registration
+    belongs to the open transaction: a rollback drops it, so it is undone here only on success."""
+    con.register(core.STAGED, table)
+    con.execute(insert + select)
+    con.unregister(core.STAGED)
+
+
+def _restart(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back a transaction a failed statement aborted, and begin a fresh one."""
+    con.execute("ROLLBACK")
+    con.execute("BEGIN")
 
 
 def build(settings: Settings) -> Archiver:

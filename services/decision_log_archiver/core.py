@@ -37,9 +37,9 @@ decisions are committed, written in the same transaction as the rows.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Mapping
 from operator import attrgetter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -82,13 +82,19 @@ def create_statements() -> list[str]:
     ]
 
 
+Int64 = Annotated[
+    int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)
+]  # a BIGINT column: out of range is invalid input, not a failing commit
+
+
 class Row(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="decision.v1", gc=False):
     """:class:`Decision` as the archive reads it: ``input`` and ``details`` stay
     raw JSON text (no decode and re-encode on the hot path). Same fields, same
-    validation otherwise; anything else falls back to the intake normaliser."""
+    validation otherwise (plus: integers fit their BIGINT columns); anything
+    else falls back to the intake normaliser."""
 
     id: str
-    time: int
+    time: Int64
     source: str
     event_type: str
     action: str = ""
@@ -103,7 +109,7 @@ class Row(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="deci
     container_id: str = ""
     pod: str = ""
     audit_id: str = ""
-    count: int = 1
+    count: Int64 = 1
     input: msgspec.Raw = msgspec.Raw()
     details: msgspec.Raw = msgspec.Raw()
 
@@ -139,31 +145,68 @@ def to_row(decision: Decision, stream_seq: int) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-Staged = tuple[Row, int]
-"""A decision as a batch holds it until commit: its :class:`Row` and its stream sequence."""
+Staged = tuple[bytes, int, int]
+"""A decision as a batch holds it until commit, under its id: its payload (Vigil's
+tagged decision JSON, validated as a :class:`Row`), its time and its stream sequence.
+No decoded :class:`Row` is kept: a full batch is a DuckDB row group (122,880)."""
 
 
-def as_row(decision: Decision) -> Row:
+def as_payload(decision: Decision) -> bytes:
     """A decision from the slow path (Gatekeeper shape, normalised) as the hot path reads it."""
-    return row_decoder.decode(encode_json(decision))
-
-
-def stage(staged: dict[str, Staged], decision: Decision, stream_seq: int) -> None:
-    """Add a decision to a batch keyed by id: one insert may not carry the same key twice."""
-    staged[decision.id] = (as_row(decision), stream_seq)
+    return encode_json(decision)
 
 
 _GETTERS = tuple(attrgetter(name) for name in Row.__struct_fields__)
 _RAW_AT = (Row.__struct_fields__.index("input"), Row.__struct_fields__.index("details"))
 
 
-def columns(staged: Collection[Staged]) -> list[list[Any]]:
-    """The stored values of a batch column by column (:data:`COLUMNS` order, generated
-    columns left out; column ``i`` of row ``k`` is ``row_of(*staged[k])[i]``): the shape
-    DuckDB ingests fastest, one Arrow array per column, and cheaper to build than rows."""
-    rows = [row for row, _ in staged]
+def columns(staged: Mapping[str, Staged]) -> list[list[Any]]:
+    """The stored values of a batch column by column, built in Python (:data:`COLUMNS`
+    order, generated columns left out; column ``i`` of the row staged as ``(data, _,
+    seq)`` is ``row_of(row_decoder.decode(data), seq)[i]``, its id the key it is
+    staged under). The archive's fallback when DuckDB's JSON reader refuses a payload
+    that msgspec accepted (see :data:`FROM_PAYLOADS`)."""
+    rows = [row_decoder.decode(data) for data, _, _ in staged.values()]
     cols = [list(map(get, rows)) for get in _GETTERS]
+    cols[0] = list(staged)  # the key, as FROM_PAYLOADS stores it
     for i in _RAW_AT:
         cols[i] = list(map(_raw, cols[i]))
-    cols.append([seq for _, seq in staged])
+    cols.append([seq for _, _, seq in staged.values()])
     return cols
+
+
+STAGED = "staged_decisions"
+"""The name a batch is registered under (an Arrow table) while it is inserted."""
+
+STORED = tuple(name for name, sql in COLUMNS if "GENERATED" not in sql)
+"""The columns an insert writes, in order."""
+
+_PARSED = Row.__struct_fields__[2:]  # what DuckDB reads from the payload: all but id and time
+assert STORED == ("id", "time_ns", *_PARSED, "stream_seq")
+_DEFAULTS = dict(zip(Row.__struct_fields__[-len(Row.__struct_defaults__) :], Row.__struct_defaults__, strict=True))
+_STRUCTURE = encode_json(
+    {f: ("JSON" if f in ("input", "details") else "BIGINT" if f == "count" else "VARCHAR") for f in _PARSED}
+).decode()
+
+
+def _parsed(field: str) -> str:
+    default = _DEFAULTS.get(field, "")
+    if isinstance(default, msgspec.Raw):
+        return f"j.{field}"  # absent or null: NULL, as in row_of
+    return f"coalesce(j.{field}, {default!r})"
+
+
+FROM_PAYLOADS = (
+    f"SELECT id, time_ns, {', '.join(map(_parsed, _PARSED))}, stream_seq "
+    f"FROM (SELECT id, time_ns, stream_seq, from_json(payload, '{_STRUCTURE}') AS j FROM {STAGED})"
+)
+"""The stored columns of the staged relation ``(id, time_ns, payload, stream_seq)``,
+the archive's write path: DuckDB parses each payload itself (in C++, on every
+core) into exactly what :func:`row_of` gives — string fields absent → ``''``,
+``count`` absent → 1, ``input``/``details`` absent or null → NULL, otherwise
+their JSON (minified by DuckDB). The id and time come from Python's validated
+:class:`Row` (a payload with a duplicated key is read first-wins by DuckDB and
+last-wins by msgspec: the key the batch was deduplicated on must be the one stored)."""
+
+FROM_COLUMNS = f"SELECT * FROM {STAGED}"
+"""The stored columns of a staged relation built by :func:`columns` (the fallback)."""

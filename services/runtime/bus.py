@@ -66,9 +66,12 @@ class Bus:
     async def ensure_streams(self, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
         await retry_transient("declaring streams", lambda: ensure_streams(self.js, self.settings, specs))
 
-    async def pull(self, spec: ConsumerSpec, start_seq: int | None = None) -> JetStreamContext.PullSubscription:
+    async def pull(
+        self, spec: ConsumerSpec, start_seq: int | None = None, fetch_batch: int = 0
+    ) -> JetStreamContext.PullSubscription:
         return await retry_transient(
-            f"creating consumer {spec.durable}", lambda: pull_subscription(self.js, self.settings, spec, start_seq)
+            f"creating consumer {spec.durable}",
+            lambda: pull_subscription(self.js, self.settings, spec, start_seq, fetch_batch),
         )
 
 
@@ -81,6 +84,8 @@ async def unsubscribe_quietly(sub: Any) -> None:
         await sub.unsubscribe()
     except Exception:  # noqa: BLE001 - connection already gone
         pass
+
+
 TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError, asyncio.TimeoutError)
 
 
@@ -111,12 +116,8 @@ async def connect(settings: Settings, *, start_embedded: bool = True, name: str 
     server = None
     if url is None:
         if not start_embedded:
-            raise PublishError(
-                f"no NATS server: set VIGIL_NATS_URL or run `vigil up` (data dir {settings.data_path})"
-            )
-        server = embedded.start(
-            settings.data_path, port=settings.nats.port, monitor_port=settings.nats.monitor_port
-        )
+            raise PublishError(f"no NATS server: set VIGIL_NATS_URL or run `vigil up` (data dir {settings.data_path})")
+        server = embedded.start(settings.data_path, port=settings.nats.port, monitor_port=settings.nats.monitor_port)
         url = server.url
     options: dict[str, Any] = {
         "name": name,
@@ -166,11 +167,14 @@ async def ensure_streams(js: JetStreamContext, settings: Settings, specs: tuple[
 
 
 async def pull_subscription(
-    js: JetStreamContext, settings: Settings, spec: ConsumerSpec, start_seq: int | None = None
+    js: JetStreamContext, settings: Settings, spec: ConsumerSpec, start_seq: int | None = None, fetch_batch: int = 0
 ) -> JetStreamContext.PullSubscription:
     """A durable pull consumer. With ``start_seq`` (stateful apps) the durable is
     recreated to deliver from that stream sequence: the app's own position, not
-    the consumer's ack floor, says where it resumes."""
+    the consumer's ack floor, says where it resumes. Its ack-pending limit is
+    ``nats.max_ack_pending`` or the app's ``fetch_batch`` if larger: a batch is
+    acked only after its commit, so a smaller limit would cap every batch below
+    what the app asks for (the archiver pulls a DuckDB row group at a time)."""
     filters = list(spec.filter_subjects)
     if start_seq is not None:
         try:
@@ -183,7 +187,7 @@ async def pull_subscription(
         ack_policy=js_api.AckPolicy.EXPLICIT,
         deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE if by_seq else js_api.DeliverPolicy.ALL,
         opt_start_seq=start_seq if by_seq else None,
-        max_ack_pending=settings.nats.max_ack_pending,
+        max_ack_pending=max(settings.nats.max_ack_pending, fetch_batch),
         ack_wait=float(settings.nats.ack_wait),
         max_deliver=-1,
         filter_subjects=filters if len(filters) > 1 else None,
@@ -311,7 +315,9 @@ class Publisher:
         return result
 
 
-async def publish_one(bus: Bus, subject: str, data: bytes, msg_id: str, headers: Mapping[str, str] | None = None) -> PubAck:
+async def publish_one(
+    bus: Bus, subject: str, data: bytes, msg_id: str, headers: Mapping[str, str] | None = None
+) -> PubAck:
     """Publish one message and wait for its ack (CLI commands, low volume)."""
     async with Publisher(bus.nc, window=1) as pub:
         await pub.publish(subject, data, msg_id, headers)

@@ -39,9 +39,9 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 
@@ -66,8 +66,9 @@ class Invalid(VigilError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Incoming:
+class Incoming(msgspec.Struct, frozen=True, gc=False):
+    """One input message as an app sees it (a Struct: built per message, ~10x cheaper than a dataclass)."""
+
     id: str
     subject: str
     stream: str
@@ -77,12 +78,13 @@ class Incoming:
     delivered: int = 1
 
 
-@dataclass(frozen=True)
-class Outgoing:
+class Outgoing(msgspec.Struct, frozen=True, gc=False):
+    """One output message of an app."""
+
     subject: str
     data: bytes
     id: str | None = None  # default: "<service>:<input id>:<index>"
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = msgspec.field(default_factory=dict)
 
 
 class App(Protocol):
@@ -265,7 +267,7 @@ class Runner:
         ordered = _owns_position(self.app, spec.stream)
         while True:
             start = self.app.positions.get(spec.position_key, 0) + 1 if ordered else None
-            sub = await self.bus.pull(spec, start_seq=start)
+            sub = await self.bus.pull(spec, start_seq=start, fetch_batch=self._fetch_batch())
             try:
                 if not await self._consume_from(spec, sub, stop, ordered):
                     return
@@ -308,15 +310,22 @@ class Runner:
                         if n:
                             await self._process(spec, msgs[:n], pub)
                         self.app.counters["resyncs"] += 1
-                        log.warning("%s: %s delivered out of order; consuming again from the position", self.app.name, spec.durable)
+                        log.warning(
+                            "%s: %s delivered out of order; consuming again from the position",
+                            self.app.name,
+                            spec.durable,
+                        )
                         return True
                 await self._process(spec, msgs, pub)
         return False
 
+    def _fetch_batch(self) -> int:
+        return getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch
+
     async def _fetch(self, sub: Any, timeout: float) -> list[Msg]:
         """One batch; an app with ``fetch_linger`` keeps pulling for that long while the
         batch is not full, so a trickle of inputs is committed in fewer, larger batches."""
-        batch = getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch
+        batch = self._fetch_batch()
         msgs = await self._pull(sub, batch, timeout)
         linger = float(getattr(self.app, "fetch_linger", 0.0))
         if linger <= 0 or len(msgs) >= batch:
@@ -457,7 +466,9 @@ async def ensure_buckets(bus: Bus) -> None:
     wanted: dict[str, Any] = {
         HEARTBEAT_BUCKET: KeyValueConfig(bucket=HEARTBEAT_BUCKET, ttl=ttl, replicas=bus.settings.nats.replicas),
         WORKLOAD_BUCKET: KeyValueConfig(bucket=WORKLOAD_BUCKET, history=5, replicas=bus.settings.nats.replicas),
-        SNAPSHOT_BUCKET: KeyValueConfig(bucket=SNAPSHOT_BUCKET, history=1, replicas=bus.settings.nats.replicas, max_value_size=-1),
+        SNAPSHOT_BUCKET: KeyValueConfig(
+            bucket=SNAPSHOT_BUCKET, history=1, replicas=bus.settings.nats.replicas, max_value_size=-1
+        ),
         LEASE_BUCKET: KeyValueConfig(bucket=LEASE_BUCKET, history=1, replicas=bus.settings.nats.replicas),
     }
     for name, config in wanted.items():

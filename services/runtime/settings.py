@@ -160,7 +160,7 @@ class DecisionIntake(_S):
 
 class Archive(_S):
     path: str = "decisions.duckdb"  # relative to data_dir
-    batch_size: int = 10_000
+    batch_size: int = 122_880  # decisions per commit at most: one DuckDB row group, written straight to the file
     flush_interval: Duration = Duration(0.2)  # longest a partial batch waits for more decisions before its commit
     retry_initial: Duration = Duration(0.1)
     retry_max: Duration = Duration(10)

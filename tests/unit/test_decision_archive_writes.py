@@ -1,12 +1,19 @@
 """The archiver's write path on a real DuckDB file, no broker: a batch goes in as one
-Arrow table by plain insert, and a batch meeting ids archived already is written again
-as an upsert in the same transaction — every id stored once, with the position."""
+Arrow table of payloads that DuckDB parses, by plain insert; a batch meeting ids
+archived already is written again as an upsert in the same transaction — every id
+stored once, with the position; a payload DuckDB cannot parse falls back to columns
+built in Python."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
+import duckdb
+import msgspec
+import pyarrow as pa  # type: ignore[import-untyped]
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -14,9 +21,10 @@ from contracts.codec import encode_json
 from contracts.decisions import Decision
 from contracts.subjects import DECISIONS, INTAKE_DECISIONS
 from services.decision_intake.client import gatekeeper_line
+from services.decision_log_archiver import app as archive_app
 from services.decision_log_archiver import core
-from services.decision_log_archiver.app import Archiver
-from services.runtime.service import Incoming
+from services.decision_log_archiver.app import INSERT_NEW, Archiver, arrow_table, payload_table
+from services.runtime.service import Incoming, Invalid
 from tests.support import make_settings
 
 
@@ -64,26 +72,87 @@ def test_duplicates_within_and_across_batches_are_stored_once(tmp_path: Path) ->
     assert archiver.counters["archived"] == 3 + 3 + 2 + 2
 
 
+def _stored(table: object, select: str) -> list[tuple[object, ...]]:
+    con = duckdb.connect()
+    for statement in core.create_statements():
+        con.execute(statement)
+    con.register(core.STAGED, table)
+    con.execute(INSERT_NEW + select)
+    return con.execute(f"SELECT {', '.join(core.STORED)} FROM {core.TABLE} ORDER BY stream_seq").fetchall()
+
+
+json_value = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.text(max_size=6)
+    | st.lists(st.integers() | st.text(max_size=3), max_size=3)
+    | st.dictionaries(st.text(max_size=4), st.integers() | st.none() | st.text(max_size=3), max_size=3)
+)
+
+
 @given(
-    st.lists(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8),
         st.builds(
             Decision,
-            id=st.text(min_size=1, max_size=8),
-            time=st.integers(min_value=0, max_value=2**62),
+            id=st.just(""),
+            time=st.integers(min_value=-(2**63), max_value=2**63 - 1),
             source=st.sampled_from(["anomaly", "gatekeeper"]),
             event_type=st.text(max_size=6),
             message=st.text(max_size=6),
-            count=st.integers(min_value=0, max_value=10**6),
-            input=st.none() | st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
-            details=st.none() | st.text(max_size=4),
+            pod=st.text(max_size=3),
+            count=st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            input=json_value,
+            details=json_value,
         ),
         max_size=5,
     )
 )
-def test_columns_are_the_contract_rows_transposed(decisions: list[Decision]) -> None:
-    """The column-wise batch (what goes to DuckDB) holds exactly the contract's row values."""
-    staged = [(core.as_row(d), seq) for seq, d in enumerate(decisions)]
+def test_both_write_paths_store_exactly_the_contract_rows(by_id: dict[str, Decision]) -> None:
+    """What DuckDB parses from the payloads (the write path) and what Python builds column
+    by column (the fallback) are, row for row, the contract's values (``core.to_row``)."""
+    decisions = [msgspec.structs.replace(d, id=i) for i, d in by_id.items()]
+    staged = {d.id: (encode_json(d), d.time, seq) for seq, d in enumerate(decisions)}
     expected = [core.to_row(d, seq) for seq, d in enumerate(decisions)]
-    columns = core.columns(staged)
-    assert len(columns) == len([c for c in core.COLUMNS if "GENERATED" not in c[1]])
-    assert [tuple(col[k] for col in columns) for k in range(len(decisions))] == expected
+    assert _stored(arrow_table(staged), core.FROM_COLUMNS) == expected  # the raw JSON text as received
+    assert _documents(_stored(payload_table(staged), core.FROM_PAYLOADS)) == _documents(expected)  # DuckDB re-writes it
+
+
+def _documents(rows: list[tuple[object, ...]]) -> list[tuple[object, ...]]:
+    """Rows with the JSON columns parsed: DuckDB writes the same document, minified, with
+    its own choice of escapes (``\\u001F`` for ``\\u001f``)."""
+    at = [core.STORED.index("input"), core.STORED.index("details")]
+    return [tuple(json.loads(v) if i in at and v is not None else v for i, v in enumerate(row)) for row in rows]
+
+
+def test_a_batch_duckdb_cannot_parse_is_written_from_python_columns(tmp_path: Path, monkeypatch) -> None:
+    """Should DuckDB's JSON reader refuse a payload msgspec accepted, no decision is lost:
+    the batch is written from columns built in Python (counted), redeliveries included."""
+    archiver = Archiver(make_settings(tmp_path, "nats://127.0.0.1:1"))
+
+    def unreadable(staged: object) -> object:
+        table = payload_table(staged)
+        return table.set_column(2, "payload", pa.array(["{not json"] * table.num_rows))
+
+    monkeypatch.setattr(archive_app, "payload_table", unreadable)
+    try:
+        _deliver(archiver, [(1, _decision(1)), (2, _decision(2))])
+        _deliver(archiver, [(3, _decision(2, "again")), (4, _decision(3))])  # meets an archived id: the upsert
+        assert archiver.con is not None
+        rows = archiver.con.execute("SELECT id, message, stream_seq, input FROM decisions ORDER BY id").fetchall()
+    finally:
+        archiver._close()
+    assert rows == [("d-1", "m1", 1, '{"i":1}'), ("d-2", "again", 3, '{"i":2}'), ("d-3", "m3", 4, '{"i":3}')]
+    assert archiver.counters["python_column_batches"] == 2 and archiver.counters["upsert_batches"] == 1
+
+
+@pytest.mark.parametrize("field", ["time", "count"])
+def test_an_integer_beyond_bigint_is_a_dead_letter_not_a_failing_commit(tmp_path: Path, field: str) -> None:
+    archiver = Archiver(make_settings(tmp_path, "nats://127.0.0.1:1"))
+    d = msgspec.structs.replace(msgspec.json.decode(_decision(1), type=Decision), **{field: 2**63})
+    with pytest.raises(Invalid, match="cannot be archived"):
+        archiver.handle(
+            Incoming(id="1", subject=INTAKE_DECISIONS, stream=DECISIONS, seq=1, data=encode_json(d), headers={})
+        )
+    assert archiver.staged == {}
