@@ -11,10 +11,10 @@ import nats.errors
 import pytest
 
 from contracts.subjects import DECISIONS, ConsumerSpec
-from services.runtime.bus import Bus
+from services.runtime.bus import Bus, unsubscribe_quietly
 from services.runtime.fetch import fetch
 from services.runtime.settings import Settings
-from tests.support import open_bus
+from tests.support import make_settings, open_bus
 
 SUBJECT = "vigil.decisions.fetch-test"
 
@@ -67,6 +67,29 @@ def test_messages_during_a_lingering_request_come_once(settings: Settings) -> No
             assert got == list(range(60))  # in order, each once
             with pytest.raises(nats.errors.TimeoutError):
                 await fetch(sub, 50, 0.3)
+        finally:
+            await bus.close()
+
+    asyncio.run(main())
+
+
+def test_a_fetch_batch_larger_than_max_ack_pending_is_not_capped(settings: Settings, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A batch is acked after its commit, so the consumer's ack-pending limit must hold a
+    whole batch: it is ``nats.max_ack_pending`` or the app's fetch batch if larger
+    (the archiver pulls a DuckDB row group, 122,880 decisions, at a time)."""
+    small = make_settings(tmp_path / "small", settings.nats.url, NATS_MAX_ACK_PENDING="100")
+
+    async def main() -> None:
+        bus = await open_bus(small)
+        try:
+            await _publish(bus, 0, 300)
+            sub = await bus.pull(ConsumerSpec(DECISIONS, "fetch-big"), fetch_batch=250)
+            info = await bus.js.consumer_info(DECISIONS, "fetch-big")
+            assert info.config.max_ack_pending == 250
+            assert await asyncio.wait_for(_fetch_acked(sub, 250, 5), 10) == list(range(250))
+            default = await bus.pull(ConsumerSpec(DECISIONS, "fetch-small"), fetch_batch=50)
+            assert (await bus.js.consumer_info(DECISIONS, "fetch-small")).config.max_ack_pending == 100
+            await unsubscribe_quietly(default)
         finally:
             await bus.close()
 
