@@ -51,7 +51,13 @@ def config_show(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> 
 
     values = dict(flatten(loaded.settings))
     items = [
-        {"key": key, "value": values[key], "source": loaded.sources.get(key, "default"), "env": env_name(key), "type": type_name(tp)}
+        {
+            "key": key,
+            "value": values[key],
+            "source": loaded.sources.get(key, "default"),
+            "env": env_name(key),
+            "type": type_name(tp),
+        }
         for key, tp, _ in schema()
     ]
     rows(items, ["key", "value", "source", "env"], output, title=f"config ({loaded.path or 'no file'})")
@@ -116,14 +122,16 @@ def up(config: Path | None = ConfigOpt) -> None:
     url = settings.nats.url
     if not url:
         if embedded.read_url(data):
-            err_console.print(f"[red]error:[/red] Vigil already runs with data dir {data} (see {embedded.url_file(data)})")
+            err_console.print(
+                f"[red]error:[/red] Vigil already runs with data dir {data} (see {embedded.url_file(data)})"
+            )
             raise typer.Exit(1)
-        server = embedded.start(data, port=settings.nats.port, monitor_port=settings.nats.monitor_port)
+        server = embedded.start(data, port=settings.nats.port, monitor_port=settings.nats.monitor_port, own_group=True)
         url = server.url
         embedded.write_url(data, url)
     asyncio.run(_prepare_bus(settings, url))
     console.print(f"[bold]Vigil[/bold] data in {data}")
-    console.print(f"NATS: {url}" + (" (embedded, JetStream in " + str(data / 'nats') + ")" if server else ""))
+    console.print(f"NATS: {url}" + (" (embedded, JetStream in " + str(data / "nats") + ")" if server else ""))
     env = {**os.environ, "VIGIL_NATS_URL": url, "VIGIL_DATA_DIR": str(data)}
     if config:
         env["VIGIL_CONFIG"] = str(config)
@@ -138,7 +146,11 @@ def up(config: Path | None = ConfigOpt) -> None:
         log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         command = ["intake"] if name == INTAKE else ["run", name]
         children[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", *command], env=env, stdout=log_file, stderr=log_file
+            [sys.executable, "-m", "services.cli.main", *command],
+            env=env,
+            stdout=log_file,
+            stderr=log_file,
+            process_group=0,  # a terminal's Ctrl-C reaches `up` alone: services drain first, NATS stops last
         )
 
     for name in names:
@@ -153,8 +165,8 @@ def up(config: Path | None = ConfigOpt) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # Ctrl-C, kill, the terminal closed
+        signal.signal(signum, on_signal)
     try:
         while not stopping:
             time.sleep(0.5)
@@ -239,7 +251,9 @@ async def _collect_trace(settings: Settings, path: Path, boot: str | None) -> di
     try:
         await bus.ensure_streams()
         async with bus.publisher() as pub:
-            batcher = BatchingPublisher(pub, settings.node_name, boot, settings.nats.partitions, settings.collector.batch_size)
+            batcher = BatchingPublisher(
+                pub, settings.node_name, boot, settings.nats.partitions, settings.collector.batch_size
+            )
             with open(path, "rb") as fh, Progress(console=err_console, transient=True) as progress:
                 task = progress.add_task(f"publishing {path.name}", total=total)
                 for lineno, line in enumerate(fh, 1):
@@ -322,7 +336,9 @@ async def _status(settings: Settings) -> dict[str, Any]:
 
     url = resolve_url(settings)
     if url is None:
-        raise VigilError(f"Vigil is not running (no VIGIL_NATS_URL, nothing in {settings.data_path}); start it with `vigil up`")
+        raise VigilError(
+            f"Vigil is not running (no VIGIL_NATS_URL, nothing in {settings.data_path}); start it with `vigil up`"
+        )
     bus = await connect(settings, start_embedded=False, name="vigil-status")
     try:
         streams, consumers = await diagnostics.stream_report(bus)
@@ -334,9 +350,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
         {"service": "profile-learner", "partition": p, "owner": owned.get(p, "(nobody)")}
         for p in range(settings.nats.partitions)
     ]
-    services = [
-        {k: b[k] for k in ("service", "instance", "age_s", "position", "counters")} for b in beats
-    ]
+    services = [{k: b[k] for k in ("service", "instance", "age_s", "position", "counters")} for b in beats]
     live = {b["service"] for b in beats}
     summary = {
         "dead_letters": next((s["messages"] for s in streams if s["stream"] == "DEADLETTER"), 0),
@@ -354,8 +368,13 @@ async def _status(settings: Settings) -> dict[str, Any]:
         "decision_intake.enabled": settings.decision_intake.enabled,
     }
     return {
-        "url": url, "streams": streams, "consumers": consumers, "services": services, "summary": summary,
-        "switches": switches, "partitions": partitions,
+        "url": url,
+        "streams": streams,
+        "consumers": consumers,
+        "services": services,
+        "summary": summary,
+        "switches": switches,
+        "partitions": partitions,
     }
 
 

@@ -75,8 +75,11 @@ def start(
     server_name: str = "vigil",
     extra_args: tuple[str, ...] = (),
     timeout: float = 15.0,
+    own_group: bool = False,
 ) -> EmbeddedServer:
-    """Start nats-server with JetStream under ``data_dir``; wait until it serves."""
+    """Start nats-server with JetStream under ``data_dir``; wait until it serves.
+    ``own_group``: in a process group of its own, so a terminal's Ctrl-C (sent to the
+    whole foreground group) reaches only the parent, which stops it last (`vigil up`)."""
     run_dir = data_dir / "run"
     store_dir = data_dir / "nats"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -87,17 +90,29 @@ def start(
     args = [
         server_binary(),
         "--jetstream",
-        "--store_dir", str(store_dir),
-        "--addr", "127.0.0.1",
-        "--port", str(port),
-        "--server_name", server_name,
-        "--ports_file_dir", str(ports_dir),
-        "--log", str(log_path),
+        "--store_dir",
+        str(store_dir),
+        "--addr",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--server_name",
+        server_name,
+        "--ports_file_dir",
+        str(ports_dir),
+        "--log",
+        str(log_path),
     ]
     if monitor_port:
         args += ["--http_port", str(monitor_port)]
     args += list(extra_args)
-    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        process_group=0 if own_group else None,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -177,9 +192,12 @@ class Cluster:
             port=self.client_ports[i],
             server_name=f"n{i}",
             extra_args=(
-                "--cluster_name", "vigil",
-                "--cluster", f"nats://127.0.0.1:{self.cluster_ports[i]}",
-                "--routes", routes,
+                "--cluster_name",
+                "vigil",
+                "--cluster",
+                f"nats://127.0.0.1:{self.cluster_ports[i]}",
+                "--routes",
+                routes,
             ),
         )
         self.nodes[i] = node
@@ -204,9 +222,7 @@ class Cluster:
 
 
 def start_cluster(base_dir: Path, size: int = 3) -> Cluster:
-    cluster = Cluster(
-        base_dir, [free_port() for _ in range(size)], [free_port() for _ in range(size)], [None] * size
-    )
+    cluster = Cluster(base_dir, [free_port() for _ in range(size)], [free_port() for _ in range(size)], [None] * size)
     try:
         for i in range(size):
             cluster.start_node(i)

@@ -27,7 +27,9 @@ T0 = 1_767_225_600_000_000_000
 
 
 def vigil(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def status(env: dict[str, str]) -> dict:
@@ -52,7 +54,10 @@ def test_up_collect_status_archive_and_clean_stop(tmp_path: Path) -> None:
     env |= {"VIGIL_DATA_DIR": str(data), "VIGIL_NATS_PORT": "-1", "VIGIL_TELEMETRY_HEARTBEAT_INTERVAL": "0.5"}
     up_log = tmp_path / "up.log"
     with open(up_log, "wb") as log:
-        up = subprocess.Popen([sys.executable, "-m", "services.cli.main", "up"], env=env, stdout=log, stderr=log)
+        # a session of its own, as a terminal gives it: Ctrl-C below goes to the whole group
+        up = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "up"], env=env, stdout=log, stderr=log, start_new_session=True
+        )
     try:
         wait(lambda: (data / "run" / "nats.url").exists())
         live = wait(lambda: {s["service"] for s in status(env)["services"]} >= set(SERVICES) and status(env))
@@ -61,7 +66,12 @@ def test_up_collect_status_archive_and_clean_stop(tmp_path: Path) -> None:
         assert str(data) in output and "profile-learner" in output
 
         events = [
-            ExecObserved(time=T0 + i, node="n1", container=Container(id="c1", image_name="nginx", image_tag="1.25"), process=Process(pid=i, path=f"/bin/t{i % 3}"))
+            ExecObserved(
+                time=T0 + i,
+                node="n1",
+                container=Container(id="c1", image_name="nginx", image_tag="1.25"),
+                process=Process(pid=i, path=f"/bin/t{i % 3}"),
+            )
             for i in range(1000)
         ] + [ClockTicked(time=T0 + 10**9, node="n1")]
         trace_file = tmp_path / "trace.jsonl"
@@ -72,7 +82,9 @@ def test_up_collect_status_archive_and_clean_stop(tmp_path: Path) -> None:
 
         def learner_caught_up() -> bool:
             st = status(env)
-            learner = [c for c in st["consumers"] if c["stream"] == "EVENTS" and c["consumer"].startswith("profile-learner-p")]
+            learner = [
+                c for c in st["consumers"] if c["stream"] == "EVENTS" and c["consumer"].startswith("profile-learner-p")
+            ]
             # (as root the eBPF collector publishes too: wait for an idle moment, not a fixed sequence)
             idle = all(c["pending"] == 0 and c["ack_pending"] == 0 for c in learner)
             return len(learner) == 4 and max(c["ack_floor"] for c in learner) >= 5 and idle
@@ -82,10 +94,19 @@ def test_up_collect_status_archive_and_clean_stop(tmp_path: Path) -> None:
         assert len(owners) == 1 and "(nobody)" not in owners  # `vigil up` runs one learner: it owns all 4
 
         url = (data / "run" / "nats.url").read_text().split()[0]
-        decision = Decision(id="walking-skeleton-1", time=T0, source="self_test", event_type="test", action="allow", message="hello archive")
+        decision = Decision(
+            id="walking-skeleton-1",
+            time=T0,
+            source="self_test",
+            event_type="test",
+            action="allow",
+            message="hello archive",
+        )
 
         async def publish() -> None:
-            bus = await connect(load_settings(env={"VIGIL_DATA_DIR": str(data), "VIGIL_NATS_URL": url}), start_embedded=False)
+            bus = await connect(
+                load_settings(env={"VIGIL_DATA_DIR": str(data), "VIGIL_NATS_URL": url}), start_embedded=False
+            )
             try:
                 await publish_one(bus, decisions_subject("self_test"), encode_json(decision), decision.id)
             finally:
@@ -100,13 +121,18 @@ def test_up_collect_status_archive_and_clean_stop(tmp_path: Path) -> None:
 
         wait(archiver_caught_up)
     finally:
-        up.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the foreground group
         code = up.wait(60)
     assert code == 0, up_log.read_text()[-3000:]
-    assert "stopped." in up_log.read_text()
+    # services drained while NATS still served them (NATS is stopped last), none had to be killed
+    assert "stopped." in up_log.read_text() and "did not stop in time" not in up_log.read_text()
+    assert time.monotonic() - started < 15
     assert not (data / "run" / "nats.url").exists()
-    rows = duckdb.connect(str(data / "decisions.duckdb"), read_only=True).execute(
-        "SELECT id, source, message FROM decisions WHERE id = 'walking-skeleton-1'"
-    ).fetchall()
+    rows = (
+        duckdb.connect(str(data / "decisions.duckdb"), read_only=True)
+        .execute("SELECT id, source, message FROM decisions WHERE id = 'walking-skeleton-1'")
+        .fetchall()
+    )
     assert rows == [("walking-skeleton-1", "self_test", "hello archive")]
     assert vigil(env, "status").returncode == 1  # nothing runs any more, and it says so
