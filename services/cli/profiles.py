@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 
+from contracts import trace
 from contracts.events import EVENT_TYPES
 from contracts.profiles import PROFILE_STATES, Command, ResetProfile, SetState
 from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
@@ -25,8 +26,6 @@ from services.runtime.settings import Settings
 
 NAME = "profiles"
 app = typer.Typer(help="Profiles learned per image (list, show, set-state, reset, export).", no_args_is_help=True)
-
-
 
 
 async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
@@ -111,11 +110,16 @@ def list_(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> None:
     rows(items, ["image_name", "versions", "image_tags", "size"], output, title="profiles")
 
 
+def _seconds(ns: int) -> str:
+    return trace.format_time(ns)[:19] + "Z"  # 2026-01-01T00:33:20Z: a table column, not the record
+
+
 @app.command()
 def show(
     image: str = typer.Argument(..., help="image name"), config: Path | None = ConfigOpt, output: Format = OutputOpt
 ) -> None:
-    """The profile with its versions: state per event type, sizes, first/last seen (event time, ns)."""
+    """The profile with its versions: state per event type, sizes, first/last seen (event time;
+    UTC in the table, ns since the epoch with -o json)."""
     prof = _read(settings_or_exit(config), image).get("profile")
     if prof is None:
         err_console.print(f"[red]error:[/red] no profile for image {image!r}")
@@ -124,7 +128,15 @@ def show(
         json_line(prof)
         return
     console.print(f"[bold]{prof['image_name']}[/bold] (partition {prof.get('partition', 0)})")
-    items = [{**v, "states": _states_text(v["states"])} for v in prof["versions"]]
+    items = [
+        {
+            **v,
+            "states": _states_text(v["states"]),
+            "first_seen": _seconds(v["first_seen"]),
+            "last_seen": _seconds(v["last_seen"]),
+        }
+        for v in prof["versions"]
+    ]
     rows(items, ["image_tag", "states", "size", "first_seen", "last_seen"], output, title="versions")
 
 
@@ -137,7 +149,11 @@ def _publish(settings: Settings, cmd: Command) -> None:
         bus = await connect(settings, start_embedded=False, name="vigil-profiles")
         try:
             await bus.ensure_streams()
-            await bus.js.publish(commands_subject(cmd.image_name, settings.nats.partitions), encode_json(cmd), headers={"Nats-Msg-Id": cmd.id})
+            await bus.js.publish(
+                commands_subject(cmd.image_name, settings.nats.partitions),
+                encode_json(cmd),
+                headers={"Nats-Msg-Id": cmd.id},
+            )
         finally:
             await bus.close()
 

@@ -57,7 +57,6 @@ def collect(settings: Settings, path: Path) -> None:
         assert proc.wait(60) == 0
 
 
-
 async def drifts(bus: object) -> list[tuple[str, str, str, bool, str]]:
     msgs = await read_stream(bus, DRIFT)  # type: ignore[arg-type]
     return [
@@ -118,6 +117,9 @@ async def _eviction_life_cycle(settings: Settings, tmp_path: Path) -> None:
             assert [(e.image_tag, e.event_type, e.new_state) for e in changed] == [("v3", "exec", "stable")]
         offline = await asyncio.to_thread(run_vigil, settings, "profiles", "show", "app", "-o", "json")
         assert [v["image_tag"] for v in json.loads(offline.stdout)["versions"]] == ["v2", "v3"]  # from the snapshot
+        table = await asyncio.to_thread(run_vigil, settings, "profiles", "show", "app", COLUMNS="200")
+        first_seen = json.loads(offline.stdout)["versions"][0]["first_seen"]
+        assert trace.format_time(first_seen)[:19] + "Z" in table.stdout  # the table shows times in UTC, not ns
         replayed = await asyncio.to_thread(
             run_vigil, settings, "replay", "profile-learner", "-o", "json"
         )  # the learner stopped: snapshot written
@@ -206,7 +208,9 @@ async def _sigkill_mid_stream(settings: Settings, tmp_path: Path) -> None:
             await wait_for(lambda: _acked(bus, settings), timeout=60, interval=0.01)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        assert not await _done(bus, settings), "the learner finished before the kill; the trace is too small to test a crash"
+        assert not await _done(bus, settings), (
+            "the learner finished before the kill; the trace is too small to test a crash"
+        )
         with vigil_process(settings, "run", "profile-learner", log=log):
             await wait_for(lambda: _done(bus, settings), timeout=90)
         await assert_outputs_are_the_reference(bus, settings)
@@ -225,7 +229,9 @@ async def assert_outputs_are_the_reference(bus: object, settings: Settings) -> N
     assert got_drift == want_drift
 
 
-async def reference_fold(bus: object, settings: Settings) -> tuple[dict[int, list[ProfileEvent]], dict[int, list[DriftBatch]]]:
+async def reference_fold(
+    bus: object, settings: Settings
+) -> tuple[dict[int, list[ProfileEvent]], dict[int, list[DriftBatch]]]:
     """What the learner must have published: the pure core over each partition's EVENTS, in order."""
     events, drift = {}, {}
     for p in range(settings.nats.partitions):
@@ -257,7 +263,9 @@ def test_settings_reach_the_core(lc_settings: Settings) -> None:
     assert cfg.unstable_time == 60 * core.SECOND and cfg.dns_depth == 3
 
 
-def test_two_learners_split_the_partitions_and_one_takes_over_after_a_sigkill(lc_settings: Settings, tmp_path: Path) -> None:
+def test_two_learners_split_the_partitions_and_one_takes_over_after_a_sigkill(
+    lc_settings: Settings, tmp_path: Path
+) -> None:
     asyncio.run(_two_learners(lc_settings, tmp_path))
 
 
@@ -268,9 +276,10 @@ async def _two_learners(settings: Settings, tmp_path: Path) -> None:
     bus = await open_bus(settings)
     try:
         log = tmp_path / "learners.log"
-        with vigil_process(settings, "run", "profile-learner", log=log) as first, vigil_process(
-            settings, "run", "profile-learner", log=log
-        ) as second:
+        with (
+            vigil_process(settings, "run", "profile-learner", log=log) as first,
+            vigil_process(settings, "run", "profile-learner", log=log) as second,
+        ):
             await wait_for(lambda: _split_between_two(bus, settings), timeout=30, interval=0.05)  # 2 + 2
             async with bus.publisher() as pub:
                 batcher = BatchingPublisher(pub, "n1", "boot-two", settings.nats.partitions, 200)
