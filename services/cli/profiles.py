@@ -229,7 +229,13 @@ def export(
     if not any(e.image_tag == tag for e in behaviour):
         err_console.print(f"[red]error:[/red] nothing learned for {name}:{tag}")
         raise typer.Exit(1)
-    text = model_files.render(modeling.model_of_learned(behaviour, name, tag), fmt)  # type: ignore[arg-type]
+    model = modeling.model_of_learned(behaviour, name, tag)
+    if fmt == "seccomp" and not model.syscalls:
+        err_console.print(
+            f"[yellow]warning:[/yellow] no syscalls were learned for {name}:{tag} (syscall events off, or no "
+            "kernel collector saw it): this profile allows no syscall at all"
+        )
+    text = model_files.render(model, fmt)  # type: ignore[arg-type]
     if out is None:
         sys.stdout.write(text)
         return

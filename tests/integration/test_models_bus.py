@@ -11,7 +11,7 @@ from pathlib import Path
 from contracts.codec import encode_batch, encode_json
 from contracts.events import ClockTicked, EventBatch
 from contracts.models import ModelStatusChanged, StartModeling
-from contracts.profiles import ProfileReset
+from contracts.profiles import BehaviourAdded, ProfileReset
 from contracts.subjects import MODELS, events_subject, models_request_subject, models_status_subject, profiles_subject
 from services.audit_report_writer.app import build
 from services.runtime.settings import Settings
@@ -33,11 +33,18 @@ async def _publish_profiles(settings: Settings, extra: list[object]) -> None:
 
 def test_profiles_export_folds_the_learned_version(settings: Settings, tmp_path: Path) -> None:
     wiped = ProfileReset(id="reset-11", time=T0, image_name="debian", image_tag="11")
-    asyncio.run(_publish_profiles(settings, [wiped]))
+    exec_only = BehaviourAdded(
+        id="busybox-1", time=T0, image_name="busybox", image_tag="1", event_type="exec", behaviour="/bin/sh"
+    )
+    asyncio.run(_publish_profiles(settings, [wiped, exec_only]))
 
     seccomp = run_vigil(settings, "profiles", "export", "debian:10", "--format", "seccomp")
     assert seccomp.returncode == 0, seccomp.stderr
     assert seccomp.stdout == (GOLDEN_DIR / "seccomp_seed.json").read_text()
+    assert "warning" not in seccomp.stderr
+    empty = run_vigil(settings, "profiles", "export", "busybox:1", "--format", "seccomp", COLUMNS="200")
+    assert empty.returncode == 0 and json.loads(empty.stdout).get("syscalls", []) == []
+    assert "no syscalls were learned for busybox:1" in empty.stderr  # an allow-nothing filter is said out loud
 
     out = tmp_path / "debian.profile"
     apparmor = run_vigil(settings, "profiles", "export", "debian:10", "--format", "apparmor", "-o", str(out))
