@@ -44,7 +44,7 @@ def rows(items: Iterable[Mapping[str, Any]], columns: Sequence[str], fmt: Format
         return
     table = Table(title=title)
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a narrow terminal wraps a value, never cuts part of it off
     for item in items:
         table.add_row(*(_cell(item.get(col)) for col in columns))
     console.print(table)
