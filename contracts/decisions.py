@@ -86,6 +86,34 @@ DecisionMessage = Decision | AuditStarted | AuditFinished
 decision_decoder = msgspec.json.Decoder(DecisionMessage)
 
 
+class DecisionBatch(Struct, frozen=True, kw_only=True, tag_field="kind", tag="decisions.v1"):
+    """Several decision messages in one bus message, in order: what a producer with many
+    at once publishes (the intake, a socket read's worth of lines), so the per-message
+    cost of the bus is paid once for all of them. ``id`` (the ``Nats-Msg-Id``) is
+    derived from the messages' ids; consumers treat each entry as if it had come alone
+    (the archive is idempotent by decision id, the audit files by decision id per run)."""
+
+    id: str
+    messages: list[DecisionMessage]
+
+
+class _BatchEntries(Struct, frozen=True, tag_field="kind", tag="decisions.v1"):
+    messages: list[msgspec.Raw]
+
+
+_entries_decoder = msgspec.json.Decoder(_BatchEntries)
+
+
+def batch_entries(data: bytes) -> list[bytes] | None:
+    """The entries of a :class:`DecisionBatch` payload as raw JSON, each readable as one
+    message; ``None`` if ``data`` is no batch (then it is one message, or invalid input
+    for the reader to reject)."""
+    try:
+        return [bytes(raw) for raw in _entries_decoder.decode(data).messages]
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None
+
+
 class DeadLetter(Struct, frozen=True, kw_only=True, tag_field="kind", tag="dead_letter.v1"):
     """A message a service could not use, with the reason. Never silently dropped."""
 

@@ -26,6 +26,7 @@ CHANNELS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
     (subjects.ALERTS_OUT, "JSON", (alerts.Alert, alerts.AlertThreshold), "alerts after per-container throttling"),
     (subjects.ALERTS_CLOCK, "JSON", (alerts.AlertClock,), "the detector's event-time watermark for the throttler"),
     ("vigil.decisions.<source>", "JSON", decisions.DecisionMessage.__args__, "every security decision and audit markers"),
+    ("vigil.decisions.<source>", "JSON", (decisions.DecisionBatch,), "several of those in one message, in order"),
     (subjects.INTAKE_DECISIONS, "JSON", (decisions.GatekeeperDecision,), "Gatekeeper-shaped decisions from NATS publishers"),
     (subjects.INTAKE_DECISIONS, "JSON", (decisions.GatekeeperAuditEvent,), "Gatekeeper audit run markers"),
     ("vigil.models.requests.<image>", "JSON", (models.StartModeling,), "behaviour modelling requests"),

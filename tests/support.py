@@ -94,6 +94,13 @@ def decode_all(msgs: list[Any], tp: Any) -> list[Any]:
     return [dec.decode(m.data) for m in msgs]
 
 
+def decisions_in(msgs: list[Any]) -> list[Any]:
+    """The decision messages DECISIONS carries, DecisionBatches unpacked, in order."""
+    from contracts.decisions import batch_entries, decision_decoder
+
+    return [decision_decoder.decode(e) for m in msgs for e in (batch_entries(m.data) or [m.data])]
+
+
 @contextlib.contextmanager
 def vigil_process(settings: Settings, *args: str, log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """`vigil ARGS…` as a subprocess on the same bus; killed at the end of the block."""

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import msgspec
 
+from contracts.decisions import batch_entries
 from contracts.subjects import DECISIONS, ConsumerSpec
 from services.audit_report_writer import core
 from services.decision_intake.core import Rejected, normalise
@@ -103,11 +104,18 @@ class AuditRuns:
     # --- stream ---------------------------------------------------------------------------
 
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
-        result = normalise(msg.data)
-        if isinstance(result, Rejected):
-            raise Invalid(result.reason)
-        effects = core.step(self.state, result.message, self.keep_runs)
-        self.pending.extend(effects)
+        entries = batch_entries(msg.data)
+        bad: list[str] = []
+        for data in (msg.data,) if entries is None else entries:
+            result = normalise(data)
+            if isinstance(result, Rejected):
+                bad.append(result.reason)
+                continue
+            self.pending.extend(core.step(self.state, result.message, self.keep_runs))
+        if bad:  # the good entries of a batch count; the message goes to the dead letters with the reason
+            raise Invalid(
+                bad[0] if entries is None else f"{len(bad)} of {len(entries)} entries invalid, first: {bad[0]}"
+            )
         return ()
 
     def commit(self) -> None:

@@ -7,11 +7,16 @@ JetStream already had that id) or ``{"ok":false,"reason":…}``.
 Invariants:
 
 - A line is answered ``ok`` only after JetStream stored it (publish ack).
-  Lines are pipelined: everything read in one chunk is published through the
-  windowed :class:`~services.runtime.bus.Publisher` and flushed once, then the
-  chunk's answers are written.
-- ``Nats-Msg-Id`` is ``decision:<decisionId>`` (``audit_started:<auditId>`` …),
-  so a line re-sent after a lost answer is stored once.
+  Lines are pipelined: the accepted lines read in one chunk go out as few
+  messages as fit (consecutive lines in one DecisionBatch, half the server's
+  max payload at most, :func:`core.publications`) through the windowed
+  :class:`~services.runtime.bus.Publisher`, flushed once, then the chunk's
+  answers are written. The bus's cost per message is paid per batch, not per line.
+- ``Nats-Msg-Id`` is ``decision:<decisionId>`` (``audit_started:<auditId>`` …)
+  for a line sent alone, a hash of the lines' ids for a batch, so the same
+  lines re-sent after a lost answer are stored once; a re-send cut differently
+  is stored again, and the archive and the audit files still keep each
+  decision once (by id). ``duplicate`` in an answer is the message's.
 - A bad line (invalid UTF-8 or JSON, wrong types, longer than
   ``decision_intake.max_line_bytes``) is answered with its reason and counted;
   it never closes the connection or stops the intake.
@@ -61,6 +66,7 @@ class Intake:
         self.path = path
         self.mode = int(settings.decision_intake.socket_mode, 8) if mode is None else mode
         self.max_line = settings.decision_intake.max_line_bytes
+        self.max_batch_bytes = max(1, bus.nc.max_payload // 2)  # a DecisionBatch stays well below the server's limit
         self.counters: Counter[str] = Counter()
         self._server: asyncio.AbstractServer | None = None
         self._clients: dict[asyncio.Task[None], tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
@@ -145,17 +151,21 @@ class Intake:
         return core.normalise(line)
 
     async def _store(self, pub: Publisher, results: list[core.Result]) -> bytes:
-        """Publish the accepted lines of one chunk, wait for their acks, return the chunk's answers."""
-        for result in results:
-            if isinstance(result, core.Accepted):
-                await pub.publish(INTAKE_DECISIONS, encode_json(result.message), result.msg_id)
+        """Publish the accepted lines of one chunk (several per message, as DecisionBatches),
+        wait for their acks, return the chunk's answers."""
+        accepted = [r for r in results if isinstance(r, core.Accepted)]
+        sent = core.publications(accepted, self.max_batch_bytes)
+        for publication in sent:
+            await pub.publish(INTAKE_DECISIONS, publication.data, publication.msg_id)
+        self.counters["messages"] += len(sent)
         failure = ""
         acks: list[PubAck] = []
         try:
             acks = await pub.flush()
         except PublishError as exc:
             failure = f"not stored, send again: {exc}"
-        return b"".join(self._answers(results, iter(acks), failure))
+        per_line = (ack for publication, ack in zip(sent, acks, strict=False) for _ in range(publication.count))
+        return b"".join(self._answers(results, per_line, failure))
 
     def _answers(self, results: list[core.Result], acks: Iterator[PubAck], failure: str) -> list[bytes]:
         out: list[bytes] = []

@@ -21,13 +21,15 @@ so a payload is read the same way whether it came over the socket or NATS.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
+from contracts.codec import encode_decision_batch, encode_json
 from contracts.decisions import (
     AuditFinished,
     AuditStarted,
@@ -184,10 +186,67 @@ def _from_marker(m: GatekeeperAuditEvent) -> Result:
     return Accepted(message, msg_id(message))
 
 
+MAX_BATCH_MESSAGES = 1000
+
+
+class Publication(NamedTuple):
+    """One bus message the intake publishes: one accepted line as it is, or several as a
+    DecisionBatch; ``count`` lines are answered with its ack."""
+
+    msg_id: str
+    data: bytes
+    count: int
+
+
+def publications(accepted: list[Accepted], max_bytes: int) -> list[Publication]:
+    """The accepted lines of one read, in order, as few bus messages as fit: consecutive
+    lines go in one DecisionBatch of at most ``max_bytes`` and :data:`MAX_BATCH_MESSAGES`
+    (a lone line, or one too large to share, goes alone, as it was). A batch's id is a
+    hash of its lines' ids, so the same lines sent again are stored once; any other
+    re-send is stored again and is harmless downstream (the archive and the audit files
+    keep a decision once by its id)."""
+    out: list[Publication] = []
+    group: list[tuple[str, bytes]] = []
+    size = 0
+
+    def close() -> None:
+        if len(group) == 1:
+            out.append(Publication(group[0][0], group[0][1], 1))
+        elif group:
+            digest = hashlib.sha256("\n".join(i for i, _ in group).encode()).hexdigest()[:32]
+            out.append(
+                Publication(
+                    f"batch:{digest}", encode_decision_batch(f"batch:{digest}", [d for _, d in group]), len(group)
+                )
+            )
+        group.clear()
+
+    for result in accepted:
+        data = encode_json(result.message)
+        if group and (size + len(data) + 1 > max_bytes or len(group) >= MAX_BATCH_MESSAGES):
+            close()
+            size = 0
+        group.append((result.msg_id, data))
+        size += len(data) + 1
+    close()
+    return out
+
+
 def split_lines(buffer: bytes) -> tuple[list[bytes], bytes]:
     """Complete lines of a read buffer (newline stripped, ``\\r`` too) and the unfinished rest."""
     *lines, rest = buffer.split(b"\n")
     return [line[:-1] if line.endswith(b"\r") else line for line in lines], rest
 
 
-__all__ = ["Accepted", "DecisionMessage", "Rejected", "Result", "normalise", "parse_rfc3339", "split_lines", "too_long"]
+__all__ = [
+    "Accepted",
+    "DecisionMessage",
+    "Publication",
+    "Rejected",
+    "Result",
+    "normalise",
+    "parse_rfc3339",
+    "publications",
+    "split_lines",
+    "too_long",
+]

@@ -50,7 +50,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from nats.aio.msg import Msg
 from opentelemetry import metrics
 
-from contracts.decisions import Decision
+from contracts.decisions import Decision, batch_entries
 from contracts.subjects import DECISIONS, QUERY_DECISIONS, ConsumerSpec
 from services.decision_intake.core import Rejected, normalise
 from services.decision_log_archiver import core, query
@@ -147,26 +147,40 @@ class Archiver(AppBase):
     # --- the stream --------------------------------------------------------------------
 
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
-        try:
-            row = core.row_decoder.decode(msg.data)  # hot path: Vigil's tagged decision
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-            return self._handle_other(msg)
-        self._stage(row, msg.data, msg.seq)
+        entries = batch_entries(msg.data)
+        if entries is None:
+            self._one(msg.data, msg.seq)
+            return ()
+        bad: list[str] = []  # a bad entry does not cost the good ones: they are staged, it is dead-lettered
+        for data in entries:
+            try:
+                self._one(data, msg.seq)
+            except Invalid as exc:
+                bad.append(exc.reason)
+        if bad:
+            raise Invalid(f"{len(bad)} of {len(entries)} entries of the batch invalid, first: {bad[0]}")
         return ()
 
-    def _handle_other(self, msg: Incoming) -> Sequence[Outgoing]:
+    def _one(self, data: bytes, seq: int) -> None:
+        try:
+            row = core.row_decoder.decode(data)  # hot path: Vigil's tagged decision
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+            self._handle_other(data, seq)
+            return
+        self._stage(row, data, seq)
+
+    def _handle_other(self, data: bytes, seq: int) -> None:
         """Gatekeeper-shaped payloads, audit markers, or invalid input (dead-lettered with its reason)."""
-        result = normalise(msg.data)
+        result = normalise(data)
         if isinstance(result, Rejected):
             raise Invalid(result.reason)
         if isinstance(result.message, Decision):
-            data = core.as_payload(result.message)
+            payload = core.as_payload(result.message)
             try:
-                row = core.row_decoder.decode(data)
+                row = core.row_decoder.decode(payload)
             except msgspec.ValidationError as exc:  # valid for the contract, not for the archive (a BIGINT overflows)
                 raise Invalid(f"decision cannot be archived: {exc}") from exc
-            self._stage(row, data, msg.seq)
-        return ()
+            self._stage(row, payload, seq)
 
     def _stage(self, row: core.Row, data: bytes, seq: int) -> None:
         """Add a decision to the batch, keyed by id: one insert may not carry the same key

@@ -120,7 +120,7 @@ class Collector(_S):
     source: str = "auto"  # auto | ebpf | trace:FILE | synthetic
     node: str = ""  # default: host name
     batch_size: int = 500
-    batch_interval: Duration = Duration(0.025)  # longest a partial batch waits: half the event → alert latency at low rates
+    batch_interval: Duration = Duration(0.025)  # longest a partial batch waits (event → alert latency)
     tick_interval: Duration = Duration(1)
     host_processes: Literal["ignore", "tag"] = "ignore"
     workloads_file: str = ""

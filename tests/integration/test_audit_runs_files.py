@@ -45,11 +45,14 @@ def test_audit_run_files_survive_a_kill_mid_run_and_keep_three_runs(settings: Se
         await intake.start()
         try:
             with vigil_process(settings, "run", "audit-report-writer") as writer:
-                sending = asyncio.create_task(send_lines(intake.path, run_lines(0), chunk_lines=100))
+                first = run_lines(0)
+                cut = 1 + PER_RUN // 3  # the run's start and a third of it: the run stays open
+                sending = asyncio.create_task(send_lines(intake.path, first[:cut], chunk_lines=100))
                 await wait_for(lambda: _count_lines(first_txt) > 200, timeout=60)
-                writer.send_signal(signal.SIGKILL)  # mid-run: the .txt is open and growing
+                writer.send_signal(signal.SIGKILL)  # mid-run: the .txt is open
             assert first_txt.exists()
             await sending
+            await send_lines(intake.path, first[cut:], chunk_lines=100)  # the rest, while no writer runs
             with vigil_process(settings, "run", "audit-report-writer"):
                 for n in range(1, 4):
                     await send_lines(intake.path, run_lines(n))
@@ -92,10 +95,12 @@ def test_killed_run_is_complete_before_retention(settings: Settings, tmp_path: P
         await intake.start()
         try:
             with vigil_process(settings, "run", "audit-report-writer") as writer:
-                sending = asyncio.create_task(send_lines(intake.path, lines, chunk_lines=100))
+                cut = 1 + PER_RUN // 3  # the run's start and a third of it: the run stays open
+                sending = asyncio.create_task(send_lines(intake.path, lines[:cut], chunk_lines=100))
                 await wait_for(lambda: _count_lines(txt) > 200, timeout=60)
                 writer.send_signal(signal.SIGKILL)
             await sending
+            await send_lines(intake.path, lines[cut:], chunk_lines=100)
             with vigil_process(settings, "run", "audit-report-writer"):
                 await wait_for(lambda: (audit / "2026-01-10T08_00_00Z.log").exists(), timeout=60)
         finally:

@@ -54,10 +54,10 @@ async def _intake_to_archive_and_sql(settings: Settings, tmp_path: Path) -> Path
         async with running(Archiver(settings), settings):
             lines = [marker_line("audit_started", AUDIT)]
             lines += [gatekeeper_line(i, audit_id=AUDIT if i % 2 else "") for i in range(300)]
-            lines += [b"{not json", gatekeeper_line(5), marker_line("audit_finished", AUDIT, 150)]
+            lines += [b"{not json", gatekeeper_line(5, audit_id=AUDIT), marker_line("audit_finished", AUDIT, 150)]
             answers = await send_lines(intake.path, lines)
             assert [a["ok"] for a in answers] == [True] * 301 + [False, True, True]
-            assert answers[302].get("duplicate") is True  # decision d-00000005 sent twice
+            assert answers[302]["id"] == "d-00000005"  # sent twice (in another read: stored twice, archived once)
             assert "invalid JSON" in str(answers[301]["reason"])
             # a Gatekeeper-shaped payload published straight on the NATS intake subject
             await publish_one(bus, INTAKE_DECISIONS, gatekeeper_line(999, prefix="nats"), "nats-999")

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from contracts.decisions import Decision
+from contracts.decisions import Decision, batch_entries
 from contracts.subjects import DECISIONS, INTAKE_DECISIONS
 from services.decision_intake.app import Intake
 from services.decision_intake.client import gatekeeper_line, send_lines
 from services.decision_intake.core import Accepted, normalise
 from services.runtime.settings import Settings
-from tests.support import decode_all, make_settings, open_bus, read_stream, service_env
+from tests.support import decisions_in, make_settings, open_bus, read_stream, service_env
 
 MAX_LINE = 2048
 _serial = count()
@@ -54,7 +54,8 @@ async def _roundtrip(
         answers = await send_lines(sock, lines, chunk_lines=7)
         follow_up = await send_lines(sock, [gatekeeper_line(next(_serial), prefix="alive")])  # still serving
         assert follow_up[0]["ok"] is True
-        stored = decode_all([m for m in await read_stream(bus, DECISIONS) if m.subject == INTAKE_DECISIONS], Decision)
+        intake_msgs = [m for m in await read_stream(bus, DECISIONS) if m.subject == INTAKE_DECISIONS]
+        stored = [d for d in decisions_in(intake_msgs) if isinstance(d, Decision)]
         return answers, dict(intake.counters), {d.id for d in stored}
     finally:
         await intake.stop()
@@ -111,6 +112,35 @@ def test_lines_split_across_writes_and_over_long_lines(tmp_path: Path, nats_serv
     assert [a["ok"] for a in answers] == [True, False, False, True]
     assert answers[1]["reason"] == f"line longer than {MAX_LINE} bytes"
     assert answers[3]["id"] == "d-00000002"
+
+
+def test_a_read_goes_out_as_one_batch_and_the_same_lines_again_are_stored_once(tmp_path: Path, nats_server) -> None:  # type: ignore[no-untyped-def]
+    """The good lines of one read are one DecisionBatch message; the same lines re-sent
+    the same way (a client that lost its answers) are answered ``duplicate`` and not stored
+    again; a lone line is still its plain message."""
+    settings = _settings(tmp_path, nats_server.url)
+    lines = [gatekeeper_line(i, prefix="once") for i in range(50)]
+
+    async def scenario() -> tuple[list[dict[str, object]], list[dict[str, object]], list[dict[str, object]], list]:  # type: ignore[type-arg]
+        bus = await open_bus(settings)
+        intake = Intake(settings, bus, tmp_path / "b.sock")
+        await intake.start()
+        try:
+            first = await send_lines(intake.path, lines, chunk_lines=50)
+            again = await send_lines(intake.path, lines, chunk_lines=50)
+            alone = await send_lines(intake.path, [gatekeeper_line(99, prefix="alone")])
+            return first, again, alone, await read_stream(bus, DECISIONS)
+        finally:
+            await intake.stop()
+            await bus.close()
+
+    first, again, alone, stored = asyncio.run(scenario())
+    assert all(a["ok"] and "duplicate" not in a for a in first)
+    assert all(a["ok"] and a["duplicate"] is True for a in again)
+    assert alone[0]["ok"] and alone[0]["id"] == "alone-00000099"
+    assert len(stored) == 2  # one batch of 50 (stored once), one plain message
+    assert [d.id for d in decisions_in(stored)] == [f"once-{i:08d}" for i in range(50)] + ["alone-00000099"]
+    assert batch_entries(stored[1].data) is None
 
 
 def test_socket_mode_default_and_configured(tmp_path: Path, nats_server) -> None:  # type: ignore[no-untyped-def]

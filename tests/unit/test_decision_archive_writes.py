@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts.codec import encode_json
+from contracts.codec import encode_decision_batch, encode_json
 from contracts.decisions import Decision
 from contracts.subjects import DECISIONS, INTAKE_DECISIONS
 from services.decision_intake.client import gatekeeper_line
@@ -156,3 +156,23 @@ def test_an_integer_beyond_bigint_is_a_dead_letter_not_a_failing_commit(tmp_path
             Incoming(id="1", subject=INTAKE_DECISIONS, stream=DECISIONS, seq=1, data=encode_json(d), headers={})
         )
     assert archiver.staged == {}
+
+
+def test_a_batch_message_stages_its_good_entries_and_dead_letters_the_bad(tmp_path: Path) -> None:
+    """A DecisionBatch counts as its entries, each read as if it had come alone (a
+    Gatekeeper-shaped one too); a bad entry sends the message to the dead letters with
+    the reason, and costs the good ones nothing."""
+    archiver = Archiver(make_settings(tmp_path, "nats://127.0.0.1:1"))
+    good = encode_decision_batch("b1", [_decision(1), gatekeeper_line(2), _decision(3)])
+    mixed = encode_decision_batch("b2", [_decision(4), b'{"kind":"decision.v1","id":""}', _decision(5)])
+    try:
+        archiver.handle(Incoming(id="1", subject=INTAKE_DECISIONS, stream=DECISIONS, seq=1, data=good, headers={}))
+        with pytest.raises(Invalid, match="1 of 3 entries of the batch invalid"):
+            archiver.handle(Incoming(id="2", subject=INTAKE_DECISIONS, stream=DECISIONS, seq=2, data=mixed, headers={}))
+        archiver.positions[DECISIONS] = 2
+        asyncio.run(archiver.commit())
+        assert archiver.con is not None
+        rows = archiver.con.execute("SELECT id, stream_seq FROM decisions ORDER BY id").fetchall()
+    finally:
+        archiver._close()
+    assert rows == [("d-00000002", 1), ("d-1", 1), ("d-3", 1), ("d-4", 2), ("d-5", 2)]

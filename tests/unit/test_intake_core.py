@@ -7,9 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.codec import encode_json
-from contracts.decisions import AuditFinished, AuditStarted, Decision
+from contracts.decisions import AuditFinished, AuditStarted, Decision, DecisionBatch, batch_entries, decision_decoder
 from services.decision_intake.client import gatekeeper_line, marker_line
-from services.decision_intake.core import Accepted, Rejected, normalise, parse_rfc3339, split_lines
+from services.decision_intake.core import (
+    MAX_BATCH_MESSAGES,
+    Accepted,
+    Rejected,
+    normalise,
+    parse_rfc3339,
+    publications,
+    split_lines,
+)
 
 
 def test_gatekeeper_line_becomes_a_decision() -> None:
@@ -105,3 +113,36 @@ def test_valid_lines_are_always_accepted_deterministically(i: int) -> None:
     line = gatekeeper_line(i)
     first, second = normalise(line), normalise(line)
     assert isinstance(first, Accepted) and first == second
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=30), min_size=0, max_size=60),
+    st.integers(min_value=200, max_value=5000),
+)
+def test_publications_keep_every_line_once_in_order_within_the_limits(pads: list[int], max_bytes: int) -> None:
+    """A read's accepted lines become as few messages as fit: each line exactly once, in
+    order; a batch within max_bytes and MAX_BATCH_MESSAGES; a lone line as it was; ids
+    that do not depend on when they are computed."""
+    accepted = [normalise(gatekeeper_line(i, prefix="p" + "x" * pad)) for i, pad in enumerate(pads)]
+    assert all(isinstance(a, Accepted) for a in accepted)
+    sent = publications(accepted, max_bytes)  # type: ignore[arg-type]
+    assert publications(accepted, max_bytes) == sent  # type: ignore[arg-type]
+    unpacked: list[object] = []
+    for p in sent:
+        entries = batch_entries(p.data)
+        if p.count == 1:
+            assert entries is None and p.msg_id == accepted[len(unpacked)].msg_id  # type: ignore[union-attr]
+            unpacked.append(decision_decoder.decode(p.data))
+        else:
+            assert entries is not None and len(entries) == p.count <= MAX_BATCH_MESSAGES
+            assert len(p.data) <= max_bytes + 64 + len(p.msg_id)  # the lines within the limit, plus the envelope
+            batch = msgspec.json.decode(p.data, type=DecisionBatch)
+            assert batch.id == p.msg_id and p.msg_id.startswith("batch:")
+            unpacked.extend(batch.messages)
+    assert unpacked == [a.message for a in accepted]  # type: ignore[union-attr]
+
+
+def test_a_full_read_is_split_at_the_message_count() -> None:
+    accepted = [normalise(gatekeeper_line(i)) for i in range(MAX_BATCH_MESSAGES + 5)]
+    sent = publications(accepted, 1 << 30)  # type: ignore[arg-type]
+    assert [p.count for p in sent] == [MAX_BATCH_MESSAGES, 5]
