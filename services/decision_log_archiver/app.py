@@ -65,6 +65,7 @@ DURABLE = "decision-log-archiver"
 # about a third of the archive's write time. A larger WAL costs only a longer replay
 # when the archive is opened after a crash (docs/decisions.md).
 CHECKPOINT_WAL = "64MB"
+FETCH_MAX_BYTES = 32 << 20
 
 
 class Archiver(AppBase):
@@ -76,6 +77,10 @@ class Archiver(AppBase):
         super().__init__(settings)
         self.fetch_batch = settings.archive.batch_size
         self.fetch_linger = float(settings.archive.flush_interval)  # a trickle is committed in batches, not one by one
+        # Messages may carry one decision or a DecisionBatch of hundreds: a batch is bounded
+        # in bytes too (about a row group of batched decisions), or a backlog of batches
+        # would be pulled in gigabytes.
+        self.fetch_max_bytes = FETCH_MAX_BYTES
         self.path = data_path(settings, settings.archive.path)
         self.con: duckdb.DuckDBPyConnection | None = None
         self.staged: dict[str, core.Staged] = {}
@@ -147,19 +152,26 @@ class Archiver(AppBase):
     # --- the stream --------------------------------------------------------------------
 
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
-        entries = batch_entries(msg.data)
-        if entries is None:
+        try:
             self._one(msg.data, msg.seq)
-            return ()
-        bad: list[str] = []  # a bad entry does not cost the good ones: they are staged, it is dead-lettered
+        except Invalid:
+            entries = batch_entries(msg.data)  # not one decision: a DecisionBatch, or invalid after all
+            if entries is None:
+                raise
+            self._handle_batch(entries, msg.seq)
+        return ()
+
+    def _handle_batch(self, entries: list[bytes], seq: int) -> None:
+        """A DecisionBatch: each entry as if it had come alone. A bad entry does not cost
+        the good ones: they are staged, and the message is dead-lettered with the reason."""
+        bad: list[str] = []
         for data in entries:
             try:
-                self._one(data, msg.seq)
+                self._one(data, seq)
             except Invalid as exc:
                 bad.append(exc.reason)
         if bad:
             raise Invalid(f"{len(bad)} of {len(entries)} entries of the batch invalid, first: {bad[0]}")
-        return ()
 
     def _one(self, data: bytes, seq: int) -> None:
         try:

@@ -61,8 +61,9 @@ def _take(sub: Any, msgs: list[Msg], batch: int, first: Msg | None = None) -> bo
     return False
 
 
-async def fetch(sub: Any, batch: int, timeout: float) -> list[Msg]:
-    """Up to ``batch`` messages from a nats-py pull subscription (see the module docstring)."""
+async def fetch(sub: Any, batch: int, timeout: float, max_bytes: int = 0) -> list[Msg]:
+    """Up to ``batch`` messages from a nats-py pull subscription (see the module docstring);
+    with ``max_bytes`` each request also asks the server for at most that many bytes."""
     msgs: list[Msg] = []
     _take(sub, msgs, batch)  # left by an earlier lingering request
     if len(msgs) >= batch:
@@ -72,6 +73,8 @@ async def fetch(sub: Any, batch: int, timeout: float) -> list[Msg]:
     queue = sub._sub._pending_queue
     for linger in (False, True):
         request: dict[str, Any] = {"batch": batch - len(msgs)}
+        if max_bytes > 0:
+            request["max_bytes"] = max_bytes
         if linger:
             request["expires"] = int(max(0.001, deadline - loop.time()) * 1e9)
         else:

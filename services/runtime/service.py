@@ -326,21 +326,27 @@ class Runner:
         """One batch; an app with ``fetch_linger`` keeps pulling for that long while the
         batch is not full, so a trickle of inputs is committed in fewer, larger batches."""
         batch = self._fetch_batch()
-        msgs = await self._pull(sub, batch, timeout)
+        max_bytes = int(getattr(self.app, "fetch_max_bytes", 0))  # with the queue fetch: payload bytes per batch
+        msgs = await self._pull(sub, batch, timeout, max_bytes)
         linger = float(getattr(self.app, "fetch_linger", 0.0))
         if linger <= 0 or len(msgs) >= batch:
             return msgs
         deadline = time.monotonic() + linger
+        taken = sum(len(m.data) for m in msgs)
         while len(msgs) < batch and (left := deadline - time.monotonic()) > 0.005 and not self.stopping.is_set():
+            if max_bytes and taken >= max_bytes * 3 // 4:
+                break  # full enough: a request for the last few bytes would only be refused
             try:
-                msgs += await self._pull(sub, batch - len(msgs), left)
+                more = await self._pull(sub, batch - len(msgs), left, max_bytes - taken if max_bytes else 0)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue  # (an earlier request's late end status can cut a pull short: pull again until the deadline)
+            msgs += more
+            taken += sum(len(m.data) for m in more)
         return msgs
 
-    async def _pull(self, sub: Any, batch: int, timeout: float) -> list[Msg]:
+    async def _pull(self, sub: Any, batch: int, timeout: float, max_bytes: int = 0) -> list[Msg]:
         if getattr(self.app, "queue_fetch", False):  # opt-in: services/runtime/fetch.py
-            return await queue_fetch(sub, batch, timeout)
+            return await queue_fetch(sub, batch, timeout, max_bytes)
         return list(await sub.fetch(batch, timeout=timeout))
 
     async def _process(self, spec: ConsumerSpec, msgs: list[Msg], pub: Publisher) -> None:
@@ -370,7 +376,7 @@ class Runner:
             for i, out in enumerate(outs):
                 headers = {**carrier, **out.headers}
                 await pub.publish(out.subject, out.data, out.id or f"{app.name}:{inc.id}:{i}", headers)
-            app.positions[key] = seq
+            app.positions[key] = max(seq, app.positions.get(key, 0))  # a late redelivery: no step back
             app.counters["in"] += 1
             app.counters["out"] += len(outs)
             self._meters.inputs.add(1)

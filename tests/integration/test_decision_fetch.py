@@ -94,3 +94,29 @@ def test_a_fetch_batch_larger_than_max_ack_pending_is_not_capped(settings: Setti
             await bus.close()
 
     asyncio.run(main())
+
+
+def test_max_bytes_bounds_a_pull_and_loses_nothing(settings: Settings) -> None:
+    """Messages may carry a DecisionBatch of hundreds: a pull is bounded in bytes too."""
+
+    async def main() -> None:
+        bus = await open_bus(settings)
+        try:
+            async with bus.publisher() as pub:
+                for i in range(20):
+                    await pub.publish(SUBJECT, b"%04d" % i + b"x" * 996, f"bytes-{i}")
+                await pub.flush()
+            sub = await bus.pull(ConsumerSpec(DECISIONS, "fetch-bytes"))
+            seen: list[int] = []
+            sizes: list[int] = []
+            while len(seen) < 20:
+                msgs = await fetch(sub, 20, 5, max_bytes=5_000)
+                sizes.append(len(msgs))
+                for msg in msgs:
+                    seen.append(int(msg.data[:4]))
+                    await msg.ack()
+            assert seen == list(range(20)) and max(sizes) <= 5
+        finally:
+            await bus.close()
+
+    asyncio.run(main())
