@@ -27,7 +27,10 @@ Invariants:
   accepted, the batch is written from columns built in Python instead: a
   good decision is never lost to a parser difference.
 - Payloads on ``vigil.decisions.intake`` may be Gatekeeper-shaped; they are
-  read with the intake's own pure normaliser.
+  read with the intake's own pure normaliser. A message may also be a
+  DecisionBatch (the intake's socket reads): each entry is read as if it had
+  come alone, and a pull is bounded in bytes (:data:`FETCH_MAX_BYTES`) as well
+  as in messages.
 - Read-only SQL is served on ``vigil.query.decisions`` (request/reply, core
   NATS on the runner's own connection) from cursors of the writer's
   connection, each in a read-only transaction: the only way to query a
