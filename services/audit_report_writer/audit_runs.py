@@ -42,7 +42,7 @@ from services.audit_report_writer import core
 from services.decision_intake.core import Rejected, normalise
 from services.runtime.bus import data_path
 from services.runtime.files import fsync_dir, write_atomically
-from services.runtime.service import Incoming, Invalid, Outgoing
+from services.runtime.service import Incoming, Invalid, Outgoing, each_entry
 from services.runtime.settings import Settings
 
 CONSUMER = ConsumerSpec(DECISIONS, "audit-report-writer")
@@ -105,18 +105,17 @@ class AuditRuns:
 
     def handle(self, msg: Incoming) -> Sequence[Outgoing]:
         entries = batch_entries(msg.data)
-        bad: list[str] = []
-        for data in (msg.data,) if entries is None else entries:
-            result = normalise(data)
-            if isinstance(result, Rejected):
-                bad.append(result.reason)
-                continue
-            self.pending.extend(core.step(self.state, result.message, self.keep_runs))
-        if bad:  # the good entries of a batch count; the message goes to the dead letters with the reason
-            raise Invalid(
-                bad[0] if entries is None else f"{len(bad)} of {len(entries)} entries invalid, first: {bad[0]}"
-            )
+        if entries is None:
+            self._one(msg.data)
+        else:
+            each_entry(entries, self._one)  # the good entries count; a bad one dead-letters the message
         return ()
+
+    def _one(self, data: bytes) -> None:
+        result = normalise(data)
+        if isinstance(result, Rejected):
+            raise Invalid(result.reason)
+        self.pending.extend(core.step(self.state, result.message, self.keep_runs))
 
     def commit(self) -> None:
         """Apply pending effects in order; an effect is dropped only once it is on disk."""

@@ -82,9 +82,8 @@ def create_statements() -> list[str]:
     ]
 
 
-Int64 = Annotated[
-    int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)
-]  # a BIGINT column: out of range is invalid input, not a failing commit
+# A BIGINT column: a value out of its range is invalid input, not a commit that fails forever.
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 class Row(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="decision.v1", gc=False):
@@ -149,11 +148,6 @@ Staged = tuple[bytes, int, int]
 """A decision as a batch holds it until commit, under its id: its payload (Vigil's
 tagged decision JSON, validated as a :class:`Row`), its time and its stream sequence.
 No decoded :class:`Row` is kept: a full batch is a DuckDB row group (122,880)."""
-
-
-def as_payload(decision: Decision) -> bytes:
-    """A decision from the slow path (Gatekeeper shape, normalised) as the hot path reads it."""
-    return encode_json(decision)
 
 
 _GETTERS = tuple(attrgetter(name) for name in Row.__struct_fields__)

@@ -38,7 +38,7 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -64,6 +64,20 @@ class Invalid(VigilError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def each_entry(entries: Sequence[bytes], one: Callable[[bytes], object]) -> None:
+    """Apply ``one`` to every entry of a message that carries several inputs (a
+    DecisionBatch): an :class:`Invalid` entry does not cost the others; the message
+    is then Invalid itself, with how many and the first reason (a dead letter)."""
+    bad: list[str] = []
+    for entry in entries:
+        try:
+            one(entry)
+        except Invalid as exc:
+            bad.append(exc.reason)
+    if bad:
+        raise Invalid(f"{len(bad)} of {len(entries)} entries of the batch invalid, first: {bad[0]}")
 
 
 class Incoming(msgspec.Struct, frozen=True, gc=False):
