@@ -20,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -43,9 +44,12 @@ from contracts.events import (
     RawEvent,
     SyscallsObserved,
 )
-from contracts.workloads import Workload
+from contracts.workloads import Workload, container_of
+
+log = logging.getLogger("vigil.collector")
 
 _FAMILIES = {1: "unix", 2: "inet", 10: "inet6"}
+MAX_ODD_LOGGED = 100
 MAX_ANCESTORS = 16
 V2_HIERARCHY = 0  # cgroup_root.hierarchy_id of the v2 (default) hierarchy: the "0::" line of /proc/<pid>/cgroup
 
@@ -59,6 +63,7 @@ class Workloads(Protocol):
 @dataclass
 class EnrichStats:
     host_dropped: int = 0
+    unknown_layout: int = 0  # events of cgroups that look like a container's but match no layout
     not_dns: int = 0
     cgroup_other_hierarchy: int = 0
     proc_lookups: int = 0
@@ -84,6 +89,8 @@ class Enricher:
         self._containers: dict[int, tuple[int, Container | None]] = {}
         self._procs: OrderedDict[int, _Proc] = OrderedDict()
         self._syscalls_seen: dict[str, set[int]] = {}
+        self.runtimes: dict[str, str] = {}  # unnamed container id → runtime its layout names
+        self.odd_layouts: dict[int, str] = {}  # cgroup id → path that looks like a container's, no layout
 
     # --- identity -----------------------------------------------------------------
 
@@ -97,23 +104,42 @@ class Enricher:
         return found
 
     def _identify(self, cgroup_id: int, path: str | None) -> Container | None:
-        cid = identity.container_id(path) if path else None
-        if cid is None:
+        found = identity.match(path) if path else None
+        if found is None:
+            if path and cgroup_id not in self.odd_layouts and identity.looks_like_container(path):
+                self.odd_layouts[cgroup_id] = path
+                if len(self.odd_layouts) <= MAX_ODD_LOGGED:
+                    log.warning(
+                        "cgroup %s looks like a container's but matches no known layout: counted as "
+                        "unknown_layout, not attributed (docs/collector.md, Container identity)",
+                        path,
+                    )
             if self.host_processes == "tag":
                 return Container(id=HOST_CONTAINER_ID, cgroup_id=cgroup_id)
             return None
+        cid = found.container_id
         w = self.workloads.get(cid)
         if w is None:
+            self.runtimes[cid] = found.runtime
+            while len(self.runtimes) > self.max_processes:
+                del self.runtimes[next(iter(self.runtimes))]
             return Container(id=cid, cgroup_id=cgroup_id)
-        return Container(
-            id=cid,
-            image_name=w.image_name,
-            image_tag=w.image_tag,
-            pod=w.pod,
-            namespace=w.namespace,
-            name=w.name,
-            cgroup_id=cgroup_id,
-        )
+        return container_of(w, cgroup_id, cid)
+
+    def runtime_of(self, container_id: str) -> str:
+        """The runtime the cgroup layout of an unnamed container points at."""
+        return self.runtimes.get(container_id, "")
+
+    def renamed(self) -> set[int]:
+        """cgroups whose events went out under one workload and would now carry another
+        (the registry changed a running container's entry)."""
+        out = set()
+        for cg, (_, cached) in self._containers.items():
+            if cached is not None and cached.known and cached.id != HOST_CONTAINER_ID:
+                w = self.workloads.get(cached.id)
+                if w is None or container_of(w, cg, cached.id) != cached:
+                    out.add(cg)
+        return out
 
     def time(self, ts: int) -> int:
         return ts + self.clock_offset_ns
@@ -168,7 +194,10 @@ class Enricher:
         hdr = rec.hdr
         container = self.container(hdr.cgroup_id, hdr.pid)
         if container is None:
-            self.stats.host_dropped += 1
+            if hdr.cgroup_id in self.odd_layouts:
+                self.stats.unknown_layout += 1
+            else:
+                self.stats.host_dropped += 1
             if isinstance(rec, abi.Exec):  # keep lineage even for host parents
                 self._remember(hdr.pid, rec.path, rec.ppid or _proc_ppid(hdr.pid))
             return []

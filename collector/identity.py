@@ -1,8 +1,10 @@
 """Container identity: cgroup id → cgroup path → container id.
 
 Invariants:
-- :func:`container_id` is pure and table-driven (:data:`PATTERNS`); a path no
-  runtime pattern matches is a host path (``None``);
+- :func:`match` is pure and table-driven (:data:`PATTERNS`): it names the
+  runtime and the container id; a path no layout matches is a host path
+  (``None``), and one that still looks like a container's is reported by
+  :func:`looks_like_container` so the caller can say so;
 - :class:`CgroupPaths` learns paths from cgroup mkdir events first and falls
   back to ``/proc/<pid>/cgroup`` (checked against the directory's inode, which
   *is* the cgroup id) and finally a walk of the cgroup v2 mount; answers are
@@ -15,37 +17,75 @@ import os
 import re
 from collections import OrderedDict
 from pathlib import Path
+from typing import NamedTuple
 
 _HEX64 = "[0-9a-f]{64}"
+_END = r"(?:\.scope)?(?=/|$)"  # a container's own directory, with or without the systemd unit suffix
 
-# (runtime, regex on the cgroup path; group 1 is the container id). First match wins.
-PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("containerd", re.compile(rf"cri-containerd-({_HEX64})\.scope(?:/|$)")),
-    ("cri-o", re.compile(rf"crio-({_HEX64})\.scope(?:/|$)")),
-    ("docker", re.compile(rf"docker-({_HEX64})\.scope(?:/|$)")),
-    ("podman", re.compile(rf"libpod-({_HEX64})\.scope(?:/|$)")),
-    ("docker", re.compile(rf"/docker/({_HEX64})(?:/|$)")),
-    ("kubepods", re.compile(rf"/kubepods(?:/[a-z]+)?/pod[0-9a-f_-]+/({_HEX64})(?:/|$)")),
-    ("containerd", re.compile(rf"/[^/]+/({_HEX64})$")),  # cgroupfs driver, namespace/<id>
+
+class Match(NamedTuple):
+    """What a cgroup path says about the container in it."""
+
+    runtime: str  # docker | podman | containerd | cri-o | kubernetes (a CRI runtime, cgroupfs: not named)
+    container_id: str
+    layout: str  # the PATTERNS entry that matched (counters, docs)
+    namespace: str = ""  # containerd namespace (cgroupfs driver, ``/<namespace>/<id>``)
+
+
+# (layout, runtime, regex). Group ``id`` is the container id, ``ns`` a containerd
+# namespace. Every layout these runtimes produce with the systemd and the cgroupfs
+# managers, cgroup v1-hybrid and v2 (tests/unit/test_collector_identity.py holds
+# one row per layout, with where upstream saw it).
+PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
+    ("cri-containerd-<id>.scope", "containerd", re.compile(rf"cri-containerd-(?P<id>{_HEX64}){_END}")),
+    ("crio-<id>[.scope]", "cri-o", re.compile(rf"crio-(?P<id>{_HEX64}){_END}")),
+    ("docker-<id>.scope", "docker", re.compile(rf"docker-(?P<id>{_HEX64}){_END}")),
+    ("libpod-<id>[.scope]", "podman", re.compile(rf"libpod-(?P<id>{_HEX64}){_END}")),
+    ("/docker/<id>", "docker", re.compile(rf"/docker/(?P<id>{_HEX64})(?=/|$)")),
+    (
+        "/kubepods[/<qos>]/pod<uid>/<id>",
+        "kubernetes",
+        re.compile(rf"/kubepods(?:/[a-z]+)?/pod[0-9a-f_-]+/(?P<id>{_HEX64})(?=/|$)"),
+    ),
+    ("/<namespace>/<id>", "containerd", re.compile(rf"^/(?P<ns>[^/]+)/(?P<id>{_HEX64})(?=/|$)")),
 )
-_CONMON = re.compile(r"crio-conmon-")
+# Monitors beside a container (podman's and CRI-O's conmon): host processes.
+_MONITOR = re.compile(rf"(?:libpod|crio)-conmon-{_HEX64}")
+# What a container's directory usually looks like: a path holding one of these
+# and matching no layout is counted and logged (``unknown_layout``), not taken
+# for the host without a word.
+_LOOKS_LIKE = re.compile(rf"(?:^|[/_-]){_HEX64}(?:\.scope)?(?=/|$)|/kubepods")
+
+
+def match(path: str) -> Match | None:
+    """The container a cgroup path belongs to; the innermost when containers
+    nest (kind or docker-in-docker: a node container holding pods)."""
+    if _MONITOR.search(path):
+        return None
+    best: tuple[int, Match] | None = None
+    for layout, runtime, pattern in PATTERNS:
+        for m in pattern.finditer(path):
+            if best is None or m.start("id") > best[0]:
+                ns = m.groupdict().get("ns") or ""
+                best = (m.start("id"), Match(runtime, m.group("id"), layout, ns))
+    return best[1] if best else None
 
 
 def container_id(path: str) -> str | None:
     """The container id a cgroup path belongs to, or None for a host cgroup."""
-    if _CONMON.search(path):
-        return None  # CRI-O's monitor process, not the container
-    for _, pattern in PATTERNS:
-        if m := pattern.search(path):
-            return m.group(1)
-    return None
+    found = match(path)
+    return found.container_id if found else None
 
 
 def runtime_of(path: str) -> str | None:
-    for runtime, pattern in PATTERNS:
-        if pattern.search(path):
-            return runtime
-    return None
+    found = match(path)
+    return found.runtime if found else None
+
+
+def looks_like_container(path: str) -> bool:
+    """A path no layout matches but that a runtime probably made (a full-length
+    id, or something under kubepods): worth a warning, not silence."""
+    return match(path) is None and not _MONITOR.search(path) and bool(_LOOKS_LIKE.search(path))
 
 
 def cgroup2_mount(mounts: str = "/proc/self/mounts") -> Path | None:

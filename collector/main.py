@@ -38,11 +38,13 @@ from collector import abi, identity
 from collector import flush as dedup_flush
 from collector import workloads as wreg
 from collector.enrich import Enricher
+from collector.hold import Hold
 from collector.publisher import BatchingPublisher
+from collector.runtimes.resolver import Resolver, live_containers
 from collector.sources import Synthetic, SyntheticSpec, trace_source
 from contracts.codec import encode_json
 from contracts.decisions import Heartbeat
-from contracts.events import ClockTicked, RawEvent
+from contracts.events import ClockTicked, ContainerStarted, ContainerStopped, RawEvent
 from contracts.subjects import HEARTBEAT_BUCKET, PROFILES, stream_spec
 from services.runtime.bus import Bus, connect
 from services.runtime.service import ensure_buckets
@@ -112,6 +114,9 @@ class Collector:
         self.dedup_flushes = 0  # whole-map flushes (registry change, timer, request, fallback)
         self.dedup_image_flushes = 0  # targeted flushes for a profile state change
         self.dedup_flushed_entries = 0  # entries deleted by targeted flushes
+        ident = settings.collector.identity
+        self.hold = Hold(max_age_ns=int(float(ident.hold) * 1e9), max_events=ident.hold_events)
+        self.resolver: Resolver | None = None
 
     # --- control (thread-safe) ----------------------------------------------------
 
@@ -140,7 +145,17 @@ class Collector:
                 dedup_flushed_entries=self.dedup_flushed_entries,
             )
         if self.enricher is not None:
-            out.update(host_dropped=self.enricher.stats.host_dropped, not_dns=self.enricher.stats.not_dns)
+            stats = self.enricher.stats
+            out.update(host_dropped=stats.host_dropped, not_dns=stats.not_dns, unknown_layout=stats.unknown_layout)
+            out.update(held=self.hold.count, released=self.hold.released)
+            out.update({f"unresolved_{cause}": n for cause, n in sorted(self.hold.dropped.items())})
+        return out
+
+    def samples(self) -> dict[str, list[str]]:
+        """A few container ids (cgroup paths for unknown_layout) per unresolved cause, for `vigil status`."""
+        out = {f"unresolved_{cause}": list(ids) for cause, ids in self.hold.samples.items()}
+        if self.enricher is not None and self.enricher.odd_layouts:
+            out["unknown_layout"] = list(self.enricher.odd_layouts.values())[-5:]
         return out
 
     # --- run -------------------------------------------------------------------------
@@ -168,6 +183,14 @@ class Collector:
                 changed = await wreg.seed_from_file(kv, cfg.workloads_file)
                 log.info("workloads file %s: %d entries written", cfg.workloads_file, changed)
             await self.registry.start(kv)
+            if self.source == "ebpf":
+                self.resolver = Resolver(
+                    self.settings, kv, self.registry, lambda: live_containers(identity.cgroup2_mount())
+                )
+                await self.resolver.start()
+                log.info(
+                    "workload identity from: %s", ", ".join(self.resolver.describe()) or "no container runtime found"
+                )
             if self.source == "ebpf" and cfg.dedup and cfg.dedup_flush_on_profile_change:
                 await bus.nc.subscribe(stream_spec(PROFILES).subjects[0], cb=self._on_profile)
                 await bus.nc.flush()  # subscribed on the server before the probe is reported ready
@@ -195,6 +218,8 @@ class Collector:
                 task.cancel()
             if tasks:
                 await asyncio.wait(tasks, timeout=5)
+            if self.resolver is not None:
+                await self.resolver.stop()
             await self.registry.stop()
             if self.probe is not None:
                 self.probe.close()
@@ -284,61 +309,121 @@ class Collector:
             await asyncio.sleep(float(cfg.consume_interval))
             records = self._decode(self.probe.consume())
             now = time.monotonic()
-            out: list[RawEvent] = []
+            # Held events first: a container's earlier events go out before its later ones.
+            out, given_up = self.hold.release(self._verdict, time.monotonic_ns(), self._timeout_cause)
+            if self.resolver is not None:
+                for cid in given_up:
+                    self.resolver.forget(cid)
+            fresh: list[RawEvent] = []
             # Records in kernel order (a container's mkdir is learned before
             # anything of it is attributed); syscall sets are drained right
             # before a container stops, so its last syscalls precede its
             # ContainerStopped, and on their timer.
             for rec in records:
                 if isinstance(rec, abi.CgroupChange) and not rec.started:
-                    out.extend(self._drain_syscalls())
-                out.extend(self.enricher.handle(rec))
+                    fresh.extend(self._drain_syscalls())
+                fresh.extend(self.enricher.handle(rec))
             if now >= next_syscalls:
                 next_syscalls = now + float(cfg.syscalls_interval)
-                out.extend(self._drain_syscalls())
-            flush = self._flush_dedup.is_set() or self.registry.version != seen_version
+                fresh.extend(self._drain_syscalls())
+            passed, unnamed = self.hold.admit(fresh, time.monotonic_ns())
+            out.extend(passed)
+            self._tell_resolver(fresh, unnamed)
+            if self.registry.version != seen_version:
+                seen_version = self.registry.version
+                self._forget_renamed()
+                self.flushed_version = seen_version
+            flush = self._flush_dedup.is_set()
             if cfg.dedup_flush_interval and now >= next_flush:
                 next_flush, flush = now + float(cfg.dedup_flush_interval), True
             if flush:
                 self._flush_dedup.clear()
-                seen_version = self.registry.version
-                self._flush(whole=True, why="workload registry changed or timer")
-                self.flushed_version = seen_version
+                self._flush(whole=True, why="requested or timer")
             elif self._flush_images:
                 self._flush(whole=False, why="profile state changed")
             if out:
                 yield out
+
+    def _verdict(self, container_id: str) -> Any:
+        if self.resolver is None:
+            return self.registry.get(container_id)
+        assert self.enricher is not None
+        return self.resolver.verdict(container_id, self.enricher.runtime_of(container_id))
+
+    def _timeout_cause(self, container_id: str) -> str:
+        assert self.enricher is not None
+        if self.resolver is None:
+            return "no_runtime_source"
+        return self.resolver.give_up_cause(self.enricher.runtime_of(container_id))
+
+    def _tell_resolver(self, events: list[RawEvent], unnamed: list[str]) -> None:
+        """New unnamed containers are asked about; starts and stops keep the registry's
+        ``stopped`` marks right."""
+        if self.resolver is None or self.enricher is None:
+            return
+        for cid in unnamed:
+            self.resolver.want(cid, self.enricher.runtime_of(cid))
+        for e in events:
+            if isinstance(e, ContainerStopped):
+                asyncio.ensure_future(self.resolver.stopped(e.container.id))
+            elif isinstance(e, ContainerStarted) and e.container.known:
+                asyncio.ensure_future(self.resolver.started(e.container.id))
+
+    def _forget_renamed(self) -> None:
+        """The registry changed: dedup entries of cgroups whose behaviour went out under
+        another identity, or was dropped for want of one, are forgotten so that
+        behaviour is reported again under the identity it has now."""
+        assert self.enricher is not None and self.probe is not None
+        cgroups = self.enricher.renamed()
+        dropped = self.hold.dropped_cgroups
+        for cg, cid in list(dropped.items()):
+            if self.registry.get(cid) is not None:
+                cgroups.add(cg)
+                del dropped[cg]
+        if cgroups:
+            self._flush(whole=False, why="workload registry named them", cgroups=cgroups)
 
     async def _on_profile(self, msg: Any) -> None:
         image = dedup_flush.image_to_flush(msg.data)
         if image is not None:
             self._flush_images.add(image)
 
-    def _flush(self, whole: bool, why: str) -> None:
-        """Whole map (``whole``) or the entries of the images whose profile changed."""
+    def _flush(self, whole: bool, why: str, cgroups: set[int] | None = None) -> None:
+        """Whole map (``whole``), the entries of ``cgroups``, or else those of the
+        images whose profile changed."""
         assert self.probe is not None and self.enricher is not None
-        images, self._flush_images = self._flush_images, set()
         if whole:
+            self._flush_images = set()
             self.probe.flush_dedup()
             self.dedup_flushes += 1
             log.info("dedup map flushed (%s)", why)
             return
         enricher = self.enricher
+        if cgroups is not None:
+            what = f"{len(cgroups)} cgroups"
 
-        def image_of(cg: int) -> str | None:
-            found = enricher.container(cg)
-            return found.image_name if found is not None else None
+            def select(keys: Any) -> Any:
+                return [k for k in keys if int(k.cgroup_id) in cgroups]
 
-        deleted, cleared = self.probe.flush_dedup_where(
-            lambda keys: dedup_flush.keys_to_flush(keys, lambda k: int(k.cgroup_id), image_of, images)
-        )
+        else:
+            images, self._flush_images = self._flush_images, set()
+            what = ", ".join(sorted(images))
+
+            def image_of(cg: int) -> str | None:
+                found = enricher.container(cg)
+                return found.image_name if found is not None else None
+
+            def select(keys: Any) -> Any:
+                return dedup_flush.keys_to_flush(keys, lambda k: int(k.cgroup_id), image_of, images)
+
+        deleted, cleared = self.probe.flush_dedup_where(select)
         if cleared:
             self.dedup_flushes += 1
-            log.warning("dedup map flushed whole: targeted delete for %s failed", sorted(images))
+            log.warning("dedup map flushed whole: targeted delete for %s failed", what)
             return
         self.dedup_image_flushes += 1
         self.dedup_flushed_entries += deleted
-        log.info("dedup: %d entries of %s forgotten (profile state changed)", deleted, ", ".join(sorted(images)))
+        log.info("dedup: %d entries of %s forgotten (%s)", deleted, what, why)
 
     def _drain_syscalls(self) -> list[RawEvent]:
         assert self.probe is not None and self.enricher is not None
@@ -382,6 +467,8 @@ class Collector:
                 started=started,
                 updated=time.time(),
                 counters=self.counters(),
+                samples=self.samples(),
+                sources=self.resolver.describe() if self.resolver is not None else [],
             )
             with contextlib.suppress(Exception):
                 await kv.put(key, encode_json(beat))

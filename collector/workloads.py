@@ -46,7 +46,10 @@ def parse_file(text: str, origin: str = "workloads file") -> list[Workload]:
 
 def from_fields(item: dict[str, Any], source: str) -> Workload:
     image = item.pop("image", "")
-    name, tag = wl.split_image(image) if image else (item.get("image_name", ""), item.get("image_tag", ""))
+    if image:
+        name, tag = wl.parse_image(image)
+    else:
+        name, tag = wl.normalize_name(str(item.get("image_name", ""))), str(item.get("image_tag", ""))
     if not name:
         raise WorkloadFileError(f"workload {item.get('container_id')}: needs image or image_name")
     return Workload(
@@ -106,6 +109,9 @@ class Registry:
             if len(cid) >= 12 and container_id.startswith(cid):
                 return w
         return None
+
+    def items(self) -> list[Workload]:
+        return list(self.by_id.values())
 
     def apply(self, key: str, value: bytes | None) -> None:
         if value:

@@ -138,3 +138,5 @@ class Heartbeat(Struct, frozen=True, kw_only=True, tag="heartbeat.v1"):
     updated: float
     position: int = 0  # last input stream sequence applied
     counters: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, list[str]] = field(default_factory=dict)  # a few examples behind a counter (ids, paths)
+    sources: list[str] = field(default_factory=list)  # where the instance reads from (collector: runtimes)

@@ -31,6 +31,7 @@ import typer
 from contracts.models import OPT_OUT_PREFIX, OPT_OUT_VALUE, ModelMessage, ModelStatusChanged, StartModeling
 from contracts.profiles import ProfileEvent
 from contracts.subjects import MODELS, PROFILES, models_request_subject, profiles_subject
+from contracts.workloads import parse_image
 from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
 from services.cli.output import Format, console, err_console, rows
 from services.runtime.errors import VigilError
@@ -42,15 +43,6 @@ app = typer.Typer(help="Behaviour modelling windows (start, list).", no_args_is_
 
 _model_decoder = msgspec.json.Decoder(ModelMessage)
 _profile_decoder = msgspec.json.Decoder(ProfileEvent)
-
-
-
-def split_image(ref: str) -> tuple[str, str]:
-    """``registry:5000/app:1.2`` -> (``registry:5000/app``, ``1.2``); no tag -> ``""``."""
-    name, sep, tag = ref.rpartition(":")
-    if not sep or "/" in tag:
-        return ref, ""
-    return name, tag
 
 
 def parse_start(value: str | None) -> int:
@@ -166,7 +158,7 @@ def start(
     except ValueError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    name, tag = split_image(image)
+    name, tag = parse_image(image, default_tag="")  # no tag: every tag
     req = StartModeling(
         id=f"model:{uuid.uuid4().hex[:12]}",
         time=begin,

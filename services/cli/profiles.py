@@ -19,6 +19,7 @@ import typer
 from contracts import trace
 from contracts.events import EVENT_TYPES
 from contracts.profiles import PROFILE_STATES, Command, ResetProfile, SetState
+from contracts.workloads import normalize_name
 from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
 from services.cli.output import Format, console, err_console, json_line, rows
 from services.runtime.errors import VigilError
@@ -83,6 +84,7 @@ def _from_snapshot(settings: Settings, image: str | None) -> dict[str, Any] | No
 
 
 def _read(settings: Settings, image: str | None) -> dict[str, Any]:
+    image = normalize_name(image) if image else image  # docker.io/library/nginx is the nginx profile
     answer = asyncio.run(_ask(settings, image)) or _from_snapshot(settings, image)
     if answer is None:
         err_console.print("[red]error:[/red] no profile-learner answered and it left no snapshot; is Vigil running?")
@@ -180,7 +182,9 @@ def set_state(
     if event_type is not None and event_type not in EVENT_TYPES:
         err_console.print(f"[red]error:[/red] event type must be one of {', '.join(EVENT_TYPES)}")
         raise typer.Exit(2)
-    cmd = SetState(id=f"cli:{uuid.uuid4()}", image_name=image, image_tag=tag, state=state, event_type=event_type)  # type: ignore[arg-type]
+    cmd = SetState(
+        id=f"cli:{uuid.uuid4()}", image_name=normalize_name(image), image_tag=tag, state=state, event_type=event_type
+    )  # type: ignore[arg-type]
     _publish(settings_or_exit(config), cmd)
 
 
@@ -191,7 +195,10 @@ def reset(
     config: Path | None = ConfigOpt,
 ) -> None:
     """Forget a profile (or one version of it); it starts learning again from its next event."""
-    _publish(settings_or_exit(config), ResetProfile(id=f"cli:{uuid.uuid4()}", image_name=image, image_tag=tag))
+    _publish(
+        settings_or_exit(config),
+        ResetProfile(id=f"cli:{uuid.uuid4()}", image_name=normalize_name(image), image_tag=tag),
+    )
 
 
 # --- export (another engineer's command goes below) ---------------------------------------------
@@ -211,15 +218,14 @@ def export(
     """
     import sys
 
-    from contracts.profiles import DEFAULT_IMAGE_TAG
+    from contracts.workloads import parse_image
     from services.audit_report_writer import model_files, modeling
-    from services.cli.models import learned_events, split_image
+    from services.cli.models import learned_events
 
     if fmt not in model_files.FILE_NAMES:
         err_console.print(f"[red]error:[/red] --format must be one of {', '.join(model_files.FILE_NAMES)}")
         raise typer.Exit(2)
-    name, tag = split_image(image)
-    tag = tag or DEFAULT_IMAGE_TAG
+    name, tag = parse_image(image)
     try:
         events = asyncio.run(learned_events(settings_or_exit(config), name))
     except VigilError as exc:

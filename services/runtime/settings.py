@@ -116,6 +116,48 @@ class Nats(_S):
     credentials: str = ""  # path to a .creds file; secret material stays in that file
 
 
+class Identity(_S):
+    hold: Duration = Duration(5)  # longest an unnamed container's events wait for its runtime to answer
+    hold_events: int = 100_000  # events held at most (all containers); past it new ones are dropped, counted
+    stopped_grace: Duration = Duration(300)  # a stopped container's registry entry is kept this long
+    poll_interval: Duration = Duration(0.25)  # on-disk runtime state is polled (and re-read on an unknown id)
+    discover_interval: Duration = Duration(10)  # look again for runtimes that were not present (0: at start only)
+
+
+class EngineRuntime(_S):
+    enabled: bool = True
+    socket: str = "/var/run/docker.sock"
+
+
+class PodmanRuntime(_S):
+    enabled: bool = True
+    socket: str = "/run/podman/podman.sock"  # its Engine API service, when it runs; else the on-disk state
+    graphroot: str = "/var/lib/containers/storage"
+    runroot: str = "/run/containers/storage"
+    events_log: str = "/run/libpod/events/events.log"  # container labels, when podman logs events to a file
+
+
+class CrioRuntime(_S):
+    enabled: bool = True
+    socket: str = "/var/run/crio/crio.sock"  # present = CRI-O runs here; its state is read from storage
+    graphroot: str = "/var/lib/containers/storage"
+    runroot: str = "/run/containers/storage"
+
+
+class ContainerdRuntime(_S):
+    enabled: bool = True
+    state: str = "/run/containerd"  # task bundles: <state>/io.containerd.runtime.v2.task/<namespace>/<id>
+
+
+class Runtimes(_S):
+    """Where the collector learns workload identity, each used when present (docs/collector.md)."""
+
+    docker: EngineRuntime = EngineRuntime()
+    podman: PodmanRuntime = PodmanRuntime()
+    containerd: ContainerdRuntime = ContainerdRuntime()
+    crio: CrioRuntime = CrioRuntime()
+
+
 class Collector(_S):
     source: str = "auto"  # auto | ebpf | trace:FILE | synthetic
     node: str = ""  # default: host name
@@ -136,6 +178,8 @@ class Collector(_S):
     synthetic_images: int = 2
     synthetic_mix: str = "exec=1,open=6,dns=1,connect=1,syscalls=1"
     synthetic_events: int = 0  # stop after this many (0: run until stopped)
+    identity: Identity = Identity()
+    runtimes: Runtimes = Runtimes()
 
 
 class Suppression(_S):
@@ -232,6 +276,7 @@ _POSITIVE = {
     "collector.ring_buffer_bytes",
     "collector.synthetic_containers",
     "collector.synthetic_images",
+    "collector.identity.hold_events",
     "archive.batch_size",
     "audit_reports.keep_runs",
 }

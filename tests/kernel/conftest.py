@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +49,8 @@ def _skip_reason() -> str | None:
 
 
 SKIP = _skip_reason()
+# Short: containerd's socket path must fit in a unix socket address (108 bytes).
+RUNTIMES_DIR = Path(tempfile.gettempdir()) / f"vigil-rt-{os.getpid()}"
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
@@ -137,6 +141,14 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEnv]:
         COLLECTOR_HOST_PROCESSES="ignore",
         COLLECTOR_SYSCALLS_INTERVAL="0.2",
         COLLECTOR_BATCH_INTERVAL="0.02",
+        # The tests' own dockerd and containerd (tests/kernel/runtimes.py), started
+        # after the collector: found by the resolver's discovery, as a runtime
+        # started after Vigil is on a node. podman is the host's own.
+        COLLECTOR_RUNTIMES_DOCKER_SOCKET=str(RUNTIMES_DIR / "docker" / "docker.sock"),
+        COLLECTOR_RUNTIMES_CONTAINERD_STATE=str(RUNTIMES_DIR / "containerd-state"),
+        COLLECTOR_IDENTITY_DISCOVER_INTERVAL="0.5",
+        COLLECTOR_IDENTITY_HOLD="5s",
+        COLLECTOR_IDENTITY_STOPPED_GRACE="3s",
     )
     collector = Collector(settings)
     failure: list[BaseException] = []
@@ -159,6 +171,7 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEnv]:
         collector.stop()
         thread.join(30)
         server.stop()
+        shutil.rmtree(RUNTIMES_DIR, ignore_errors=True)
 
 
 @dataclass
@@ -222,6 +235,16 @@ def container_cgroup(
 def container() -> Iterator[CgroupContainer]:
     with container_cgroup() as c:
         yield c
+
+
+def of(cid: str, *types: type) -> Callable[[RawEvent], bool]:
+    """Events of this container (of these types, when given)."""
+
+    def mine(e: RawEvent) -> bool:
+        c = getattr(e, "container", None)
+        return c is not None and c.id == cid and (not types or isinstance(e, types))
+
+    return mine
 
 
 def workload(c: CgroupContainer, image: str = "vigil-test/app", tag: str = "1.0") -> Workload:

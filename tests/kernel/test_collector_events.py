@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,13 +23,9 @@ from contracts.events import (
     RawEvent,
     SyscallsObserved,
 )
-from tests.kernel.conftest import CgroupContainer, KernelEnv, container_cgroup, which, workload  # noqa: F401
+from tests.kernel.conftest import KernelEnv, container_cgroup, of, which, workload
 
 pytestmark = pytest.mark.kernel
-
-
-def of(c: CgroupContainer, *types: type) -> object:
-    return lambda e: isinstance(e, types) and getattr(e, "container", None) is not None and e.container.id == c.id
 
 
 def test_exec_open_exit_and_lifecycle_carry_the_workload(kernel_env: KernelEnv) -> None:
@@ -37,7 +34,7 @@ def test_exec_open_exit_and_lifecycle_carry_the_workload(kernel_env: KernelEnv) 
         assert out.returncode == 3
     events = kernel_env.wait_events(
         lambda es: any(isinstance(e, ContainerStopped) for e in es) and any(isinstance(e, ExitObserved) for e in es),
-        of(c, ExecObserved, ExitObserved, FileOpened, ContainerStarted, ContainerStopped),
+        of(c.id, ExecObserved, ExitObserved, FileOpened, ContainerStarted, ContainerStopped),
     )
     for e in events:
         assert (e.container.image_name, e.container.image_tag, e.container.pod, e.container.namespace) == (
@@ -73,7 +70,7 @@ def test_a_container_gone_before_the_collector_reads_it_keeps_every_event(kernel
         assert out.returncode == 4
     events = kernel_env.wait_events(
         lambda es: any(isinstance(e, ContainerStopped) for e in es),
-        of(c, ExecObserved, ExitObserved, FileOpened, SyscallsObserved, ContainerStarted, ContainerStopped),
+        of(c.id, ExecObserved, ExitObserved, FileOpened, SyscallsObserved, ContainerStarted, ContainerStopped),
     )
     assert all(e.container.image_name == "vigil-test/short-lived" for e in events)
     kinds = {type(e) for e in events}
@@ -148,7 +145,7 @@ def test_connect_and_dns(kernel_env: KernelEnv, dns_responder: DnsResponder, tmp
             <= {(e.dns.name, e.dns.qtype) for e in es if isinstance(e, DnsQueried)}
             and any(isinstance(e, ConnectObserved) and e.net.port == port for e in es)
         ),
-        of(c, DnsQueried, ConnectObserved),
+        of(c.id, DnsQueried, ConnectObserved),
     )
     assert ("lookup-one.vigil.test", "A") in dns_responder.questions  # the query really went out
     conn = next(e for e in events if isinstance(e, ConnectObserved) and e.net.port == port)
@@ -163,25 +160,64 @@ def test_syscall_sets_per_container(kernel_env: KernelEnv) -> None:
         c.run(which("python3"), "-c", "import os; os.getppid(); os.uname(); os.sync()")
     events = kernel_env.wait_events(
         lambda es: {"execve", "sync", "uname", "exit_group"} <= {s for e in es for s in e.syscalls},
-        of(c, SyscallsObserved),
+        of(c.id, SyscallsObserved),
     )
     names = [s for e in events for s in e.syscalls]
     assert len(names) == len(set(names)), "a syscall is reported once per container"
     assert all(e.container.image_name == "vigil-test/syscalls" for e in events)
 
 
-def test_unknown_container_reports_its_id_then_resolves(kernel_env: KernelEnv) -> None:
+def test_an_unnamed_container_is_held_then_published_with_its_identity(kernel_env: KernelEnv) -> None:
+    """Nobody has named the container yet: its events wait (collector.identity.hold),
+    then go out named once the registry learns it; none goes out image-less."""
+    col = kernel_env.collector
     with container_cgroup() as c:
         c.run(which("cat"), "/etc/os-release")
-        first = kernel_env.wait_events(bool, of(c, FileOpened))
-        assert all(e.container.image_name == "" and e.container.id == c.id for e in first)
+        deadline = time.monotonic() + 10
+        while c.id not in col.hold.held:
+            assert time.monotonic() < deadline, "the unnamed container's events were not held"
+            time.sleep(0.02)
+        assert kernel_env.events(of(c.id)) == []
         kernel_env.register(workload(c, "vigil-test/late"))
-        c.run(which("cat"), "/etc/os-release")  # same behaviour: reported again after the registry changed
+    events = kernel_env.wait_events(lambda es: any(isinstance(e, ContainerStopped) for e in es), of(c.id))
+    assert {e.container.image_name for e in events} == {"vigil-test/late"}  # type: ignore[attr-defined]
+    assert any(isinstance(e, FileOpened) and e.file.path == "/etc/os-release" for e in events)
+
+
+def test_a_container_never_named_is_counted_by_cause_then_reported_once_named(kernel_env: KernelEnv) -> None:
+    col = kernel_env.collector
+    before = sum(col.hold.dropped.values())
+    with container_cgroup() as c:
+        c.run(which("cat"), "/etc/os-release")
+        deadline = time.monotonic() + 30  # the hold is 5 s in these tests
+        while sum(col.hold.dropped.values()) == before:
+            assert time.monotonic() < deadline, "the never-named container was not given up on"
+            time.sleep(0.1)
+        assert kernel_env.events(of(c.id)) == []  # never published without identity
+        causes = [cause for cause, ids in col.hold.samples.items() if c.id in ids]
+        assert causes and set(causes) <= {"not_found", "no_runtime_source"}, causes
+        assert col.counters()[f"unresolved_{causes[0]}"] >= 1
+        # Named later (vigil workloads add): its cgroup's dedup entries are forgotten, so the
+        # same behaviour is reported again, now with its identity.
+        kernel_env.register(workload(c, "vigil-test/late"))
+        c.run(which("cat"), "/etc/os-release")
     later = kernel_env.wait_events(
-        lambda es: any(e.file.path == "/etc/os-release" for e in es),
-        lambda e: of(c, FileOpened)(e) and e.container.image_name == "vigil-test/late",
+        lambda es: any(e.file.path == "/etc/os-release" for e in es),  # type: ignore[attr-defined]
+        lambda e: of(c.id, FileOpened)(e) and e.container.image_name == "vigil-test/late",  # type: ignore[attr-defined]
     )
-    assert later[0].container.id == c.id
+    assert later[0].container.id == c.id  # type: ignore[attr-defined]
+
+
+def test_a_cgroup_that_looks_like_a_container_but_matches_no_layout_is_counted(kernel_env: KernelEnv) -> None:
+    col = kernel_env.collector
+    before = col.counters()["unknown_layout"]
+    with container_cgroup(prefix="sandboxed-runtime-") as c:
+        c.run(which("cat"), "/etc/os-release")
+        deadline = time.monotonic() + 10
+        while col.counters()["unknown_layout"] == before:
+            assert time.monotonic() < deadline, "unknown_layout was not counted"
+            time.sleep(0.05)
+    assert any(c.id in path for path in col.samples()["unknown_layout"])
 
 
 def test_host_processes_are_ignored(kernel_env: KernelEnv, tmp_path: Path) -> None:
@@ -192,6 +228,6 @@ def test_host_processes_are_ignored(kernel_env: KernelEnv, tmp_path: Path) -> No
 
         subprocess.run([which("cat"), str(marker)], check=True, capture_output=True)
         c.run(which("cat"), str(marker))  # the same file from a container: a barrier we can wait for
-    kernel_env.wait_events(bool, lambda e: of(c, FileOpened)(e) and e.file.path == str(marker))
+    kernel_env.wait_events(bool, lambda e: of(c.id, FileOpened)(e) and e.file.path == str(marker))
     hits: list[RawEvent] = kernel_env.events(lambda e: isinstance(e, FileOpened) and e.file.path == str(marker))
     assert {e.container.id for e in hits} == {c.id}

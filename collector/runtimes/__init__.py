@@ -1,0 +1,72 @@
+"""Container runtimes as sources of workload identity.
+
+The kernel names a container only by its cgroup; the runtime that made it
+knows its image, name, labels and, on a Kubernetes node, its pod. A source
+reads one runtime's own view (an API socket or its on-disk state) and reports
+what it sees; :class:`collector.runtimes.resolver.Resolver` writes it to the
+workload registry (KV ``vigil_workloads``), which the collector watches.
+
+Invariants:
+- a source never raises out of :meth:`Source.run` for one bad container: an
+  unreadable entry is skipped and logged; a runtime that goes away is retried;
+- what a source reports is pure data (:class:`Seen`): the mapping from the
+  runtime's documents to a :class:`~contracts.workloads.Workload` lives in
+  pure functions next to each source and is table-tested;
+- a container the runtime knows but that Vigil should not learn (a pod's
+  sandbox) or cannot (no image) is reported as :class:`Skipped` with its
+  cause, so the collector can count why its events were not published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from msgspec import Struct
+
+from contracts.workloads import Workload
+
+# Causes a container stays without identity (collector counters ``unresolved_<cause>``).
+POD_SANDBOX = "pod_sandbox"
+NO_IMAGE = "no_image"
+
+
+class Skipped(Struct, frozen=True):
+    container_id: str
+    runtime: str
+    cause: str  # POD_SANDBOX | NO_IMAGE
+
+
+Seen = Workload | Skipped
+
+
+class Sink(Protocol):
+    """Where a source reports: the resolver."""
+
+    async def seen(self, found: Seen) -> None: ...
+
+    async def gone(self, container_id: str) -> None: ...
+
+
+class Source(Protocol):
+    """One runtime's view of its containers."""
+
+    runtime: str  # docker | podman | containerd | cri-o
+    where: str  # the socket or directory it reads (logs, ``vigil status``)
+
+    def serves(self, runtime: str) -> bool:
+        """Whether a container of this runtime (from the cgroup layout) may be found here."""
+        ...
+
+    async def run(self, sink: Sink) -> None:
+        """Report every container present now, then every change, until cancelled."""
+        ...
+
+    async def lookup(self, container_id: str) -> Seen | None:
+        """Ask about one container now (an unknown cgroup was seen)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+Opener = Callable[[], Awaitable[Source | None]]
