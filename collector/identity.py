@@ -23,10 +23,13 @@ _HEX64 = "[0-9a-f]{64}"
 _END = r"(?:\.scope)?(?=/|$)"  # a container's own directory, with or without the systemd unit suffix
 
 
+ANY = "any"  # the layout does not say which runtime made it: ask every source
+
+
 class Match(NamedTuple):
     """What a cgroup path says about the container in it."""
 
-    runtime: str  # docker | podman | containerd | cri-o | kubernetes (a CRI runtime, cgroupfs: not named)
+    runtime: str  # docker | podman | containerd | cri-o | any
     container_id: str
     layout: str  # the PATTERNS entry that matched (counters, docs)
     namespace: str = ""  # containerd namespace (cgroupfs driver, ``/<namespace>/<id>``)
@@ -34,27 +37,31 @@ class Match(NamedTuple):
 
 # (layout, runtime, regex). Group ``id`` is the container id, ``ns`` a containerd
 # namespace. Every layout these runtimes produce with the systemd and the cgroupfs
-# managers, cgroup v1-hybrid and v2 (tests/unit/test_collector_identity.py holds
-# one row per layout, with where upstream saw it).
+# managers, cgroup v1-hybrid and v2; tests/unit/test_collector_identity.py holds
+# the cases, with where upstream (Datadog, Tetragon, Falco) saw each.
 PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("cri-containerd-<id>.scope", "containerd", re.compile(rf"cri-containerd-(?P<id>{_HEX64}){_END}")),
+    # containerd without SystemdCgroup under a systemd kubelet: the "slice:prefix:id" string is the directory
+    ("<slice>:cri-containerd:<id>", "containerd", re.compile(rf":cri-containerd:(?P<id>{_HEX64})(?=/|$)")),
+    ("nerdctl-<id>.scope", "containerd", re.compile(rf"nerdctl-(?P<id>{_HEX64}){_END}")),
     ("crio-<id>[.scope]", "cri-o", re.compile(rf"crio-(?P<id>{_HEX64}){_END}")),
     ("docker-<id>.scope", "docker", re.compile(rf"docker-(?P<id>{_HEX64}){_END}")),
-    ("libpod-<id>[.scope]", "podman", re.compile(rf"libpod-(?P<id>{_HEX64}){_END}")),
+    # podman: cgroupfs (libpod_parent/libpod-<id>), systemd (libpod-<id>.scope[/container]), --cgroups=split
+    ("libpod-[payload-]<id>[.scope]", "podman", re.compile(rf"libpod-(?:payload-)?(?P<id>{_HEX64}){_END}")),
     ("/docker/<id>", "docker", re.compile(rf"/docker/(?P<id>{_HEX64})(?=/|$)")),
-    (
-        "/kubepods[/<qos>]/pod<uid>/<id>",
-        "kubernetes",
-        re.compile(rf"/kubepods(?:/[a-z]+)?/pod[0-9a-f_-]+/(?P<id>{_HEX64})(?=/|$)"),
-    ),
-    ("/<namespace>/<id>", "containerd", re.compile(rf"^/(?P<ns>[^/]+)/(?P<id>{_HEX64})(?=/|$)")),
+    ("/ecs/<task>/<id>", "docker", re.compile(rf"^/ecs/[0-9a-f-]+/(?P<id>{_HEX64})(?=/|$)")),
+    # kubelet with the cgroupfs driver: a bare id anywhere under kubepods (qos and pod levels, kind's /kubelet/)
+    ("kubepods…/<id>", ANY, re.compile(rf"(?:^|/)kubepods[^/]*/(?:[^/]+/)*?(?P<id>{_HEX64})(?=/|$)")),
+    ("/<namespace>/<id>", ANY, re.compile(rf"^/(?P<ns>[^/]+)/(?P<id>{_HEX64})(?=/|$)")),
+    ("/<id>", ANY, re.compile(rf"^/(?P<id>{_HEX64})(?=/|$)")),
 )
 # Monitors beside a container (podman's and CRI-O's conmon): host processes.
 _MONITOR = re.compile(rf"(?:libpod|crio)-conmon-{_HEX64}")
 # What a container's directory usually looks like: a path holding one of these
 # and matching no layout is counted and logged (``unknown_layout``), not taken
-# for the host without a word.
-_LOOKS_LIKE = re.compile(rf"(?:^|[/_-]){_HEX64}(?:\.scope)?(?=/|$)|/kubepods")
+# for the host without a word. Mount units (``…-<id>-rootfs.mount``) hold no container.
+_LOOKS_LIKE = re.compile(rf"(?:^|[/_:-]){_HEX64}(?:\.scope)?(?=/|$)|/kubepods")
+_MOUNT_UNIT = re.compile(r"\.mount(?:/|$)")
 
 
 def match(path: str) -> Match | None:
@@ -85,7 +92,9 @@ def runtime_of(path: str) -> str | None:
 def looks_like_container(path: str) -> bool:
     """A path no layout matches but that a runtime probably made (a full-length
     id, or something under kubepods): worth a warning, not silence."""
-    return match(path) is None and not _MONITOR.search(path) and bool(_LOOKS_LIKE.search(path))
+    if match(path) is not None or _MONITOR.search(path) or _MOUNT_UNIT.search(path):
+        return False
+    return bool(_LOOKS_LIKE.search(path))
 
 
 def cgroup2_mount(mounts: str = "/proc/self/mounts") -> Path | None:

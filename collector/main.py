@@ -182,7 +182,7 @@ class Collector:
             if cfg.workloads_file:
                 changed = await wreg.seed_from_file(kv, cfg.workloads_file)
                 log.info("workloads file %s: %d entries written", cfg.workloads_file, changed)
-            await self.registry.start(kv)
+            await self.registry.start(kv, bus.nc)
             if self.source == "ebpf":
                 self.resolver = Resolver(
                     self.settings, kv, self.registry, lambda: live_containers(identity.cgroup2_mount())

@@ -93,19 +93,28 @@ async def seed_from_file(kv: Any, path: str) -> int:
 
 
 class Registry:
-    """container id → Workload, updated from the bucket's watch."""
+    """container id → Workload, updated from the bucket's watch.
+
+    The watch is restarted whenever the connection reconnected (a NATS restart
+    or failover): nats-py's ordered consumer would otherwise notice the loss
+    only after ~20 s of missed heartbeats, a blind window in which containers
+    started meanwhile stay unnamed. A restarted watch replays every entry; the
+    map is swapped for the replayed one, so deletions missed meanwhile count.
+    """
 
     def __init__(self) -> None:
         self.by_id: dict[str, Workload] = {}
+        self._short: dict[str, Workload] = {}  # entries registered under a short id (docker's 12+ chars)
         self.version = 0  # bumped on every change: caches keyed on it are invalidated
+        self.restarts = 0
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
     def get(self, container_id: str) -> Workload | None:
         found = self.by_id.get(container_id)
-        if found is not None or len(container_id) < 12:
+        if found is not None or not self._short or len(container_id) < 12:
             return found
-        for cid, w in self.by_id.items():
+        for cid, w in self._short.items():
             if len(cid) >= 12 and container_id.startswith(cid):
                 return w
         return None
@@ -121,26 +130,69 @@ class Registry:
                 log.warning("workload %s: unreadable entry: %s", key, exc)
                 return
             self.by_id[w.container_id] = w
+            if len(w.container_id) < 64:
+                self._short[w.container_id] = w
         else:
-            self.by_id = {cid: w for cid, w in self.by_id.items() if wl.key(cid) != key}
+            cid = key if key in self.by_id else next((c for c in self.by_id if wl.key(c) == key), None)
+            if cid is not None:
+                del self.by_id[cid]
+                self._short.pop(cid, None)
         self.version += 1
 
-    async def start(self, kv: Any) -> None:
-        watcher = await kv.watchall()
-        self._task = asyncio.create_task(self._run(watcher))
+    async def start(self, kv: Any, nc: Any = None) -> None:
+        """Follow the bucket; ``nc`` (the connection) lets a reconnect restart the watch."""
+        self._task = asyncio.create_task(self._follow(kv, nc))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.ready.wait(), 5)
 
-    async def _run(self, watcher: Any) -> None:
+    async def _follow(self, kv: Any, nc: Any) -> None:
+        def reconnects() -> int:
+            return int(nc.stats.get("reconnects", 0)) if nc is not None else 0
+
+        seen = reconnects()
+        while True:
+            try:
+                watcher = await kv.watchall()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the bus is still coming back
+                log.warning("workload registry: cannot watch the bucket (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            reader = asyncio.create_task(self._run(watcher, replay=self.ready.is_set()))
+            try:
+                while not reader.done() and reconnects() == seen:
+                    await asyncio.sleep(0.25)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+            if reconnects() != seen:
+                seen = reconnects()
+                self.restarts += 1
+                log.info("workload registry: connection re-established, watch restarted")
+
+    async def _run(self, watcher: Any, replay: bool) -> None:
+        fresh: dict[str, bytes] | None = {} if replay else None
         try:
             async for entry in watcher:
                 if entry is None:
+                    if fresh is not None:  # the replay is complete: it is the registry now
+                        self.by_id, self._short = {}, {}
+                        for key, value in fresh.items():
+                            self.apply(key, value)
+                        self.version += 1
+                        fresh = None
                     self.ready.set()
                     continue
                 deleted = entry.operation in ("DEL", "PURGE")
+                if fresh is not None:
+                    if deleted:
+                        fresh.pop(entry.key, None)
+                    else:
+                        fresh[entry.key] = entry.value
+                    continue
                 self.apply(entry.key, None if deleted else entry.value)
-        except asyncio.CancelledError:
-            pass
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
+from collector.identity import ANY
 from collector.runtimes import NO_IMAGE, POD_SANDBOX, Seen, Sink, Skipped
 from collector.runtimes.kubernetes import pod_of
 from contracts.workloads import Workload, parse_image
@@ -64,7 +65,7 @@ class ContainerdSource:
         self._known: dict[str, Seen] = {}
 
     def serves(self, runtime: str) -> bool:
-        return runtime in (RUNTIME, "kubernetes")
+        return runtime in (RUNTIME, ANY)
 
     def _bundles(self) -> dict[str, Path]:
         out: dict[str, Path] = {}

@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from collector.identity import ANY
 from collector.runtimes import NO_IMAGE, POD_SANDBOX, Seen, Sink, Skipped
 from collector.runtimes.kubernetes import pod_of
 from contracts.workloads import Workload, parse_image
@@ -73,7 +74,7 @@ class EngineSource:
         self._docker: Any = None
 
     def serves(self, runtime: str) -> bool:
-        return runtime in (self.runtime, "kubernetes")
+        return runtime in (self.runtime, ANY)
 
     def _client(self) -> Any:
         if self._docker is None:

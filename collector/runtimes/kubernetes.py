@@ -5,8 +5,9 @@ Keys (each runtime's own constants; tests/unit/test_runtime_metadata.py cites th
 - containerd's CRI plugin: OCI annotations ``io.kubernetes.cri.*``
   (``container-type`` ``container``/``sandbox``, ``sandbox-name``,
   ``sandbox-namespace``, ``sandbox-uid``, ``container-name``, ``image-name``);
-- CRI-O: OCI annotations ``io.kubernetes.pod.*``, ``io.kubernetes.container.name``
-  and ``io.kubernetes.cri-o.ContainerType`` / ``…ImageName``;
+- CRI-O: OCI annotations ``io.kubernetes.cri-o.ContainerType`` /
+  ``…Image`` (the user's reference) / ``…ImageName``, and the kubelet's labels
+  copied in as annotations (``io.kubernetes.pod.*``, ``io.kubernetes.container.name``);
 - the kubelet's labels on every CRI container (containerd, CRI-O, cri-dockerd):
   ``io.kubernetes.pod.name``, ``…pod.namespace``, ``…pod.uid``,
   ``io.kubernetes.container.name``; cri-dockerd marks sandboxes with
@@ -26,7 +27,8 @@ POD_NAMESPACE = "io.kubernetes.pod.namespace"
 POD_UID = "io.kubernetes.pod.uid"
 CONTAINER_NAME = "io.kubernetes.container.name"
 CRIO_TYPE = "io.kubernetes.cri-o.ContainerType"
-CRIO_IMAGE = "io.kubernetes.cri-o.ImageName"
+CRIO_IMAGE = "io.kubernetes.cri-o.Image"  # the image as the user asked for it
+CRIO_IMAGE_NAME = "io.kubernetes.cri-o.ImageName"  # "some name of the image", maybe ""
 DOCKER_TYPE = "io.kubernetes.docker.type"
 SANDBOX_TYPES = {"sandbox", "podsandbox"}
 
@@ -57,6 +59,6 @@ def pod_of(annotations: Mapping[str, str], labels: Mapping[str, str] = {}) -> Po
         namespace=first(CRI + "sandbox-namespace", POD_NAMESPACE),
         pod_uid=first(CRI + "sandbox-uid", POD_UID),
         container=first(CRI + "container-name", CONTAINER_NAME),
-        image=first(CRI + "image-name", CRIO_IMAGE),
+        image=first(CRI + "image-name", CRIO_IMAGE, CRIO_IMAGE_NAME),
         sandbox=kind in SANDBOX_TYPES,
     )

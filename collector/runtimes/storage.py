@@ -4,11 +4,12 @@ DaemonSet needs to mount.
 
 What is read (all written before the container's process starts):
 - ``<graphroot>/<driver>-containers/containers.json`` (and the transient
-  store's ``volatile-containers.json``): id, names, and the creator's metadata
-  JSON (podman: ``image-name``, ``name``; CRI-O: ``image-name``, ``pod-name``,
-  ``metadata-name``);
-- ``<…-containers>/<id>/userdata/config.json``: the OCI spec's annotations
-  (``io.container.manager: libpod`` for podman; CRI-O's Kubernetes keys);
+  store's ``volatile-containers.json`` under the runroot): id, names, and the
+  creator's metadata JSON (podman: ``image-name``, ``name``; CRI-O:
+  ``image-name`` — the user's reference —, ``metadata-name``);
+- ``<…-containers>/<id>/userdata/config.json`` (CRI-O writes it under both
+  roots): the OCI spec's annotations (``io.container.manager`` is ``libpod``
+  or ``cri-o``; CRI-O copies the kubelet's ``io.kubernetes.*`` labels there);
 - podman's event log, when podman logs events to a file
   (``/run/libpod/events/events.log``): a container's labels are the
   ``Attributes`` of its ``create`` event (containers.json has none).
@@ -31,13 +32,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from collector.identity import ANY
 from collector.runtimes import NO_IMAGE, POD_SANDBOX, Seen, Sink, Skipped
-from collector.runtimes.kubernetes import pod_of
+from collector.runtimes.kubernetes import CRIO_TYPE, pod_of
 from contracts.workloads import Workload, parse_image
 
 log = logging.getLogger("vigil.collector.runtimes")
 
-LIBPOD_MANAGER = "io.container.manager"
+CONTAINER_MANAGER = "io.container.manager"
 _INDEXES = ("containers.json", "volatile-containers.json")
 
 
@@ -66,17 +68,17 @@ def parse_index(text: str, directory: Path) -> list[Entry]:
     return out
 
 
-def runtime_of(annotations: Mapping[str, str], metadata: Mapping[str, Any]) -> str:
-    if annotations.get(LIBPOD_MANAGER) == "libpod":
-        return "podman"
-    if any(k.startswith("io.kubernetes.cri-o.ContainerType") for k in annotations) or metadata.get("pod-name"):
+def runtime_of(annotations: Mapping[str, str]) -> str:
+    """Who made the container: ``io.container.manager`` is ``libpod`` or ``cri-o``."""
+    manager = annotations.get(CONTAINER_MANAGER, "")
+    if manager == "cri-o" or (not manager and CRIO_TYPE in annotations):
         return "cri-o"
     return "podman"
 
 
 def seen_of(entry: Entry, annotations: Mapping[str, str], labels: Mapping[str, str], node: str) -> Seen:
     """A containers.json entry and its OCI annotations → what Vigil registers."""
-    runtime = runtime_of(annotations, entry.metadata)
+    runtime = runtime_of(annotations)
     pod = pod_of(annotations, labels)
     if pod.sandbox:
         return Skipped(entry.id, runtime, POD_SANDBOX)
@@ -89,7 +91,7 @@ def seen_of(entry: Entry, annotations: Mapping[str, str], labels: Mapping[str, s
         container_id=entry.id,
         image_name=name,
         image_tag=tag,
-        pod=pod.pod or str(entry.metadata.get("pod-name") or ""),
+        pod=pod.pod,  # not the metadata's pod-name: CRI-O puts the sandbox name (k8s_<pod>_<ns>_…) there
         namespace=pod.namespace,
         pod_uid=pod.pod_uid,
         name=pod.container or str(entry.metadata.get("metadata-name") or "") or own_name,
@@ -147,20 +149,22 @@ class StorageSource:
         self._labels: dict[str, dict[str, str]] = {}
         self._log_offset = 0
         self._reported: dict[str, Seen] = {}
+        self._dirty = False
 
     def serves(self, runtime: str) -> bool:
-        return runtime in self.runtimes or runtime == "kubernetes"
+        return runtime in self.runtimes or runtime == ANY
 
     def _indexes(self) -> list[Path]:
         return [f for root in self.roots for f in sorted(root.glob("*-containers/*")) if f.name in _INDEXES]
 
     def _refresh(self) -> bool:
-        """Re-read what changed; True when the set of entries or labels changed."""
+        """Re-read what changed (the next report then runs); True when something did."""
         changed = self._read_events_log()
         indexes = self._indexes()
         stats = {f: _stat(f) for f in indexes}
         if stats == self._stats and not changed:
             return False
+        self._dirty = True
         if stats != self._stats:
             entries: dict[str, Entry] = {}
             for f in indexes:
@@ -212,8 +216,11 @@ class StorageSource:
 
     async def run(self, sink: Sink) -> None:
         log.info("%s: following %s", self.runtime, self.where)
+        self._dirty = True  # report what is there at start
         while True:
-            if self._refresh():
+            self._refresh()
+            if self._dirty:  # changed since the last report (a lookup may have read it first)
+                self._dirty = False
                 await self._report(sink)
             await asyncio.sleep(self.poll)
 
