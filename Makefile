@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install kernel-deps up test lint bench clean
+.PHONY: install kernel-deps test-runtimes up test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,15 @@ install: $(STAMP) kernel-deps
 kernel-deps: $(STAMP)
 	@bash infra/host/install-kernel-deps.sh $(VENV)
 
+# Only for the tests: real podman, docker and containerd containers (tests/kernel).
+# `make up` never installs a container runtime; it uses the ones a host has.
+test-runtimes:
+	@bash infra/host/install-test-runtimes.sh
+
 up: install
 	$(BIN)/vigil up
 
-test: install
+test: install test-runtimes
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

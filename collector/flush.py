@@ -13,7 +13,7 @@ Invariants:
   cgroup -> image resolver (the enricher's identity cache);
 - a cgroup whose image cannot be resolved (host, unknown container) is not
   image X and keeps its entries: behaviour of an unknown container belongs to
-  no profile yet, and learning its workload flushes the whole map anyway;
+  no profile yet, and naming it later forgets its cgroups' entries anyway;
 - only the image *name* is compared (the profile key); every tag's
   containers are flushed.
 """

@@ -23,11 +23,10 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from collector.runtimes import HOLD_OVERFLOW, NOT_FOUND
 from contracts.events import HOST_CONTAINER_ID, Container, RawEvent
 from contracts.workloads import Workload, container_of
 
-HOLD_OVERFLOW = "hold_overflow"
-NOT_FOUND = "not_found"
 SAMPLES = 5  # container ids remembered per cause, for `vigil status`
 
 Verdict = Callable[[str], Workload | str | None]  # container id → workload | final cause | keep waiting

@@ -10,8 +10,12 @@ Invariants:
   a trace (re-publishing a trace stores nothing twice);
 - every ``collector.tick_interval`` a ClockTicked goes to every partition
   (live sources only: a trace carries its own time);
-- the dedup map is flushed when the workload registry changes, so behaviour
-  first seen from an unknown container is reported again with its identity;
+- workload identity comes from the container runtimes (collector/runtimes/);
+  events of a container nobody named yet are held (collector/hold.py) and
+  published named, or dropped and counted per cause: never image-less;
+- when the registry names a container whose events were dropped, or renames a
+  running one, the dedup entries of its cgroups are forgotten, so its
+  behaviour is reported again under the name it has now;
 - when a profile changes state (PROFILES: StateChanged, ProfileReset,
   VersionEvicted for image X) the dedup entries of X's containers are deleted
   (``collector.dedup_flush_on_profile_change``), so X's behaviour is reported
@@ -40,6 +44,7 @@ from collector import workloads as wreg
 from collector.enrich import Enricher
 from collector.hold import Hold
 from collector.publisher import BatchingPublisher
+from collector.runtimes import NO_SOURCE, UNKNOWN_LAYOUT
 from collector.runtimes.resolver import Resolver, live_containers
 from collector.sources import Synthetic, SyntheticSpec, trace_source
 from contracts.codec import encode_json
@@ -111,8 +116,8 @@ class Collector:
         self._flush_dedup = threading.Event()
         self.flushed_version = 0  # registry version the dedup map was last flushed for
         self._flush_images: set[str] = set()  # images whose profile changed state since the last drain
-        self.dedup_flushes = 0  # whole-map flushes (registry change, timer, request, fallback)
-        self.dedup_image_flushes = 0  # targeted flushes for a profile state change
+        self.dedup_flushes = 0  # whole-map flushes (timer, request, fallback)
+        self.dedup_image_flushes = 0  # targeted flushes: a profile state change, containers (re)named
         self.dedup_flushed_entries = 0  # entries deleted by targeted flushes
         ident = settings.collector.identity
         self.hold = Hold(max_age_ns=int(float(ident.hold) * 1e9), max_events=ident.hold_events)
@@ -155,7 +160,7 @@ class Collector:
         """A few container ids (cgroup paths for unknown_layout) per unresolved cause, for `vigil status`."""
         out = {f"unresolved_{cause}": list(ids) for cause, ids in self.hold.samples.items()}
         if self.enricher is not None and self.enricher.odd_layouts:
-            out["unknown_layout"] = list(self.enricher.odd_layouts.values())[-5:]
+            out[UNKNOWN_LAYOUT] = list(self.enricher.odd_layouts.values())[-5:]
         return out
 
     # --- run -------------------------------------------------------------------------
@@ -353,7 +358,7 @@ class Collector:
     def _timeout_cause(self, container_id: str) -> str:
         assert self.enricher is not None
         if self.resolver is None:
-            return "no_runtime_source"
+            return NO_SOURCE
         return self.resolver.give_up_cause(self.enricher.runtime_of(container_id))
 
     def _tell_resolver(self, events: list[RawEvent], unnamed: list[str]) -> None:

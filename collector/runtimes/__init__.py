@@ -26,9 +26,25 @@ from msgspec import Struct
 
 from contracts.workloads import Workload
 
-# Causes a container stays without identity (collector counters ``unresolved_<cause>``).
+# Why a container's events were not published (collector counters ``unresolved_<cause>``,
+# ``unknown_layout``), each with what an operator can do about it (`vigil status`).
 POD_SANDBOX = "pod_sandbox"
 NO_IMAGE = "no_image"
+NO_SOURCE = "no_runtime_source"
+NOT_FOUND = "not_found"
+HOLD_OVERFLOW = "hold_overflow"
+UNKNOWN_LAYOUT = "unknown_layout"
+HINTS = {
+    NOT_FOUND: "its runtime did not name it within collector.identity.hold: raise the hold, or see the "
+    "collector's log for the runtime source",
+    NO_SOURCE: "no runtime source serves its runtime: enable collector.runtimes.<runtime> (socket or state "
+    "mounted?) or name it yourself: vigil workloads add ID --image IMAGE",
+    NO_IMAGE: "its runtime knows no image for it (containerd outside Kubernetes): vigil workloads add ID --image IMAGE",
+    POD_SANDBOX: "pods' sandbox (pause) containers are not learned, by design",
+    HOLD_OVERFLOW: "more than collector.identity.hold_events events waited at once: raise it",
+    UNKNOWN_LAYOUT: "the cgroup looks like a container's but matches no known layout (docs/collector.md): "
+    "please report the path",
+}
 
 
 class Skipped(Struct, frozen=True):

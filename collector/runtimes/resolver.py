@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import msgspec
 
 from collector import identity
-from collector.runtimes import Seen, Skipped, Source
+from collector.runtimes import NO_SOURCE, NOT_FOUND, Seen, Skipped, Source
 from contracts import workloads as wl
 from contracts.workloads import Workload
 from services.runtime.settings import Settings
@@ -40,8 +40,6 @@ from services.runtime.settings import Settings
 log = logging.getLogger("vigil.collector.runtimes")
 
 RUNTIMES = ("docker", "podman", "containerd", "cri-o")
-NO_SOURCE = "no_runtime_source"  # no enabled source serves the runtime the cgroup layout names
-NOT_FOUND = "not_found"  # sources ran but none knew the container within the hold
 
 
 class Registry(Protocol):

@@ -104,6 +104,20 @@ def _service_list(settings: Settings) -> list[str]:
     ok, why = collector_available(settings)
     if ok:
         names.append("collector")
+        if why == "ebpf":
+            from collector.runtimes.resolver import discover
+
+            found = sorted(f"{s.runtime} ({s.where})" for s in discover(settings, set()))
+            console.print(
+                "container runtimes: "
+                + (
+                    ", ".join(found)
+                    if found
+                    else "none found yet (looked again every "
+                    f"{float(settings.collector.identity.discover_interval):g} s)"
+                ),
+                highlight=False,
+            )
     else:
         console.print(f"collector: not started ({why})")
     return names
@@ -315,6 +329,7 @@ def status(
     )
     rows(report["services"], ["service", "instance", "age_s", "position", "counters"], output, title="live services")
     rows(report["partitions"], ["service", "partition", "owner"], output, title="partition owners (leases)")
+    _print_identity(report["identity"])
     summary = report["summary"]
     console.print(
         f"dead letters: {summary['dead_letters']}   total consumer lag: {summary['total_lag']}   "
@@ -375,7 +390,23 @@ async def _status(settings: Settings) -> dict[str, Any]:
         "summary": summary,
         "switches": switches,
         "partitions": partitions,
+        "identity": diagnostics.identity_report(beats),
     }
+
+
+def _print_identity(collectors: list[dict[str, Any]]) -> None:
+    """Where each collector learns who a container is, and what it could not name."""
+    for c in collectors:
+        sources = ", ".join(c["sources"]) or "no container runtime found (only vigil workloads add / the file)"
+        console.print(f"workload identity on {c['node']}: {sources}", highlight=False)
+        for p in c["unresolved"]:
+            examples = ", ".join(e[:12] if len(e) == 64 else e for e in p["examples"])
+            console.print(
+                f"  [yellow]not published[/yellow] ({p['cause']}): {p['events']} events"
+                + (f", e.g. {examples}" if examples else "")
+                + f"\n    hint: {p['hint']}",
+                highlight=False,
+            )
 
 
 def main() -> None:

@@ -221,6 +221,32 @@ async def heartbeats(bus: Bus, now: float | None = None) -> list[dict[str, Any]]
     return sorted(out, key=lambda r: (r["service"], r["instance"]))
 
 
+def identity_report(beats: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per collector: where workload identity comes from, and what could not be named,
+    per cause, with a few container ids (or cgroup paths) and what to do about it."""
+    from collector.runtimes import HINTS, UNKNOWN_LAYOUT
+
+    out = []
+    for beat in beats:
+        if beat.get("service") != "collector":
+            continue
+        counters, samples = beat.get("counters", {}), beat.get("samples", {})
+        problems = []
+        for name, value in sorted(counters.items()):
+            cause = name.removeprefix("unresolved_")
+            if value and (name.startswith("unresolved_") or name == UNKNOWN_LAYOUT):
+                problems.append(
+                    {
+                        "cause": cause,
+                        "events": int(value),
+                        "examples": samples.get(name, []),
+                        "hint": HINTS.get(cause, ""),
+                    }
+                )
+        out.append({"node": beat["instance"], "sources": beat.get("sources", []), "unresolved": problems})
+    return out
+
+
 def metrics_snapshot(beats: Iterable[Mapping[str, Any]], consumers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Counters summed per service, plus consumer lag and dead-letter totals."""
     per_service: dict[str, dict[str, int]] = {}

@@ -89,3 +89,20 @@ def test_helm_values_enable_jetstream_on_a_three_node_cluster() -> None:
     values = yaml.safe_load((K8S / "nats-values.yaml").read_text())
     assert values["config"]["jetstream"]["enabled"] is True
     assert values["config"]["cluster"]["enabled"] is True and values["config"]["cluster"]["replicas"] == 3
+
+
+def test_collector_mounts_the_runtimes_state_where_the_default_settings_read_it() -> None:
+    """containerd's task bundles and CRI-O's storage, at the host's own paths and read-only,
+    so `collector.runtimes.*` defaults name every container of the node."""
+    from pathlib import PurePosixPath
+
+    from services.runtime.settings import Settings
+
+    pod = find("DaemonSet", "vigil-collector")["spec"]["template"]["spec"]
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] in host]
+    rt = Settings().collector.runtimes
+    for path in (rt.containerd.state, rt.crio.socket, rt.crio.graphroot, rt.crio.runroot):
+        mount = next((m for m in mounts if PurePosixPath(path).is_relative_to(m["mountPath"])), None)
+        assert mount is not None, f"{path} is not mounted in the collector pod"
+        assert host[mount["name"]] == mount["mountPath"] and mount.get("readOnly") is True

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from collector.runtimes import NO_IMAGE, Seen, Sink, Skipped
-from collector.runtimes.resolver import NO_SOURCE, NOT_FOUND, Resolver
+from collector.runtimes import NO_IMAGE, NO_SOURCE, NOT_FOUND, Seen, Sink, Skipped
+from collector.runtimes.resolver import Resolver
 from collector.workloads import Registry, bucket, put
 from contracts.workloads import Workload
 from services.runtime import embedded

@@ -3,7 +3,8 @@ its workload, leave in order and named, or are dropped and counted per cause."""
 
 from __future__ import annotations
 
-from collector.hold import HOLD_OVERFLOW, NOT_FOUND, Hold
+from collector.hold import Hold
+from collector.runtimes import HOLD_OVERFLOW, NOT_FOUND
 from collector.workloads import Registry
 from contracts import workloads as wl
 from contracts.events import ClockTicked, Container, FileAccess, FileOpened, Process, RawEvent
@@ -93,3 +94,22 @@ def test_registry_restarted_while_held_still_releases() -> None:
     restarted.apply(wl.key(A), wl.encode(Workload(container_id=A, image_name="app")))
     out, _ = hold.release(restarted.get, now=2 * S)
     assert [e.container.image_name for e in out] == ["app"]  # type: ignore[attr-defined]
+
+
+def test_status_names_each_cause_with_examples_and_a_hint() -> None:
+    from services.runtime.diagnostics import identity_report
+
+    beat = {
+        "service": "collector",
+        "instance": "node-1",
+        "sources": ["podman (/var/lib/containers/storage)"],
+        "counters": {"events": 10, "unresolved_not_found": 4, "unresolved_pod_sandbox": 0, "unknown_layout": 2},
+        "samples": {"unresolved_not_found": [A], "unknown_layout": ["/odd/x-" + B]},
+    }
+    [report] = identity_report([beat, {"service": "throttler", "instance": "t", "counters": {}}])
+    assert report["node"] == "node-1" and report["sources"] == beat["sources"]
+    assert [(p["cause"], p["events"], p["examples"]) for p in report["unresolved"]] == [
+        ("unknown_layout", 2, ["/odd/x-" + B]),
+        ("not_found", 4, [A]),
+    ]
+    assert all(p["hint"] for p in report["unresolved"])

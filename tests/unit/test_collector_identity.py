@@ -4,10 +4,12 @@ Cases are upstream's own test inputs (facts, not code), with where each was
 seen; Datadog's expectations are full ids, Tetragon's the first 31 characters
 and Falco's the first 12 of the same full id, which is what Vigil reports:
 
-- DD-H   DataDog/datadog-agent pkg/security/secl/containerutils/helpers_test.go @ 420f32a0552c8ccde3fc8f34bdcb5e62de33641e
+- DD-H   DataDog/datadog-agent pkg/security/secl/containerutils/helpers_test.go
+         @ 420f32a0552c8ccde3fc8f34bdcb5e62de33641e
 - DD-C   DataDog/datadog-agent pkg/security/utils/cgroup_test.go @ 32eb0d025998f93de590c914e948896ee0d43c40
-- DD-R   DataDog/datadog-agent pkg/util/cgroups/readerv1_test.go @ 25c073503a68fd7061386fc3c079954bfabf79a1
-         and readerv2_test.go @ 6bdf958c52185e86a79990c60cc03bcd9990307f
+- DD-R   DataDog/datadog-agent pkg/util/cgroups/readerv1_test.go
+         @ 25c073503a68fd7061386fc3c079954bfabf79a1 and readerv2_test.go
+         @ 6bdf958c52185e86a79990c60cc03bcd9990307f
 - TG-P   cilium/tetragon pkg/sensors/exec/procevents/proc_test.go @ 4fbfe2d74ecb84acf79ed09a416f01b54185e8a6
 - TG-R   cilium/tetragon pkg/rthooks/args_test.go @ 4fbfe2d74ecb84acf79ed09a416f01b54185e8a6
 - FL-E   falcosecurity/libs test/libsinsp_e2e/container/container_cgroup.cpp @ 9ab23531a0df82e81762ed26bf2462f83c6fa1f3
