@@ -19,12 +19,13 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from msgspec import Struct
 
-from contracts.workloads import Workload
+from collector.runtimes.kubernetes import Pod
+from contracts.workloads import Workload, parse_image
 
 # Why a container's events were not published (collector counters ``unresolved_<cause>``,
 # ``unknown_layout``), each with what an operator can do about it (`vigil status`).
@@ -54,6 +55,37 @@ class Skipped(Struct, frozen=True):
 
 
 Seen = Workload | Skipped
+
+
+def seen(
+    container_id: str,
+    runtime: str,
+    node: str,
+    image: str,
+    pod: Pod,
+    name: str = "",
+    labels: Mapping[str, str] = {},
+) -> Seen:
+    """What a source found, once its runtime's documents are read: a sandbox and an
+    image-less container are skipped with their cause; the rest is a workload,
+    its image reference normalised (:func:`contracts.workloads.parse_image`)."""
+    if pod.sandbox:
+        return Skipped(container_id, runtime, POD_SANDBOX)
+    if not image:
+        return Skipped(container_id, runtime, NO_IMAGE)
+    image_name, tag = parse_image(image)
+    return Workload(
+        container_id=container_id,
+        image_name=image_name,
+        image_tag=tag,
+        pod=pod.pod,
+        namespace=pod.namespace,
+        pod_uid=pod.pod_uid,
+        name=pod.container or name,
+        labels=dict(labels),
+        source=runtime,
+        node=node,
+    )
 
 
 class Sink(Protocol):

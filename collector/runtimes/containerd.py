@@ -22,9 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from collector.identity import ANY
-from collector.runtimes import NO_IMAGE, POD_SANDBOX, Seen, Sink, Skipped
+from collector.runtimes import Seen, Sink, seen
 from collector.runtimes.kubernetes import pod_of
-from contracts.workloads import Workload, parse_image
 
 log = logging.getLogger("vigil.collector.runtimes")
 
@@ -36,23 +35,7 @@ RUNTIME = "containerd"
 def seen_of(container_id: str, namespace: str, annotations: Mapping[str, str], node: str) -> Seen:
     """A task's namespace and OCI annotations → what Vigil registers."""
     pod = pod_of(annotations)
-    if pod.sandbox:
-        return Skipped(container_id, RUNTIME, POD_SANDBOX)
-    if not pod.image:
-        return Skipped(container_id, RUNTIME, NO_IMAGE)
-    name, tag = parse_image(pod.image)
-    return Workload(
-        container_id=container_id,
-        image_name=name,
-        image_tag=tag,
-        pod=pod.pod,
-        namespace=pod.namespace,
-        pod_uid=pod.pod_uid,
-        name=pod.container,
-        labels={"io.containerd.namespace": namespace},
-        source=RUNTIME,
-        node=node,
-    )
+    return seen(container_id, RUNTIME, node, pod.image, pod, labels={"io.containerd.namespace": namespace})
 
 
 class ContainerdSource:

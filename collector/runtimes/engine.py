@@ -24,9 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from collector.identity import ANY
-from collector.runtimes import NO_IMAGE, POD_SANDBOX, Seen, Sink, Skipped
+from collector.runtimes import Seen, Sink, seen
 from collector.runtimes.kubernetes import pod_of
-from contracts.workloads import Workload, parse_image
 
 log = logging.getLogger("vigil.collector.runtimes")
 
@@ -39,28 +38,13 @@ def workload_of(doc: Mapping[str, Any], runtime: str, node: str, image: str = ""
     """An inspect document (``GET /containers/{id}/json``) → what Vigil registers.
 
     ``image`` overrides ``Config.Image`` (the caller resolved an image id to a name)."""
-    cid = str(doc.get("Id", ""))
     config = doc.get("Config") or {}
     labels = {str(k): str(v) for k, v in (config.get("Labels") or {}).items()}
-    pod = pod_of({}, labels)
-    if pod.sandbox:
-        return Skipped(cid, runtime, POD_SANDBOX)
     ref = image or str(config.get("Image") or doc.get("ImageName") or "")
-    if not ref or _IMAGE_ID.match(ref):
-        return Skipped(cid, runtime, NO_IMAGE)
-    name, tag = parse_image(ref)
-    return Workload(
-        container_id=cid,
-        image_name=name,
-        image_tag=tag,
-        pod=pod.pod,
-        namespace=pod.namespace,
-        pod_uid=pod.pod_uid,
-        name=pod.container or str(doc.get("Name", "")).lstrip("/"),
-        labels=labels,
-        source=runtime,
-        node=node,
-    )
+    if _IMAGE_ID.match(ref):
+        ref = ""  # an image id names no image
+    name = str(doc.get("Name", "")).lstrip("/")
+    return seen(str(doc.get("Id", "")), runtime, node, ref, pod_of({}, labels), name, labels)
 
 
 class EngineSource:

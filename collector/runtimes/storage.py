@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from collector.identity import ANY
-from collector.runtimes import NO_IMAGE, POD_SANDBOX, Seen, Sink, Skipped
+from collector.runtimes import Seen, Sink, Skipped, seen
 from collector.runtimes.kubernetes import CRIO_TYPE, pod_of
-from contracts.workloads import Workload, parse_image
 
 log = logging.getLogger("vigil.collector.runtimes")
 
@@ -79,26 +78,10 @@ def runtime_of(annotations: Mapping[str, str]) -> str:
 def seen_of(entry: Entry, annotations: Mapping[str, str], labels: Mapping[str, str], node: str) -> Seen:
     """A containers.json entry and its OCI annotations → what Vigil registers."""
     runtime = runtime_of(annotations)
-    pod = pod_of(annotations, labels)
-    if pod.sandbox:
-        return Skipped(entry.id, runtime, POD_SANDBOX)
-    ref = pod.image or str(entry.metadata.get("image-name") or "")
-    if not ref:
-        return Skipped(entry.id, runtime, NO_IMAGE)
-    name, tag = parse_image(ref)
-    own_name = str(entry.metadata.get("name") or (entry.names[0] if entry.names else ""))
-    return Workload(
-        container_id=entry.id,
-        image_name=name,
-        image_tag=tag,
-        pod=pod.pod,  # not the metadata's pod-name: CRI-O puts the sandbox name (k8s_<pod>_<ns>_…) there
-        namespace=pod.namespace,
-        pod_uid=pod.pod_uid,
-        name=pod.container or str(entry.metadata.get("metadata-name") or "") or own_name,
-        labels=dict(labels),
-        source=runtime,
-        node=node,
-    )
+    pod = pod_of(annotations, labels)  # not the metadata's pod-name: CRI-O puts the sandbox name there
+    image = pod.image or str(entry.metadata.get("image-name") or "")
+    own = str(entry.metadata.get("metadata-name") or entry.metadata.get("name") or "") or next(iter(entry.names), "")
+    return seen(entry.id, runtime, node, image, pod, own, labels)
 
 
 def labels_from_events(lines: list[bytes], into: dict[str, dict[str, str]]) -> None:

@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +61,6 @@ class Dockerd:
     """A dockerd of the test's own (data, exec root and socket in a temp dir)."""
 
     socket: Path
-    proc: subprocess.Popen[bytes]
 
     def docker(self, *args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
         cmd = ["/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker", "-H", f"unix://{self.socket}"]
@@ -69,39 +68,35 @@ class Dockerd:
 
 
 @contextlib.contextmanager
-def dockerd(base: Path) -> Iterator[Dockerd]:
+def daemon(base: Path, name: str, argv: list[str], ready: Callable[[], bool]) -> Iterator[subprocess.Popen[bytes]]:
+    """A runtime daemon of the test's own, logging to ``base/<name>.log``; stopped at the end."""
     base.mkdir(parents=True, exist_ok=True)
+    log_path = base / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log)
+        try:
+            wait_until(lambda: proc.poll() is not None or ready(), 60, name)
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            yield proc
+        finally:
+            stop(proc)
+
+
+@contextlib.contextmanager
+def dockerd(base: Path) -> Iterator[Dockerd]:
     sock = base / "docker.sock"
-    log = open(base / "dockerd.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            "dockerd",
-            "--iptables=false",
-            "--bridge=none",
-            "--data-root",
-            str(base / "data"),
-            "--exec-root",
-            str(base / "exec"),
-            "--pidfile",
-            str(base / "dockerd.pid"),
-            "-H",
-            f"unix://{sock}",
-        ],  # fmt: skip
-        stdout=log,
-        stderr=log,
-    )
-    d = Dockerd(sock, proc)
-    try:
-        wait_until(lambda: proc.poll() is not None or d.docker("info").returncode == 0, 60, "dockerd")
-        assert proc.poll() is None, (base / "dockerd.log").read_text()[-3000:]
-        yield d
-    finally:
-        with contextlib.suppress(Exception):
-            ids = d.docker("ps", "-aq").stdout.decode().split()
-            if ids:
-                d.docker("rm", "-f", *ids)
-        stop(proc)
-        log.close()
+    argv = [
+        "dockerd", "--iptables=false", "--bridge=none", "--data-root", str(base / "data"),
+        "--exec-root", str(base / "exec"), "--pidfile", str(base / "dockerd.pid"), "-H", f"unix://{sock}",
+    ]  # fmt: skip
+    d = Dockerd(sock)
+    with daemon(base, "dockerd", argv, lambda: d.docker("info").returncode == 0):
+        try:
+            yield d
+        finally:
+            with contextlib.suppress(Exception):
+                if ids := d.docker("ps", "-aq").stdout.decode().split():
+                    d.docker("rm", "-f", *ids)
 
 
 @dataclass
@@ -110,7 +105,6 @@ class Containerd:
 
     address: Path
     state: Path
-    proc: subprocess.Popen[bytes]
 
     def ctr(self, *args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
         cmd = ["ctr", "--address", str(self.address), "--namespace", "k8s.io", *args]
@@ -120,34 +114,16 @@ class Containerd:
 @contextlib.contextmanager
 def containerd(base: Path, state: Path) -> Iterator[Containerd]:
     base.mkdir(parents=True, exist_ok=True)
-    address = base / "containerd.sock"
     config = base / "config.toml"
     config.write_text('version = 2\n[plugins."io.containerd.grpc.v1.cri"]\n  disable_apparmor = true\n')
-    log = open(base / "containerd.log", "ab")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            "containerd",
-            "--config",
-            str(config),
-            "--root",
-            str(base / "root"),
-            "--state",
-            str(state),
-            "--address",
-            str(address),
-        ],  # fmt: skip
-        stdout=log,
-        stderr=log,
-    )
-    c = Containerd(address, state, proc)
-    try:
-        wait_until(lambda: proc.poll() is not None or c.ctr("version").returncode == 0, 60, "containerd")
-        assert proc.poll() is None, (base / "containerd.log").read_text()[-3000:]
-        yield c
-    finally:
-        with contextlib.suppress(Exception):
-            for cid in c.ctr("containers", "list", "-q").stdout.decode().split():
-                c.ctr("tasks", "kill", "-s", "KILL", cid)
-                c.ctr("containers", "delete", cid)
-        stop(proc)
-        log.close()
+    c = Containerd(base / "containerd.sock", state)
+    argv = ["containerd", "--config", str(config), "--root", str(base / "root"), "--state", str(state),
+            "--address", str(c.address)]  # fmt: skip
+    with daemon(base, "containerd", argv, lambda: c.ctr("version").returncode == 0):
+        try:
+            yield c
+        finally:
+            with contextlib.suppress(Exception):
+                for cid in c.ctr("containers", "list", "-q").stdout.decode().split():
+                    c.ctr("tasks", "kill", "-s", "KILL", cid)
+                    c.ctr("containers", "delete", cid)
