@@ -8,6 +8,7 @@ is the shared one of tests/kernel/conftest.py, reading back from EVENTS.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
 import time
@@ -232,3 +233,66 @@ def test_a_pod_sandbox_is_not_learned_and_is_counted(
         time.sleep(0.1)
     assert kernel_env.events(of(cid)) == []
     assert cid in kernel_env.collector.hold.samples["pod_sandbox"]
+
+
+# --- already running when the collector starts ------------------------------------------------------
+
+
+def test_containers_running_before_the_collector_starts_are_named_from_the_runtimes_listing(
+    kernel_env: KernelEnv, podman_image: str, docker_daemon: Dockerd, tmp_path: Path
+) -> None:
+    """A collector starting on a busy node: a fresh registry (its own nats-server) is filled
+    from the runtimes' own listings, before any event of those containers is seen."""
+    from collector.identity import cgroup2_mount
+    from collector.runtimes.resolver import Resolver, live_containers
+    from collector.workloads import Registry, bucket
+    from services.runtime import embedded
+    from tests.support import make_settings, open_bus, wait_for
+
+    name = f"vigil-early-{secrets.token_hex(3)}"
+    run = subprocess.run([*PODMAN_RUN, "-d", "--name", name, podman_image, "sleep", "60"], capture_output=True)
+    assert run.returncode == 0, run.stderr
+    early_podman = run.stdout.decode().strip()
+    run = docker_daemon.docker("run", "-d", "--network", "none", "localhost/vigil-test-docker:2.0", "sleep", "60")
+    assert run.returncode == 0, run.stderr
+    early_docker = run.stdout.decode().strip()
+    server = embedded.start(tmp_path / "nats", port=-1)
+    settings = make_settings(
+        tmp_path / "vigil",
+        server.url,
+        COLLECTOR_RUNTIMES_DOCKER_SOCKET=str(docker_daemon.socket),
+        COLLECTOR_RUNTIMES_CONTAINERD_ENABLED="false",
+    )
+
+    async def start() -> tuple[list[str], Workload | None, Workload | None]:
+        bus = await open_bus(settings)
+        reg = Registry()
+        kv = await bucket(bus.js)
+        await reg.start(kv, bus.nc)
+        resolver = Resolver(settings, kv, reg, lambda: live_containers(cgroup2_mount()))
+        await resolver.start()
+        try:
+            await wait_for(lambda: reg.get(early_podman) and reg.get(early_docker), timeout=20)
+            return resolver.describe(), reg.get(early_podman), reg.get(early_docker)
+        finally:
+            await resolver.stop()
+            await reg.stop()
+            await bus.close()
+
+    try:
+        sources, podman_w, docker_w = asyncio.run(start())
+    finally:
+        podman("rm", "-f", "-t", "0", name)
+        docker_daemon.docker("rm", "-f", early_docker)
+        server.stop()
+    assert any(s.startswith("podman") for s in sources) and any(s.startswith("docker") for s in sources)
+    assert podman_w is not None and (podman_w.image_name, podman_w.name, podman_w.source) == (
+        "localhost/vigil-test-podman",
+        name,
+        "podman",
+    )
+    assert docker_w is not None and (docker_w.image_name, docker_w.image_tag, docker_w.source) == (
+        "localhost/vigil-test-docker",
+        "2.0",
+        "docker",
+    )
