@@ -1,9 +1,11 @@
 """`vigil workloads`: the workload registry (container id → image, tag, pod).
 
 Entries live in the NATS KV bucket ``vigil_workloads`` (one JSON Workload per
-container id). The collector watches the bucket, so an entry added here names
-the container's events from the next one on; removing it makes them unknown
-again. A Kubernetes/CRI watcher writes the same entries with source ``cri``.
+container id). The collector fills it from the container runtimes it finds
+(``source`` = docker, podman, containerd, cri-o; docs/collector.md); entries
+added here are for runtimes it has no source for. The collector watches the
+bucket, so an entry added here names the container's events from the next
+one on (and its events held or dropped for want of a name are reported again).
 """
 
 from __future__ import annotations
