@@ -7,12 +7,17 @@
  *   RINGBUF_PAGES   ring buffer size in pages (16 MiB by default)
  *   DEDUP_SIZE      entries in the (cgroup, behaviour) LRU
  *   DEDUP           1: suppress repeated keys in the kernel, 0: emit everything
+ *   SYSCALL_MAP_SIZE  (cgroup, pid) syscall bitmaps held between drains (default 16384)
  *   TRACE_EXEC, TRACE_OPEN, TRACE_CONNECT, TRACE_DNS, TRACE_SYSCALLS  0/1
  *
  * Invariants:
  *   - the dedup map is checked BEFORE ring space is reserved: a hit costs a
  *     hash and a lookup, never a wakeup or a reservation;
  *   - submits use BPF_RB_NO_WAKEUP; user space consumes on a timer;
+ *   - nothing is lost silently: a record dropped on a full ring and a syscall
+ *     not recorded on a full syscall map are counted globally and per cgroup
+ *     (map "lost"), and a dropped record's dedup key is forgotten, so the next
+ *     occurrence of that behaviour is reported instead of suppressed forever;
  *   - struct layouts of kernel objects are never read (the header tree does
  *     not match this kernel): only helpers and tracepoint arguments.
  */
@@ -31,7 +36,11 @@ BPF_PERCPU_ARRAY(counters, u64, VIGIL_CNT_MAX);
 BPF_TABLE("lru_hash", u32, u32, parents, 65536);            /* child tgid -> parent tgid */
 BPF_TABLE("lru_hash", u32, s32, exit_codes, 16384);         /* tgid -> exit_group status */
 BPF_TABLE("lru_hash", u64, u8, dns_fds, 16384);             /* tgid<<32|fd connected to :53 */
-BPF_HASH(syscalls, struct vigil_syscall_key, struct vigil_syscall_bits, 16384);
+#ifndef SYSCALL_MAP_SIZE
+#define SYSCALL_MAP_SIZE 16384
+#endif
+BPF_HASH(syscalls, struct vigil_syscall_key, struct vigil_syscall_bits, SYSCALL_MAP_SIZE);
+BPF_TABLE("lru_hash", u64, struct vigil_lost, lost, 4096);  /* cgroup id -> what was lost */
 
 struct exec_args {
     u32 argc;
@@ -116,15 +125,48 @@ static __always_inline void fill_hdr(struct vigil_hdr *h, u16 op, u16 size, u64 
 
 /* Reserve ring space (NULL: ring full, counted) and fill the header. BCC
  * refuses map calls inside macros, hence functions. */
+/* Count a loss of this cgroup (records: 1 = ring full, 0 = syscall map full). */
+static __always_inline void lose(u64 cg, int records)
+{
+    struct vigil_lost *l = lost.lookup(&cg);
+    if (!l) {
+        struct vigil_lost none = {};
+        lost.update(&cg, &none);
+        l = lost.lookup(&cg);
+        if (!l)
+            return;
+    }
+    if (records)
+        __sync_fetch_and_add(&l->records, 1);
+    else
+        __sync_fetch_and_add(&l->syscalls, 1);
+}
+
 static __always_inline void *reserve(u32 size, u16 op, u64 pid_tgid, u64 cg)
 {
     struct vigil_hdr *h = events.ringbuf_reserve(size);
     if (!h) {
         count(VIGIL_CNT_DROPPED);
+        lose(cg, 1);
         return NULL;
     }
     fill_hdr(h, op, size, pid_tgid, cg);
     return h;
+}
+
+/* reserve() for a behaviour seen() just called new: on a full ring its dedup
+ * key is forgotten too, or every later occurrence would be suppressed and the
+ * behaviour never reported at all. */
+static __always_inline void *reserve_new(u32 size, u16 op, u64 pid_tgid, u64 cg, u64 hash)
+{
+    void *r = reserve(size, op, pid_tgid, cg);
+#if DEDUP
+    if (!r) {
+        struct vigil_dedup_key k = {.cgroup_id = cg, .hash = hash};
+        dedup.delete(&k);
+    }
+#endif
+    return r;
 }
 
 static __always_inline void submit(void *rec)
@@ -200,7 +242,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
             pending_argv.delete(&tid);
         return 0;
     }
-    struct vigil_exec *r = reserve(sizeof(struct vigil_exec), VIGIL_OP_EXEC, pid_tgid, cg);
+    struct vigil_exec *r = reserve_new(sizeof(struct vigil_exec), VIGIL_OP_EXEC, pid_tgid, cg, h);
     if (!r)
         return 0;
     u32 *ppid = parents.lookup(&pid);
@@ -244,7 +286,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     u64 h = hash_bytes(mix(mix(FNV_OFFSET, VIGIL_OP_EXIT), (u32)code), comm, 16, 16);
     if (seen(cg, h))
         return 0;
-    struct vigil_exit *r = reserve(sizeof(struct vigil_exit), VIGIL_OP_EXIT, pid_tgid, cg);
+    struct vigil_exit *r = reserve_new(sizeof(struct vigil_exit), VIGIL_OP_EXIT, pid_tgid, cg, h);
     if (!r)
         return 0;
     r->code = code;
@@ -271,7 +313,7 @@ static __always_inline int on_openat(u64 pid_tgid, u64 cg, const char *filename,
     u64 h = hash_bytes(mix(mix(FNV_OFFSET, VIGIL_OP_OPEN), (u32)flags), s->buf, n, VIGIL_PATH_LEN);
     if (seen(cg, h))
         return 0;
-    struct vigil_open *r = reserve(sizeof(struct vigil_open), VIGIL_OP_OPEN, pid_tgid, cg);
+    struct vigil_open *r = reserve_new(sizeof(struct vigil_open), VIGIL_OP_OPEN, pid_tgid, cg, h);
     if (!r)
         return 0;
     r->flags = flags;
@@ -318,7 +360,7 @@ static __always_inline int on_connect(u64 pid_tgid, u64 cg, int fd, const void *
         h = mix(mix(h, *(u64 *)&sa.v6[0]), *(u64 *)&sa.v6[8]);
     if (seen(cg, h))
         return 0;
-    struct vigil_connect *r = reserve(sizeof(struct vigil_connect), VIGIL_OP_CONNECT, pid_tgid, cg);
+    struct vigil_connect *r = reserve_new(sizeof(struct vigil_connect), VIGIL_OP_CONNECT, pid_tgid, cg, h);
     if (!r)
         return 0;
     r->family = sa.family;
@@ -358,7 +400,7 @@ static __always_inline int dns_payload(const void *buf, u64 len, u16 port)
     *(u16 *)s->buf = id;
     if (seen(cg, h))
         return 0;
-    struct vigil_dns *r = reserve(sizeof(struct vigil_dns), VIGIL_OP_DNS, pid_tgid, cg);
+    struct vigil_dns *r = reserve_new(sizeof(struct vigil_dns), VIGIL_OP_DNS, pid_tgid, cg, h);
     if (!r)
         return 0;
     r->len = n;
@@ -481,8 +523,12 @@ static __always_inline int record_syscall(u64 pid_tgid, u64 cg, long id)
         struct vigil_syscall_bits zero_bits = {};
         syscalls.update(&k, &zero_bits);
         b = syscalls.lookup(&k);
-        if (!b)
+        if (!b) {  /* map full until the next drain: counted, and tried again next time */
+            c->bits.w[w] &= ~bit;
+            count(VIGIL_CNT_SYSCALLS_LOST);
+            lose(cg, 0);
             return 0;
+        }
     }
     if (!(b->w[w] & bit))
         __sync_fetch_and_or(&b->w[w], bit);

@@ -24,8 +24,8 @@ DNS_LEN = 256
 SYSCALL_WORDS = 8
 
 OP_EXEC, OP_EXIT, OP_OPEN, OP_CONNECT, OP_DNS, OP_CGROUP_MKDIR, OP_CGROUP_RMDIR = range(1, 8)
-CNT_SUBMITTED, CNT_DROPPED, CNT_DEDUP_HIT, CNT_DEDUP_MISS = range(4)
-COUNTER_NAMES = ("submitted", "dropped", "dedup_hits", "dedup_misses")
+CNT_SUBMITTED, CNT_DROPPED, CNT_DEDUP_HIT, CNT_DEDUP_MISS, CNT_SYSCALLS_LOST = range(5)
+COUNTER_NAMES = ("submitted", "dropped", "dedup_hits", "dedup_misses", "syscalls_lost")
 
 # (field name, struct format) per record, in C order; "hdr" expands to HDR.
 HDR: tuple[tuple[str, str], ...] = (
@@ -46,6 +46,7 @@ LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
     "vigil_connect": (*HDR, ("family", "H"), ("port", "H"), ("_pad", "I"), ("addr", "16s")),
     "vigil_dns": (*HDR, ("len", "H"), ("port", "H"), ("_pad", "I"), ("payload", f"{DNS_LEN}s")),
     "vigil_cgroup": (*HDR, ("id", "Q"), ("root", "i"), ("level", "i"), ("path", f"{PATH_LEN}s")),
+    "vigil_lost": (("records", "Q"), ("syscalls", "Q")),  # a map value, not a record: no header
 }
 STRUCTS = {name: struct.Struct("<" + "".join(f for _, f in fields)) for name, fields in LAYOUTS.items()}
 OP_STRUCT = {

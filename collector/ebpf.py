@@ -9,7 +9,8 @@ Invariants:
   (the kernel side submits with BPF_RB_NO_WAKEUP, so polling alone would never
   return); the callback only copies bytes, decoding happens in batches;
 - the syscall bitmap map is drained (read, then deleted) by
-  :meth:`Probe.drain_syscalls`.
+  :meth:`Probe.drain_syscalls`, and what the kernel side lost per cgroup by
+  :meth:`Probe.drain_lost`.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class ProbeOptions:
     connect: bool = True
     dns: bool = True
     syscalls: bool = True
+    syscall_map_size: int = 16_384  # (cgroup, pid) bitmaps held between two drains
     self_pid: int = 0  # 0: this process
 
 
@@ -84,6 +86,7 @@ def cflags(opts: ProbeOptions) -> list[str]:
         f"-DTRACE_CONNECT={int(opts.connect)}",
         f"-DTRACE_DNS={int(opts.dns)}",
         f"-DTRACE_SYSCALLS={int(opts.syscalls)}",
+        f"-DSYSCALL_MAP_SIZE={opts.syscall_map_size}",
         "-Wno-unused-variable",
     ]
 
@@ -169,6 +172,19 @@ class Probe:
                 pass
             nrs = [w * 64 + b for w in range(abi.SYSCALL_WORDS) for b in range(64) if bits.w[w] >> b & 1]
             yield key.cgroup_id, key.pid, nrs
+
+    def drain_lost(self) -> Iterator[tuple[int, int, int]]:
+        """(cgroup id, records dropped, syscalls not recorded) per cgroup since the last drain."""
+        table = self.bpf[b"lost"]
+        for key in list(table.keys()):
+            try:
+                value = table[key]
+                if not (value.records or value.syscalls):
+                    continue  # just created: its first count is on its way
+                del table[key]  # counts added between the read and here are lost; the loss itself is not
+            except KeyError:
+                continue
+            yield int(key.value), int(value.records), int(value.syscalls)
 
     def close(self) -> None:
         if self._final is None:

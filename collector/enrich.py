@@ -35,6 +35,7 @@ from contracts.events import (
     ContainerStopped,
     DnsQueried,
     DnsQuery,
+    EventsLost,
     ExecObserved,
     ExitObserved,
     FileAccess,
@@ -274,6 +275,13 @@ class Enricher:
         # late records of the stopped container (syscall drains) keep their identity.
         self._syscalls_seen.pop(cid, None)
         return [ContainerStopped(time=t, node=self.node, container=container)]
+
+    def lost(self, cgroup_id: int, records: int, syscalls: int, now_ns: int) -> list[RawEvent]:
+        """What the kernel side lost of a container since the last drain (host cgroups: nothing)."""
+        container = self.container(cgroup_id)
+        if container is None or container.id == HOST_CONTAINER_ID:
+            return []
+        return [EventsLost(time=now_ns, node=self.node, container=container, records=records, syscalls=syscalls)]
 
     def syscalls(self, cgroup_id: int, pid: int, nrs: list[int], now_ns: int) -> list[RawEvent]:
         container = self.container(cgroup_id, pid)

@@ -119,6 +119,7 @@ class Collector:
         self.dedup_flushes = 0  # whole-map flushes (timer, request, fallback)
         self.dedup_image_flushes = 0  # targeted flushes: a profile state change, containers (re)named
         self.dedup_flushed_entries = 0  # entries deleted by targeted flushes
+        self.lost_records = self.lost_syscalls = 0  # what the kernel side lost, as drained per cgroup
         ident = settings.collector.identity
         self.hold = Hold(max_age_ns=int(float(ident.hold) * 1e9), max_events=ident.hold_events)
         self.resolver: Resolver | None = None
@@ -145,6 +146,8 @@ class Collector:
         if self.probe is not None:
             out.update({f"kernel_{k}": v for k, v in self.probe.counters().items()})
             out.update(
+                lost_records=self.lost_records,
+                lost_syscalls=self.lost_syscalls,
                 dedup_flushes=self.dedup_flushes,
                 dedup_image_flushes=self.dedup_image_flushes,
                 dedup_flushed_entries=self.dedup_flushed_entries,
@@ -297,6 +300,7 @@ class Collector:
             connect=types.connect and self.settings.runtime_security_config.network.enabled,
             dns=types.dns and self.settings.runtime_security_config.network.enabled,
             syscalls=types.syscalls,
+            syscall_map_size=cfg.syscall_map_size,
         )
         self.probe = await asyncio.to_thread(Probe, opts)
         self.enricher = Enricher(
@@ -431,9 +435,16 @@ class Collector:
         log.info("dedup: %d entries of %s forgotten (%s)", deleted, what, why)
 
     def _drain_syscalls(self) -> list[RawEvent]:
+        """Syscall sets since the last drain, and what the kernel side lost meanwhile, per container."""
         assert self.probe is not None and self.enricher is not None
         now_ns = time.time_ns()
-        return [e for cg, pid, nrs in self.probe.drain_syscalls() for e in self.enricher.syscalls(cg, pid, nrs, now_ns)]
+        enricher = self.enricher
+        out = [e for cg, pid, nrs in self.probe.drain_syscalls() for e in enricher.syscalls(cg, pid, nrs, now_ns)]
+        for cg, records, syscalls in self.probe.drain_lost():
+            self.lost_records += records
+            self.lost_syscalls += syscalls
+            out.extend(enricher.lost(cg, records, syscalls, now_ns))
+        return out
 
     def _decode(self, raw: list[bytes]) -> list[abi.Record]:
         self.records += len(raw)

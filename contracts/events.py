@@ -114,6 +114,17 @@ class ContainerStopped(_Raw, tag="container_stop.v1"):
     container: Container
 
 
+class EventsLost(_Raw, tag="lost.v1"):
+    """The kernel side lost some of this container's behaviour: ``records``
+    dropped on a full ring buffer, ``syscalls`` not recorded on a full syscall
+    map. A profile learned while its containers lost events may be missing
+    behaviour (readiness says so); the behaviour itself is not in the event."""
+
+    container: Container
+    records: int = 0
+    syscalls: int = 0
+
+
 class ClockTicked(_Raw, tag="tick.v1"):
     """Advances event time for idle workloads; published by every node each second."""
 
@@ -127,6 +138,7 @@ RawEvent = (
     | SyscallsObserved
     | ContainerStarted
     | ContainerStopped
+    | EventsLost
     | ClockTicked
 )
 
@@ -139,6 +151,7 @@ RAW_EVENT_TYPES: tuple[type[RawEvent], ...] = (
     SyscallsObserved,
     ContainerStarted,
     ContainerStopped,
+    EventsLost,
     ClockTicked,
 )
 

@@ -36,7 +36,8 @@ enum vigil_counter {
     VIGIL_CNT_DROPPED = 1,     /* ring full: record lost */
     VIGIL_CNT_DEDUP_HIT = 2,   /* suppressed by the dedup map, before reserving */
     VIGIL_CNT_DEDUP_MISS = 3,  /* new (cgroup, behaviour) key */
-    VIGIL_CNT_MAX = 4,
+    VIGIL_CNT_SYSCALLS_LOST = 4, /* syscall map full: a process's syscall not recorded */
+    VIGIL_CNT_MAX = 5,
 };
 
 struct vigil_hdr {
@@ -103,6 +104,13 @@ struct vigil_syscall_key {
 
 struct vigil_syscall_bits {
     u64 w[VIGIL_SYSCALL_WORDS];
+};
+
+/* What the kernel side lost, per cgroup (map "lost", drained by user space):
+ * a cgroup's profile is complete only if nothing of it was lost. */
+struct vigil_lost {
+    u64 records;     /* records dropped: ring buffer full */
+    u64 syscalls;    /* syscalls not recorded: syscall map full */
 };
 
 struct vigil_dedup_key {

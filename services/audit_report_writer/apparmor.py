@@ -90,18 +90,22 @@ def _peer_sections(name: str) -> list[str]:
     ]
 
 
-def render(model: BehaviourModel) -> str:
-    """The profile text (ends with a newline)."""
+def render(model: BehaviourModel, complain: bool = False) -> str:
+    """The profile text (ends with a newline); ``complain``: AppArmor's complain mode
+    (what the profile does not allow is logged, not denied)."""
+    flags = "attach_disconnected,mediate_deleted" + (",complain" if complain else "")
     name = model.profile_name
     tag = model.image_tag or "*"
     lines = [
         HEADER,
         f"## image {model.image_name}:{tag}, source {model.source or 'model'}, replicas {model.replicas}",
-        "## deny by default: only what the model observed is allowed",
+        "## complain mode: what the model did not observe is logged, not denied"
+        if complain
+        else "## deny by default: only what the model observed is allowed",
         "abi <abi/3.0>,",
         "#include <tunables/global>",
         "",
-        f"profile {name} flags=(attach_disconnected,mediate_deleted) {{",
+        f"profile {name} flags=({flags}) {{",
         "  #include <abstractions/base>",
         "",
         "  # ---- EXEC ----",

@@ -46,12 +46,13 @@ def host_arch() -> str:
     return platform.machine() or "x86_64"
 
 
-def render(model: BehaviourModel, fmt: ExportFormat, arch: str | None = None) -> str:
+def render(model: BehaviourModel, fmt: ExportFormat, arch: str | None = None, complain: bool = False) -> str:
+    """``complain``: the profile logs what it does not allow instead of denying it (seccomp, AppArmor)."""
     if fmt == "model":
         return msgspec.json.format(msgspec.json.encode(model), indent=2).decode() + "\n"
     if fmt == "apparmor":
-        return apparmor.render(model)
-    text = seccomp.render(model, arch or host_arch())
+        return apparmor.render(model, complain)
+    text = seccomp.render(model, arch or host_arch(), complain)
     seccomp.validate(text)
     return text
 

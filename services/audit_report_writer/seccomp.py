@@ -144,21 +144,22 @@ def validate(data: bytes | str) -> LinuxSeccomp:
     return profile
 
 
-def profile_of(model: BehaviourModel, arch: str = "x86_64") -> LinuxSeccomp:
-    """The allow-list profile: one ``SCMP_ACT_ALLOW`` group per coverage level, most covered first."""
+def profile_of(model: BehaviourModel, arch: str = "x86_64", complain: bool = False) -> LinuxSeccomp:
+    """The allow-list profile: one ``SCMP_ACT_ALLOW`` group per coverage level, most covered first.
+    ``complain``: the default action is ``SCMP_ACT_LOG`` (what is not listed runs and is logged)."""
     groups: dict[int, list[str]] = {}
     for rule in model.syscalls:
         groups.setdefault(rule.coverage, []).append(rule.name)
     rules = [LinuxSyscall(names=sorted(groups[cov]), action="SCMP_ACT_ALLOW") for cov in sorted(groups, reverse=True)]
     return LinuxSeccomp(
-        default_action="SCMP_ACT_ERRNO",
-        default_errno_ret=EPERM,
+        default_action="SCMP_ACT_LOG" if complain else "SCMP_ACT_ERRNO",
+        default_errno_ret=None if complain else EPERM,
         architectures=ARCHITECTURES.get(arch, []),  # type: ignore[arg-type]
         syscalls=rules,
     )
 
 
-def render(model: BehaviourModel, arch: str = "x86_64") -> str:
+def render(model: BehaviourModel, arch: str = "x86_64", complain: bool = False) -> str:
     """The profile as stable, indented JSON text (ends with a newline)."""
-    raw = msgspec.json.encode(profile_of(model, arch))
+    raw = msgspec.json.encode(profile_of(model, arch, complain))
     return json.dumps(json.loads(raw), indent=2, sort_keys=True) + "\n"

@@ -54,6 +54,7 @@ from contracts.events import (
     ContainerStopped,
     DnsQueried,
     EventBatch,
+    EventsLost,
     ExecObserved,
     FileOpened,
     RawEvent,
@@ -80,6 +81,7 @@ from services.profile_learner.paths import access_mask, access_text, addr_class,
 
 NEVER = 1 << 62
 SECOND = 1_000_000_000
+MAX_REPLICAS = 64  # distinct containers remembered per version: readiness asks "at least N"
 LINEAGE_SEP = "\x1f"
 _LEARNS = ("learning", "warmup")
 _STABLE_LIKE = ("stable", "at_max_size")
@@ -114,6 +116,13 @@ class Version(Struct, kw_only=True):
     sizes: dict[str, int]
     # event type -> executable ("" for dns) -> key -> access mask (1 when not a file)
     behaviours: dict[str, dict[str, dict[str, int]]]
+    # What readiness weighs (services/profile_learner/readiness.py), all on event time:
+    starts: int = 0  # containers of this version seen starting (start-up behaviour happens once)
+    replicas: dict[str, int] = {}  # container id -> first event time (at most MAX_REPLICAS kept)
+    drifts: dict[str, int] = {}  # event type -> drifts reported while this version was stable
+    last_drift: dict[str, int] = {}  # event type -> time of the last one
+    lost: dict[str, int] = {}  # "records" / "syscalls" -> what the kernel side lost of its containers
+    last_lost: int = 0
 
 
 class Profile(Struct, kw_only=True):
@@ -277,6 +286,8 @@ def _version(state: State, cfg: Config, ev: Any, part: int, pos: Pos, out: Out) 
         )
     elif t > v.last_seen:
         v.last_seen = t
+    if c.id not in v.replicas and len(v.replicas) < MAX_REPLICAS:
+        v.replicas[c.id] = t
     return prof, v
 
 
@@ -335,12 +346,25 @@ def _on_syscalls(state: State, cfg: Config, ev: SyscallsObserved, part: int, pos
 
 
 def _on_lifecycle(state: State, cfg: Config, ev: Any, part: int, pos: Pos, out: Out) -> None:
-    if _version(state, cfg, ev, part, pos, out) is None:
+    pv = _version(state, cfg, ev, part, pos, out)
+    if pv is None:
         return
     if isinstance(ev, ContainerStarted):
+        pv[1].starts += 1
         state.containers[ev.container.id] = ev.time + cfg.warmup_period
     elif isinstance(ev, ContainerStopped):
         state.containers.pop(ev.container.id, None)
+
+
+def _on_lost(state: State, cfg: Config, ev: EventsLost, part: int, pos: Pos, out: Out) -> None:
+    pv = _version(state, cfg, ev, part, pos, out)
+    if pv is None:
+        return
+    v = pv[1]
+    for kind, n in (("records", ev.records), ("syscalls", ev.syscalls)):
+        if n:
+            v.lost[kind] = v.lost.get(kind, 0) + n
+    v.last_lost = max(v.last_lost, ev.time)
 
 
 def _on_tick(state: State, cfg: Config, ev: ClockTicked, part: int, pos: Pos, out: Out) -> None:
@@ -366,6 +390,7 @@ _HANDLERS: dict[type, Callable[..., None]] = {
     SyscallsObserved: _on_syscalls,
     ContainerStarted: _on_lifecycle,
     ContainerStopped: _on_lifecycle,
+    EventsLost: _on_lost,
     ClockTicked: _on_tick,
 }
 for _tp in RawEvent.__args__:
@@ -499,6 +524,8 @@ def _drift(
 ) -> None:
     eid = _eid(pos)
     behaviour = exe if et == "exec" else key
+    v.drifts[et] = v.drifts.get(et, 0) + 1
+    v.last_drift[et] = max(v.last_drift.get(et, 0), ev.time)
     out.drifts.append(
         Drift(
             id=f"drift:{eid}:{len(out.drifts) - out.dbase}",
@@ -638,6 +665,13 @@ def summary(prof: Profile) -> dict[str, Any]:
                     "states": dict(v.states),
                     "sizes": dict(v.sizes),
                     "size": sum(v.sizes.values()),
+                    "last_new": dict(v.last_new),
+                    "starts": v.starts,
+                    "replicas": len(v.replicas),
+                    "drifts": dict(v.drifts),
+                    "last_drift": dict(v.last_drift),
+                    "lost": dict(v.lost),
+                    "last_lost": v.last_lost,
                 }
                 for v in prof.versions.values()
             ],

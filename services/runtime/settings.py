@@ -81,6 +81,15 @@ class AnomalyDetection(_S):
     unstable_profile_size_threshold: int = 10_000
 
 
+class Readiness(_S):
+    """When a learned profile is ready to enforce (`vigil profiles readiness`, docs/models.md)."""
+
+    min_container_starts: int = 1  # start-up behaviour (the syscalls of init) is only seen when a container starts
+    min_replicas: int = 1  # distinct containers of the version observed
+    drift_window: Duration = Duration(3600)  # no drift of the generator's event types this long before now
+    min_quiet: Duration = Duration(0)  # no new behaviour this long (on top of the version being stable)
+
+
 class SecurityProfile(_S):
     enabled: bool = True
     max_image_tags: int = 10
@@ -88,6 +97,7 @@ class SecurityProfile(_S):
     max_profiles_in_memory: int = 10_000
     snapshot_interval: Duration = Duration(10)  # wall-clock seconds between learner snapshots
     anomaly_detection: AnomalyDetection = AnomalyDetection()
+    readiness: Readiness = Readiness()
 
 
 class Network(_S):
@@ -173,6 +183,7 @@ class Collector(_S):
     ring_buffer_bytes: int = 16 << 20
     consume_interval: Duration = Duration(0.01)  # ring buffer drain period (submits do not wake us)
     syscalls_interval: Duration = Duration(1)  # syscall bitmap drain period
+    syscall_map_size: int = 16_384  # (cgroup, pid) syscall bitmaps held between drains; past it: counted loss
     synthetic_rate: int = 1000  # events/s offered by the synthetic source
     synthetic_containers: int = 4
     synthetic_images: int = 2
@@ -274,6 +285,7 @@ _POSITIVE = {
     "collector.batch_size",
     "collector.dedup_map_size",
     "collector.ring_buffer_bytes",
+    "collector.syscall_map_size",
     "collector.synthetic_containers",
     "collector.synthetic_images",
     "collector.identity.hold_events",
