@@ -61,7 +61,7 @@ class StateChanged(_ProfileEvent, tag="profile.state_changed.v1"):
     event_type: EventType
     old_state: ProfileState
     new_state: ProfileState
-    reason: str = ""  # "stable_period", "time_threshold", "size_threshold", "operator"
+    reason: str = ""  # "stable_period", "time_threshold", "size_threshold", "operator", "import"
 
 
 class VersionEvicted(_ProfileEvent, tag="profile.version_evicted.v1"):
@@ -111,7 +111,32 @@ class EvictVersion(_Command, tag="command.evict_version.v1"):
     last_seen: int = 0
 
 
-Command = SetState | ResetProfile | EvictVersion
+class ImportBehaviour(_Command, tag="command.import_behaviour.v1"):
+    """Add behaviour to a version (``vigil profiles import``): ``behaviours`` per event type,
+    each in :class:`BehaviourAdded`'s terms (see :class:`LearnedBehaviour`). The learner
+    inserts what the version does not know yet (union; nothing is removed or replaced) and
+    emits the ``BehaviourAdded`` events it emits when it learns, with ids derived from this
+    command's id. A version that does not exist yet is created with ``first_seen``,
+    ``last_seen`` and ``states`` (``VersionFirstSeen``, then ``StateChanged`` with
+    ``reason="import"``); an existing version keeps its own. ``partition`` is the
+    image's partition (a new profile needs one). A large import is several commands
+    (``chunk`` of ``chunks``), each well under the server's max payload. What the
+    learner counts of this cluster's own containers (starts, replicas, drift, loss)
+    is not imported: it is evidence only local observation gives."""
+
+    image_tag: str
+    partition: int = 0
+    first_seen: int = 0
+    last_seen: int = 0
+    states: dict[str, ProfileState] = {}
+    last_new: dict[str, int] = {}  # event type -> when the version last learned something new
+    behaviours: dict[EventType, list[LearnedBehaviour]] = {}  # as in the document (times not needed)
+    chunk: int = 1
+    chunks: int = 1
+    source: str = ""  # where the behaviour comes from (the document's origin), for the record
+
+
+Command = SetState | ResetProfile | EvictVersion | ImportBehaviour
 
 
 # --- drift ----------------------------------------------------------------------
@@ -162,3 +187,46 @@ class ProfileSummary(Struct, frozen=True, kw_only=True, omit_defaults=True):
     versions: list[dict[str, Any]]
     partition: int = 0  # the EVENTS/DRIFT partition of the profile
     event_time: int = 0  # the profile's event time (ns)
+
+
+# --- the portable document (`vigil profiles export --format json`, `vigil profiles import`) --------
+
+
+class LearnedBehaviour(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One behaviour of a version: :class:`BehaviourAdded`'s fields, plus the event times the
+    version first learned it and last grew it (an open's access can grow: ``r`` then ``rw``)."""
+
+    behaviour: str
+    executable: str = ""
+    access: str = ""
+    lineage: list[str] = []
+    first_seen: int = 0
+    last_seen: int = 0
+
+
+class LearnedType(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a version learned for one event type: its state, how many behaviours, the behaviours
+    (sorted), and ``last_new``: when it last learned something new of the type (event time, ns)."""
+
+    state: ProfileState
+    count: int
+    last_new: int = 0
+    behaviours: list[LearnedBehaviour] = []
+
+
+class ProfileDocument(
+    Struct, frozen=True, kw_only=True, tag_field="kind", tag="profile_document.v1", omit_defaults=True
+):
+    """A portable profile version: what ``vigil profiles export --format json`` writes and
+    ``vigil profiles import`` reads. ``first_seen``/``last_seen`` (event time, ns) and the
+    state per event type are the version's as the learner held them; ``event_types`` maps
+    each type to its behaviours. DNS names are the learner's keys (the last
+    ``dns_match_max_depth`` labels). Importing never removes or replaces behaviour (union)."""
+
+    image_name: str
+    image_tag: str
+    first_seen: int = 0
+    last_seen: int = 0
+    event_time: int = 0  # the profile's event time when it was exported
+    dns_match_max_depth: int = 3
+    event_types: dict[EventType, LearnedType] = {}

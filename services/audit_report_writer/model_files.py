@@ -18,12 +18,20 @@ the runner before it acks) writes them to ``<data_dir>/models/.windows.json``
 whenever they changed, and a new instance loads that file. The fold is
 idempotent (sets), so inputs handled after the last snapshot and redelivered
 after a crash are simply folded again.
+
+:func:`render_export` is ``vigil profiles export``'s dispatch: the three file
+formats above, plus the formats of :data:`EXPORTERS` rendered from a learned
+version (:class:`Learned`): NetworkPolicy and CiliumNetworkPolicy
+(:mod:`netpol`), the portable JSON document (:mod:`portable`) and the lineage
+graph (:mod:`lineage`). Modelling windows write only the three files.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -32,8 +40,9 @@ import msgspec
 from contracts.codec import ContractError, decode_batch, encode_json
 from contracts.events import MAX_TIME_HEADER
 from contracts.models import BehaviourModel, ModelMessage, ModelStatusChanged, StartModeling
+from contracts.profiles import BehaviourAdded, ProfileDocument
 from contracts.subjects import EVENTS, MODELS, MODELS_REQUESTS, ConsumerSpec, models_status_subject, token
-from services.audit_report_writer import apparmor, modeling, seccomp
+from services.audit_report_writer import apparmor, lineage, modeling, netpol, portable, seccomp
 from services.runtime.files import write_atomically
 from services.runtime.service import Incoming, Invalid, Outgoing
 
@@ -74,6 +83,49 @@ def write_model(data_path: Path, model: BehaviourModel, arch: str | None = None)
         write_text(path, render(model, fmt, arch))
         written.append(path)
     return written
+
+
+# --- exports of a learned version (`vigil profiles export`) ---------------------------------
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A learned version and what is known around it: what ``vigil profiles export`` renders.
+    ``model`` feeds the profiles and policies, ``behaviours`` (its BehaviourAdded events) the
+    lineage graph, ``document`` the portable JSON; ``selection`` picks the policies' pods."""
+
+    model: BehaviourModel
+    behaviours: tuple[BehaviourAdded, ...] = ()
+    document: ProfileDocument | None = None
+    selection: netpol.Selection | None = None
+    dns_depth: int = 3
+
+
+def _selection(learned: Learned) -> netpol.Selection:
+    return learned.selection or netpol.selection(learned.model.image_name, learned.model.image_tag, [])
+
+
+def _document(learned: Learned) -> str:
+    if learned.document is None:
+        raise ValueError("the json export needs the learner's summary of the version")
+    return portable.encode(learned.document)
+
+
+EXPORTERS: dict[str, Callable[[Learned], str]] = {
+    "networkpolicy": lambda v: netpol.render_networkpolicy(v.model, _selection(v), v.dns_depth),
+    "ciliumnetworkpolicy": lambda v: netpol.render_ciliumnetworkpolicy(v.model, _selection(v), v.dns_depth),
+    "json": _document,
+    "dot": lambda v: lineage.render(v.behaviours, v.model.image_name, v.model.image_tag),
+}
+EXPORT_FORMATS: tuple[str, ...] = (*FILE_NAMES, *EXPORTERS)
+
+
+def render_export(learned: Learned, fmt: str, arch: str | None = None, complain: bool = False) -> str:
+    """One of :data:`EXPORT_FORMATS`: the window files' formats through :func:`render`, the rest here."""
+    exporter = EXPORTERS.get(fmt)
+    if exporter is not None:
+        return exporter(learned)
+    return render(learned.model, fmt, arch, complain=complain)  # type: ignore[arg-type]
 
 
 # --- the app's modelling handler ---------------------------------------------------------

@@ -1,8 +1,8 @@
-"""`vigil profiles`: Profiles learned per image (list, show, set-state, reset, export).
+"""`vigil profiles`: Profiles learned per image (list, show, set-state, reset, export, import).
 
 ``list`` and ``show`` ask the running profile-learner (request/reply on
 ``vigil.query.profiles``) and fall back to its last snapshot when it does not
-answer. ``set-state`` and ``reset`` publish commands on the COMMANDS stream;
+answer. ``set-state``, ``reset`` and ``import`` publish commands on the COMMANDS stream;
 the learner applies them at its current event time and records the change as
 profile events.
 """
@@ -26,7 +26,9 @@ from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
 
 NAME = "profiles"
-app = typer.Typer(help="Profiles learned per image (list, show, set-state, reset, export).", no_args_is_help=True)
+app = typer.Typer(
+    help="Profiles learned per image (list, show, set-state, reset, export, import).", no_args_is_help=True
+)
 
 
 async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
@@ -83,13 +85,21 @@ def _from_snapshot(settings: Settings, image: str | None) -> dict[str, Any] | No
     return summaries(list(snaps.values()))
 
 
-def _read(settings: Settings, image: str | None) -> dict[str, Any]:
+def _answer(settings: Settings, image: str | None) -> dict[str, Any]:
+    """The learner's answer (or its last snapshot's); VigilError when there is neither."""
     image = normalize_name(image) if image else image  # docker.io/library/nginx is the nginx profile
     answer = asyncio.run(_ask(settings, image)) or _from_snapshot(settings, image)
     if answer is None:
-        err_console.print("[red]error:[/red] no profile-learner answered and it left no snapshot; is Vigil running?")
-        raise typer.Exit(1)
+        raise VigilError("no profile-learner answered and it left no snapshot; is Vigil running?")
     return answer
+
+
+def _read(settings: Settings, image: str | None) -> dict[str, Any]:
+    try:
+        return _answer(settings, image)
+    except VigilError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
 
 
 def _states_text(states: dict[str, str]) -> str:
@@ -140,6 +150,57 @@ def show(
         for v in prof["versions"]
     ]
     rows(items, ["image_tag", "states", "size", "first_seen", "last_seen"], output, title="versions")
+
+
+def verdicts(settings: Settings, image: str, generators: list[str]) -> list[Any]:
+    """Readiness of ``IMAGE[:TAG]`` (no tag: every version) for each generator, from the learner's summary."""
+    from contracts.workloads import parse_image
+    from services.profile_learner.readiness import verdict
+
+    name, tag = parse_image(image, default_tag="")
+    prof = _answer(settings, name).get("profile")
+    if prof is None:
+        raise VigilError(f"the profile-learner holds no profile for image {name!r}")
+    versions = [v for v in prof["versions"] if not tag or v["image_tag"] == tag]
+    if not versions:
+        raise VigilError(f"the profile-learner holds no version {tag!r} of {name!r}")
+    policy = settings.runtime_security_config.security_profile.readiness
+    return [verdict(name, v, prof.get("event_time", 0), g, policy) for v in versions for g in generators]
+
+
+@app.command()
+def readiness(
+    image: str = typer.Argument(..., help="IMAGE[:TAG] (no tag: every version)"),
+    generator: str = typer.Option(
+        "all", "--generator", "-g", help="seccomp | apparmor | networkpolicy | ciliumnetworkpolicy | all"
+    ),
+    config: Path | None = ConfigOpt,
+    output: Format = OutputOpt,
+) -> None:
+    """Whether a learned version may be enforced, per generator, with the reason for each check
+    (stable, quiet, starts, replicas, drift, loss: docs/models.md). Exits 1 unless all are ready."""
+    from services.profile_learner.readiness import GENERATORS
+
+    gens = list(GENERATORS) if generator == "all" else [generator]
+    if any(g not in GENERATORS for g in gens):
+        err_console.print(f"[red]error:[/red] --generator must be one of {', '.join(GENERATORS)} or all")
+        raise typer.Exit(2)
+    try:
+        found = verdicts(settings_or_exit(config), image, gens)
+    except VigilError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if output == Format.json:
+        for v in found:
+            json_line({**v._asdict(), "checks": [c._asdict() for c in v.checks]})
+    else:
+        for v in found:
+            mark = "[green]ready[/green]" if v.ready else "[red]not ready[/red]"
+            console.print(f"[bold]{v.image_name}:{v.image_tag}[/bold] {v.generator}: {mark}")
+            for c in v.checks:
+                console.print(f"  {'ok ' if c.ok else 'NO '} {c.name:<8} {c.detail}", highlight=False)
+    if not all(v.ready for v in found):
+        raise typer.Exit(1)
 
 
 def _publish(settings: Settings, cmd: Command) -> None:
@@ -207,14 +268,32 @@ def reset(
 @app.command()
 def export(
     image: str = typer.Argument(..., help="IMAGE[:TAG] (no tag: latest)"),
-    fmt: str = typer.Option("model", "--format", "-f", help="model | apparmor | seccomp"),
+    fmt: str = typer.Option(
+        "model",
+        "--format",
+        "-f",
+        help="model | apparmor | seccomp | networkpolicy | ciliumnetworkpolicy | json | dot (docs/models.md)",
+    ),
     out: Path | None = typer.Option(None, "-o", "--out", help="write to FILE (default: stdout)"),
+    mode: str = typer.Option(
+        "enforce", "--mode", help="enforce | complain (seccomp SCMP_ACT_LOG, AppArmor complain: log, do not deny)"
+    ),
+    force: bool = typer.Option(False, "--force", help="export for enforcement even when the version is not ready"),
     config: Path | None = ConfigOpt,
 ) -> None:
-    """A learned version as a behaviour model, an AppArmor profile or a seccomp profile.
+    """A learned version as a behaviour model, an AppArmor or seccomp profile,
+    a Kubernetes NetworkPolicy or CiliumNetworkPolicy (egress), a portable JSON
+    document (for `vigil profiles import`) or a DOT graph of its process lineage.
 
     Folds the PROFILES stream (ephemeral consumer) into the version's learned
-    behaviour; a reset or eviction forgets what came before it.
+    behaviour; a reset or eviction forgets what came before it. The policies
+    select pods by the labels the workload registry holds for the image's
+    containers (a placeholder to edit when it holds none, said on stderr).
+    SVG: `vigil profiles export IMG:TAG --format dot | dot -Tsvg > p.svg`.
+
+    What enforces (seccomp, apparmor, the policies) is refused while the version
+    is not ready for it (`vigil profiles readiness`) unless --force; a
+    complain-mode profile (--mode complain) can always be exported.
     """
     import sys
 
@@ -222,10 +301,11 @@ def export(
     from services.audit_report_writer import model_files, modeling
     from services.cli.models import learned_events
 
-    if fmt not in model_files.FILE_NAMES:
-        err_console.print(f"[red]error:[/red] --format must be one of {', '.join(model_files.FILE_NAMES)}")
+    if fmt not in model_files.EXPORT_FORMATS:
+        err_console.print(f"[red]error:[/red] --format must be one of {', '.join(model_files.EXPORT_FORMATS)}")
         raise typer.Exit(2)
     name, tag = parse_image(image)
+    _ready_or_exit(settings_or_exit(config), f"{name}:{tag}", fmt, mode, force)
     try:
         events = asyncio.run(learned_events(settings_or_exit(config), name))
     except VigilError as exc:
@@ -241,9 +321,159 @@ def export(
             f"[yellow]warning:[/yellow] no syscalls were learned for {name}:{tag} (syscall events off, or no "
             "kernel collector saw it): this profile allows no syscall at all"
         )
-    text = model_files.render(model, fmt)  # type: ignore[arg-type]
+    learned = _learned(settings_or_exit(config), model, [e for e in behaviour if e.image_tag == tag], fmt)
+    text = model_files.render_export(learned, fmt, complain=mode == "complain")
     if out is None:
         sys.stdout.write(text)
         return
     model_files.write_text(out, text)
     err_console.print(f"wrote {out} ({fmt}, {name}:{tag})")
+
+
+COMPLAIN_FORMATS = ("seccomp", "apparmor")
+
+
+def _ready_or_exit(settings: Settings, image: str, fmt: str, mode: str, force: bool) -> None:
+    """Refuse an enforcing export of a version that is not ready for that generator."""
+    from services.profile_learner.readiness import GENERATORS
+
+    if mode not in ("enforce", "complain"):
+        err_console.print("[red]error:[/red] --mode must be enforce or complain")
+        raise typer.Exit(2)
+    if mode == "complain":
+        if fmt not in COMPLAIN_FORMATS:
+            err_console.print(f"[red]error:[/red] --mode complain exists for {' and '.join(COMPLAIN_FORMATS)} only")
+            raise typer.Exit(2)
+        return
+    if fmt not in GENERATORS:
+        return  # a model, a document, a graph: nothing is enforced
+    try:
+        [verdict] = verdicts(settings, image, [fmt])
+    except VigilError as exc:
+        verdict, reasons = None, f"readiness unknown: {exc}"
+    if verdict is not None:
+        if verdict.ready:
+            return
+        reasons = "; ".join(f"{c.name}: {c.detail}" for c in verdict.failed())
+    if force:
+        err_console.print(f"[yellow]warning:[/yellow] {image} is not ready for {fmt} ({reasons}); exported (--force)")
+        return
+    err_console.print(
+        f"[red]error:[/red] {image} is not ready for {fmt}: {reasons}\n"
+        f"  see `vigil profiles readiness {image}`; export --mode complain to observe first, or --force"
+    )
+    raise typer.Exit(1)
+
+
+def _learned(settings: Settings, model: Any, behaviours: list[Any], fmt: str) -> Any:
+    """What the format needs besides the model: the pods' labels (policies), the learner's summary (json)."""
+    from services.audit_report_writer import model_files
+
+    depth = settings.runtime_security_config.security_profile.dns_match_max_depth
+    selection = _selection(settings, model) if fmt in ("networkpolicy", "ciliumnetworkpolicy") else None
+    document = _document(settings, model, behaviours, depth) if fmt == "json" else None
+    return model_files.Learned(
+        model=model, behaviours=tuple(behaviours), document=document, selection=selection, dns_depth=depth
+    )
+
+
+def _selection(settings: Settings, model: Any) -> Any:
+    from services.audit_report_writer import netpol
+    from services.cli.workloads import registered_workloads
+
+    image = f"{model.image_name}:{model.image_tag}"
+    try:
+        workloads = asyncio.run(registered_workloads(settings))
+    except (VigilError, OSError) as exc:
+        err_console.print(f"[yellow]warning:[/yellow] the workload registry could not be read ({exc})")
+        workloads = []
+    sel = netpol.selection(model.image_name, model.image_tag, workloads)
+    if sel.placeholder:
+        err_console.print(
+            f"[yellow]warning:[/yellow] no pod labels known for {image} ({sel.containers} registered containers): "
+            f"the selector {netpol.PLACEHOLDER_KEY}={sel.labels[netpol.PLACEHOLDER_KEY]} is a placeholder, edit it"
+        )
+    else:
+        labels = ",".join(f"{k}={v}" for k, v in sel.labels.items())
+        err_console.print(f"selector {labels}: the labels common to {sel.containers} registered containers of {image}")
+    return sel
+
+
+def _document(settings: Settings, model: Any, behaviours: list[Any], depth: int) -> Any:
+    from services.audit_report_writer import portable
+
+    prof = _read(settings, model.image_name).get("profile") or {}
+    version = next((v for v in prof.get("versions", []) if v["image_tag"] == model.image_tag), None)
+    if version is None:
+        err_console.print(f"[red]error:[/red] the learner holds no version {model.image_tag} of {model.image_name}")
+        raise typer.Exit(1)
+    return portable.document(
+        behaviours, version, image_name=model.image_name, event_time=prof.get("event_time", 0), dns_depth=depth
+    )
+
+
+IMPORT_MAX_BYTES = 256 * 1024  # per command; far below NATS's 1 MiB default max payload
+
+
+@app.command("import")
+def import_(
+    file: Path = typer.Argument(..., help="a profile document (`vigil profiles export IMAGE:TAG --format json`)"),
+    as_: str | None = typer.Option(None, "--as", help="IMAGE:TAG to import into (default: the document's)"),
+    config: Path | None = ConfigOpt,
+) -> None:
+    """Add a profile document's behaviour to a version (union: nothing is removed).
+
+    Publishes ImportBehaviour commands on COMMANDS (several for a large
+    document); the learner applies them like set-state and records what it
+    inserted as profile events, so a replay reproduces the import. A version
+    it does not hold yet takes the document's first/last seen and states; a
+    version it holds keeps its own.
+    """
+    from contracts.subjects import partition_of
+    from contracts.workloads import parse_image
+    from services.audit_report_writer import portable
+
+    try:
+        doc = portable.decode(file.read_bytes())
+    except (OSError, portable.DocumentInvalid) as exc:
+        err_console.print(f"[red]error:[/red] {file}: {exc}")
+        raise typer.Exit(2) from exc
+    name, tag = parse_image(as_) if as_ else (normalize_name(doc.image_name), doc.image_tag)
+    settings = settings_or_exit(config)
+    prefix = f"cli:import:{uuid.uuid4()}"
+
+    def build(max_bytes: int) -> list[Any]:
+        partition = partition_of(name, settings.nats.partitions)
+        return portable.commands(
+            doc, image_name=name, image_tag=tag, partition=partition, id_prefix=prefix, max_bytes=max_bytes
+        )
+
+    sent = _publish_many(settings, build)
+    count = sum(len(c.behaviours) for c in sent)
+    console.print(f"sent {len(sent)} import command(s) for {name}:{tag}: {count} behaviours ({prefix})")
+
+
+def _publish_many(settings: Settings, build: Any) -> list[Any]:
+    """Publish the commands ``build(max_bytes)`` returns, in order, each with its Nats-Msg-Id."""
+
+    async def go() -> list[Any]:
+        from contracts.codec import encode_json
+        from contracts.subjects import commands_subject
+        from services.runtime.bus import connect
+
+        bus = await connect(settings, start_embedded=False, name="vigil-profiles")
+        try:
+            await bus.ensure_streams()
+            cmds = build(min(IMPORT_MAX_BYTES, bus.nc.max_payload // 4))
+            for cmd in cmds:
+                subject = commands_subject(cmd.image_name, settings.nats.partitions)
+                await bus.js.publish(subject, encode_json(cmd), headers={"Nats-Msg-Id": cmd.id})
+            return list(cmds)
+        finally:
+            await bus.close()
+
+    try:
+        return asyncio.run(go())
+    except VigilError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc

@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 
+from contracts.workloads import Workload
 from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
 from services.cli.output import Format, console, err_console, rows
 from services.runtime.errors import VigilError
@@ -29,7 +30,6 @@ app = typer.Typer(
 COLUMNS = ["container_id", "image_name", "image_tag", "pod", "namespace", "name", "source"]
 
 
-
 async def _with_bucket(settings: Settings, action: Any) -> Any:
     from collector.workloads import bucket
     from services.runtime.bus import connect
@@ -39,6 +39,33 @@ async def _with_bucket(settings: Settings, action: Any) -> Any:
         return await action(await bucket(bus.js))
     finally:
         await bus.close()
+
+
+async def registered(kv: Any) -> list[Workload]:
+    """Every readable entry of the registry bucket (a watch read to its end, then stopped)."""
+    from contracts import workloads as wl
+
+    out = []
+    watcher = await kv.watchall()
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                continue
+            try:
+                out.append(wl.decode(entry.value))
+            except Exception:  # noqa: BLE001 - unreadable entry
+                continue
+    finally:
+        await watcher.stop()
+    return out
+
+
+async def registered_workloads(settings: Settings) -> list[Workload]:
+    """The registry's workloads (``vigil profiles export`` selects pods by their labels)."""
+    result: list[Workload] = await _with_bucket(settings, registered)
+    return result
 
 
 def _run(settings: Settings, action: Any) -> Any:
@@ -77,25 +104,10 @@ def list_(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> None:
     """Every registered workload."""
     import msgspec
 
-    from contracts import workloads as wl
-
     async def read(kv: Any) -> list[dict[str, Any]]:
-        out = []
-        watcher = await kv.watchall()
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if entry.operation in ("DEL", "PURGE") or not entry.value:
-                    continue
-                try:
-                    item = msgspec.to_builtins(wl.decode(entry.value))
-                except Exception:  # noqa: BLE001 - unreadable entry
-                    continue
-                item.pop("type", None)
-                out.append(item)
-        finally:
-            await watcher.stop()
+        out = [msgspec.to_builtins(w) for w in await registered(kv)]
+        for item in out:
+            item.pop("type", None)
         return sorted(out, key=lambda i: i["container_id"])
 
     rows(_run(settings_or_exit(config), read), COLUMNS, output, title="workloads")

@@ -68,6 +68,8 @@ from contracts.profiles import (
     Drift,
     DriftBatch,
     EvictVersion,
+    ImportBehaviour,
+    LearnedBehaviour,
     ProfileEvent,
     ProfileReset,
     ProfileSummary,
@@ -77,7 +79,14 @@ from contracts.profiles import (
     VersionEvicted,
     VersionFirstSeen,
 )
-from services.profile_learner.paths import access_mask, access_text, addr_class, dns_key, generalise_path
+from services.profile_learner.paths import (
+    access_mask,
+    access_mask_of,
+    access_text,
+    addr_class,
+    dns_key,
+    generalise_path,
+)
 
 NEVER = 1 << 62
 SECOND = 1_000_000_000
@@ -616,6 +625,8 @@ def _set_state(
 
 def apply_command(state: State, cfg: Config, cmd: Command) -> list[ProfileEvent]:
     """Apply an operator/evictor command at the profile's current event time (or ``cmd.time``)."""
+    if isinstance(cmd, ImportBehaviour):
+        return import_behaviour(state, cfg, cmd)
     out = Out()
     prof = state.profiles.get(cmd.image_name)
     if prof is None:
@@ -645,6 +656,90 @@ def apply_command(state: State, cfg: Config, cmd: Command) -> list[ProfileEvent]
             out.events.append(ProfileReset(id=f"pl:{cause}:0", time=at, image_name=prof.image, image_tag=cmd.image_tag))
     _refresh_deadline(prof, cfg)
     return out.events
+
+
+# --- imports (ImportBehaviour, `vigil profiles import`) -----------------------------------------
+
+
+def import_behaviour(state: State, cfg: Config, cmd: ImportBehaviour) -> list[ProfileEvent]:
+    """Insert the imported behaviours the version does not know yet (union: nothing is removed or
+    replaced), creating the profile and the version when missing. Emits what learning emits
+    (``VersionFirstSeen``, ``BehaviourAdded``) with ids ``pl:<command id>:<n>``.
+
+    Applied at ``cmd.time``, else the profile's event time (a new profile starts at the later of
+    the partition's event time and the imported version's last seen). Imported behaviour is a
+    baseline, not new activity: it does not restart the stable clock. Types the learner does not
+    learn are skipped; the size threshold holds as for learning."""
+    prof = state.profiles.get(cmd.image_name) or _imported_profile(state, cfg, cmd)
+    if prof is None:
+        return []
+    out = Out()
+    at = cmd.time or prof.now
+    v = prof.versions.get(cmd.image_tag) or _imported_version(prof, cfg, cmd, at, out)
+    for et, items in cmd.behaviours.items():
+        if et in cfg.event_types:
+            for b in items:
+                _import_one(cfg, prof, v, et, b, at, out, cmd.id)
+    _refresh_deadline(prof, cfg)
+    return out.events
+
+
+def _imported_profile(state: State, cfg: Config, cmd: ImportBehaviour) -> Profile | None:
+    """A new profile for an import, or None past ``max_profiles`` (as for events of a new image)."""
+    if len(state.profiles) >= cfg.max_profiles:
+        return None
+    now = cmd.time or max(state.now, cmd.last_seen)
+    prof = state.profiles[cmd.image_name] = Profile(image=cmd.image_name, partition=cmd.partition, now=now, versions={})
+    return prof
+
+
+def _imported_version(prof: Profile, cfg: Config, cmd: ImportBehaviour, at: int, out: Out) -> Version:
+    """The version as the document describes it: its first/last seen, then its states (``reason=import``)."""
+    v = _new_version(prof, cfg, cmd.image_tag, at)
+    v.first_seen = cmd.first_seen or at
+    v.last_seen = max(cmd.last_seen, v.first_seen)
+    if all(cmd.states.get(et, "warmup") != "warmup" for et in EVENT_TYPES):
+        v.warmup_until = at  # nothing left in warm-up: no warm-up period to wait for
+    versions = {tag: other.last_seen for tag, other in prof.versions.items()}
+    out.events.append(
+        VersionFirstSeen(id=out.next_id(cmd.id), time=at, image_name=prof.image, image_tag=v.tag, versions=versions)
+    )
+    for et in EVENT_TYPES:
+        if et in cmd.states:
+            _set_state(prof, v, et, cmd.states[et], at, "import", out, cmd.id)
+        if cmd.last_new.get(et):
+            v.last_new[et] = cmd.last_new[et]  # the stable clock goes on from where it was
+    return v
+
+
+def _import_one(
+    cfg: Config, prof: Profile, v: Version, et: str, b: LearnedBehaviour, at: int, out: Out, cause: str
+) -> None:
+    exe, key, mask = imported_key(et, b, cfg.dns_depth)
+    known = v.behaviours[et].get(exe, {})
+    have = known.get(key, 0)
+    if have | mask == have:
+        return
+    if not have and v.sizes[et] >= cfg.size_threshold:
+        full = "unstable" if v.states[et] in _LEARNS else "at_max_size"
+        _set_state(prof, v, et, full, at, "size_threshold", out, cause)
+        return
+    v.sizes[et] += 0 if have else 1
+    v.behaviours[et].setdefault(exe, known)[key] = have | mask
+    out.events.append(_added(prof, v, et, exe, key, have | mask, at, out.next_id(cause)))
+
+
+def imported_key(et: str, b: LearnedBehaviour, dns_depth: int) -> tuple[str, str, int]:
+    """(executable, key, access mask) of an imported behaviour, as the learner keys what it observes."""
+    if et == "exec":
+        exe = b.behaviour
+        ancestors = b.lineage[:-1] if b.lineage and b.lineage[-1] == exe else b.lineage
+        return exe, LINEAGE_SEP.join(ancestors), 1
+    if et == "open":
+        return b.executable, generalise_path(b.behaviour), access_mask_of(b.access)
+    if et == "dns":
+        return "", dns_key(b.behaviour, dns_depth), 1
+    return b.executable, b.behaviour, 1
 
 
 # --- reading and snapshots ------------------------------------------------------------------------

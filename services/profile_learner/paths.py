@@ -64,6 +64,12 @@ def access_text(mask: int) -> str:
     return ("r" if mask & READ else "") + ("w" if mask & WRITE else "") + ("x" if mask & EXEC else "")
 
 
+def access_mask_of(text: str) -> int:
+    """The inverse of :func:`access_text`: ``"rw"`` → READ|WRITE; no letter reads as ``r``."""
+    mask = (READ if "r" in text else 0) | (WRITE if "w" in text else 0) | (EXEC if "x" in text else 0)
+    return mask or READ
+
+
 def dns_key(name: str, depth: int) -> str:
     """The last ``depth`` labels, lower-cased, no trailing dot."""
     labels = name.rstrip(".").lower().split(".")

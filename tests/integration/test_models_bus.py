@@ -38,16 +38,20 @@ def test_profiles_export_folds_the_learned_version(settings: Settings, tmp_path:
     )
     asyncio.run(_publish_profiles(settings, [wiped, exec_only]))
 
-    seccomp = run_vigil(settings, "profiles", "export", "debian:10", "--format", "seccomp")
+    # No learner runs here (the PROFILES events are published directly): readiness is unknown,
+    # so enforcing exports need --force (tests/integration/test_profiles_readiness.py: with one).
+    refused = run_vigil(settings, "profiles", "export", "debian:10", "--format", "seccomp", COLUMNS="200")
+    assert refused.returncode == 1 and "readiness unknown" in refused.stderr
+    seccomp = run_vigil(settings, "profiles", "export", "debian:10", "--format", "seccomp", "--force")
     assert seccomp.returncode == 0, seccomp.stderr
     assert seccomp.stdout == (GOLDEN_DIR / "seccomp_seed.json").read_text()
-    assert "warning" not in seccomp.stderr
-    empty = run_vigil(settings, "profiles", "export", "busybox:1", "--format", "seccomp", COLUMNS="200")
+    assert "no syscalls were learned" not in seccomp.stderr
+    empty = run_vigil(settings, "profiles", "export", "busybox:1", "--format", "seccomp", "--force", COLUMNS="200")
     assert empty.returncode == 0 and json.loads(empty.stdout).get("syscalls", []) == []
     assert "no syscalls were learned for busybox:1" in empty.stderr  # an allow-nothing filter is said out loud
 
     out = tmp_path / "debian.profile"
-    apparmor = run_vigil(settings, "profiles", "export", "debian:10", "--format", "apparmor", "-o", str(out))
+    apparmor = run_vigil(settings, "profiles", "export", "debian:10", "-f", "apparmor", "--force", "-o", str(out))
     assert apparmor.returncode == 0, apparmor.stderr
     assert out.read_text() == (GOLDEN_DIR / "apparmor_seed.profile").read_text()
 
