@@ -1,7 +1,9 @@
-"""Decision log figures: intake lines/s through the unix socket into JetStream,
-archive ingest (the archiver's decode → row → upsert → commit path), the
-archiver end to end from the stream (one decision per message, and
-DecisionBatches as the intake publishes them), and a GROUP BY over a large archive.
+"""Decision log figures: intake lines/s through the unix socket into JetStream, and
+Gatekeeper's export as it ships through the socket and from its disk-export
+directory (the same lines, same run); archive ingest (the archiver's decode → row →
+upsert → commit path); the archiver end to end from the stream (one decision per
+message, and DecisionBatches as the intake publishes them); a GROUP BY over a large
+archive.
 
     .venv/bin/python -m bench.decisions [--quick] [--lines N] [--ingest N] [--rows N]
 
@@ -19,17 +21,19 @@ import time
 from pathlib import Path
 
 import duckdb
+import msgspec
 
 from contracts.codec import encode_json
 from contracts.decisions import Decision, DecisionBatch
+from contracts.intake import Accepted, normalise
 from contracts.subjects import DECISIONS, INTAKE_DECISIONS
 from services.decision_intake.app import Intake
-from services.decision_intake.client import gatekeeper_line, send_lines
-from services.decision_intake.core import Accepted, normalise
+from services.decision_intake.client import GatekeeperDisk, export_line, export_marker, gatekeeper_line, send_lines
+from services.decision_intake.directory import Follower
 from services.decision_log_archiver import core, query
 from services.decision_log_archiver.app import DURABLE, Archiver
 from services.runtime import embedded
-from services.runtime.bus import Bus, connect
+from services.runtime.bus import Bus, Publisher, connect
 from services.runtime.service import Incoming, Runner, ensure_buckets
 from services.runtime.settings import Settings, load_settings
 
@@ -45,13 +49,32 @@ async def _bus(settings: Settings) -> Bus:
     return bus
 
 
-async def bench_intake(settings: Settings, n: int, connections: int) -> float:
-    """Lines/s from the first write to the last answer (every line stored in JetStream)."""
+RUN_LINES = 10_000  # violations per audit run in the shipped-format figures
+
+
+def shipped_lines(n: int) -> list[bytes]:
+    """``n`` lines of Gatekeeper's export as it ships: audit runs of :data:`RUN_LINES`
+    violations between their markers."""
+    out: list[bytes] = []
+    for first in range(0, n, RUN_LINES):
+        run = f"2026-01-{10 + first // RUN_LINES // 24:02d}T{first // RUN_LINES % 24:02d}:00:00Z"
+        out += [export_marker(run, True), *(export_line(i, run) for i in range(first, min(n, first + RUN_LINES)))]
+        out.append(export_marker(run, False))
+    return out
+
+
+async def bench_intake(settings: Settings, n: int, connections: int, shipped: bool = False) -> float:
+    """Lines/s from the first write to the last answer (every line stored in JetStream);
+    ``shipped``: Gatekeeper's export lines (:func:`shipped_lines`) instead of the seed's."""
     bus = await _bus(settings)
     intake = Intake(settings, bus, settings.data_path / "bench.sock")
     await intake.start()
     per = n // connections
-    batches = [[gatekeeper_line(c * per + i, prefix=f"in{c}") for i in range(per)] for c in range(connections)]
+    if shipped:
+        batches = [shipped_lines(per)]
+        per = len(batches[0])
+    else:
+        batches = [[gatekeeper_line(c * per + i, prefix=f"in{c}") for i in range(per)] for c in range(connections)]
     try:
         start = time.perf_counter()
         results = await asyncio.gather(*(send_lines(intake.path, lines, chunk_lines=1000) for lines in batches))
@@ -61,6 +84,35 @@ async def bench_intake(settings: Settings, n: int, connections: int) -> float:
         await bus.close()
     assert all(a["ok"] for answers in results for a in answers)
     return per * connections / seconds
+
+
+async def bench_directory(settings: Settings, n: int) -> float:
+    """Lines/s of the directory follower over :func:`shipped_lines` written as Gatekeeper's
+    disk driver writes them (completed ``.log`` runs, written before the clock starts),
+    from its first pass to the last line stored in JetStream and its offsets saved."""
+    lines = shipped_lines(n)
+    disk = GatekeeperDisk(settings.data_path / "gatekeeper", max_audit_results=len(lines))
+    for line in lines:
+        if b'"audit is started"' in line:
+            disk.start(msgspec.json.decode(line)["id"])
+        elif b'"audit is completed"' in line:
+            disk.complete()
+        else:
+            disk.write(line)
+    bus = await _bus(settings)
+    follower = Follower(settings, bus, disk.dir.parent)
+    follower.load()
+    try:
+        async with Publisher(bus.nc, window=settings.nats.publish_window) as pub:
+            start = time.perf_counter()
+            while await follower.step(pub) or follower.counters["dir_lines"] < len(lines):
+                pass
+            seconds = time.perf_counter() - start
+    finally:
+        follower.close()
+        await bus.close()
+    assert follower.counters["dir_accepted"] == len(lines), follower.counters
+    return len(lines) / seconds
 
 
 def bench_ingest(settings: Settings, n: int) -> float:
@@ -161,7 +213,9 @@ def bench_group_by(path: Path, rows: int) -> tuple[float, float, float]:
         con.execute(statement)
     start = time.perf_counter()
     con.execute(
-        "INSERT INTO decisions SELECT 'g-' || i, 1767225600000000000 + i * 1000000, "
+        "INSERT INTO decisions (id, time_ns, source, event_type, action, rule, message, severity, resource_kind, "
+        "resource_namespace, resource_name, image_name, image_tag, container_id, pod, audit_id, count, input, "
+        "details, stream_seq) SELECT 'g-' || i, 1767225600000000000 + i * 1000000, "
         "'gatekeeper', CASE WHEN i % 2 = 0 THEN 'audit_violation' ELSE 'webhook_violation' END, "
         "CASE WHEN i % 3 = 0 THEN 'deny' ELSE 'dryrun' END, 'K8sRule' || (i % 40) || '/c' || (i % 7), "
         "'message ' || (i % 1000), '', 'Deployment', 'ns-' || (i % 50), 'web-' || (i % 5000), '', '', '', '', '', 1, "
@@ -205,6 +259,12 @@ def main() -> None:
             print(f"intake: {lines} lines, 1 connection: {rate1:,.0f} lines/s (answered after JetStream stored each)")
             rate4 = asyncio.run(bench_intake(_settings(root / "intake4", server.url), lines, 4))
             print(f"intake: {lines} lines, 4 connections: {rate4:,.0f} lines/s")
+            socket_rate = asyncio.run(bench_intake(_settings(root / "shipped", server.url), lines, 1, shipped=True))
+            dir_rate = asyncio.run(bench_directory(_settings(root / "directory", server.url), lines))
+            print(
+                f"Gatekeeper's export as it ships, {lines} lines: socket {socket_rate:,.0f} lines/s, "
+                f"disk-export directory {dir_rate:,.0f} lines/s ({dir_rate / socket_rate:.2f}x the socket)"
+            )
             rate = bench_ingest(_settings(root / "ingest", server.url), ingest)
             print(
                 f"archive ingest: {ingest} decisions: {rate:,.0f} decisions/s "

@@ -1,9 +1,11 @@
 """Decisions (DECISIONS stream, JSON): every security verdict, Vigil's own and
 external policy engines', archived exactly once by decision id.
 
-External decisions arrive in Gatekeeper's decision-log shape
-(:class:`GatekeeperDecision`, camelCase as in the seed) through the intake
-and are normalised into :class:`Decision`. Audit runs are bracketed by
+External decisions arrive in the shapes Gatekeeper sends — its violation export
+as it ships (:class:`ExportMsg`, from the disk driver's files or wrapped by Dapr
+in a :class:`DaprCloudEvent`) and the decision log proposed in the seed
+(:class:`GatekeeperDecision`) — and are normalised into :class:`Decision` by
+:func:`contracts.intake.normalise`. Audit runs are bracketed by
 :class:`AuditStarted` / :class:`AuditFinished` markers.
 """
 
@@ -37,6 +39,27 @@ class Decision(Struct, frozen=True, kw_only=True, tag_field="kind", tag="decisio
     count: int = 1
     input: Any = None
     details: Any = None
+    # Gatekeeper's violation export (ExportMsg) as it ships: the constraint, …
+    constraint_group: str = ""
+    constraint_version: str = ""
+    constraint_kind: str = ""
+    constraint_name: str = ""
+    constraint_namespace: str = ""
+    enforcement_actions: tuple[str, ...] = ()  # the scoped actions of a `scoped` enforcement action
+    constraint_annotations: dict[str, str] = field(default_factory=dict)
+    # … the resource (kind, namespace and name above) …
+    resource_group: str = ""
+    resource_api_version: str = ""
+    resource_labels: dict[str, str] = field(default_factory=dict)
+    # … and, for admission violations, the request
+    request_uid: str = ""  # the AdmissionReview's uid (Gatekeeper's `id` of a violation_admission)
+    operation: str = ""  # CREATE | UPDATE | DELETE | CONNECT
+    request_resource: str = ""
+    request_subresource: str = ""
+    request_username: str = ""
+    request_user_uid: str = ""
+    request_user_groups: tuple[str, ...] = ()
+    dry_run: bool | None = None  # admission: the request's dryRun; None for other decisions
 
 
 class GatekeeperDecision(Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
@@ -66,6 +89,66 @@ class GatekeeperAuditEvent(Struct, frozen=True, kw_only=True, forbid_unknown_fie
     auditId: str
     timeStamp: str = ""  # default: the audit id (the run's start time)
     violations: int | None = None  # audit_finished: violations the run found, when known
+
+
+class ExportMsg(Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """One message of Gatekeeper's violation export as it ships (``pkg/export/util.ExportMsg``):
+    a line of the disk driver's files, or the ``data`` of a Dapr CloudEvent. ``eventType``
+    ``violation_audited`` (``id`` = the audit run's start time, RFC3339, on every line of the
+    run) or ``violation_admission`` (``id`` = the admission request's uid, shared by its
+    violations; ``timestamp`` = when the request was evaluated, RFC3339Nano). With no
+    ``eventType``, ``message`` ``audit is started`` / ``audit is completed`` marks the run ``id``."""
+
+    id: str = ""
+    details: Any = None
+    eventType: str = ""
+    group: str = ""  # the constraint's API group, version, kind, name, namespace
+    version: str = ""
+    kind: str = ""
+    name: str = ""
+    namespace: str = ""
+    message: str = ""
+    enforcementAction: str = ""  # deny | dryrun | warn | scoped
+    enforcementActions: list[str] | None = None  # a scoped constraint's actions
+    constraintAnnotations: dict[str, str] | None = None
+    resourceGroup: str = ""
+    resourceAPIVersion: str = ""
+    resourceKind: str = ""
+    resourceNamespace: str = ""
+    resourceName: str = ""
+    resourceLabels: dict[str, str] | None = None
+    timestamp: str = ""  # admission only from here on
+    operation: str = ""
+    requestResource: str = ""
+    requestSubresource: str = ""
+    requestUsername: str = ""
+    requestUserUID: str = ""
+    requestUserGroups: list[str] | None = None
+    dryRun: bool | None = None
+
+
+class DaprCloudEvent(Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """The CloudEvents 1.0 envelope Dapr wraps a published message in (components-contrib
+    ``pubsub/envelope.go``); its ``pubsub.jetstream`` component publishes it on the topic's
+    subject with ``Nats-Msg-Id`` = ``id``. Gatekeeper's Dapr driver publishes the ExportMsg
+    JSON with no content type, so ``data`` is that JSON as a string (``text/plain``); an
+    object (``application/json``) or ``data_base64`` is read as well."""
+
+    specversion: str
+    id: str = ""
+    source: str = ""
+    type: str = ""
+    datacontenttype: str = ""
+    data: Any = None
+    data_base64: str = ""
+    subject: str = ""
+    topic: str = ""
+    pubsubname: str = ""
+    traceid: str = ""
+    traceparent: str = ""
+    tracestate: str = ""
+    time: str = ""
+    expiration: str = ""
 
 
 class AuditStarted(Struct, frozen=True, kw_only=True, tag_field="kind", tag="audit_started.v1"):

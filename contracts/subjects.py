@@ -10,7 +10,7 @@ DRIFT          vigil.drift.<partition>     msgpack DriftBatch
 PROFILES       vigil.profiles.<image>      JSON ProfileEvent, one per message
 COMMANDS       vigil.commands.<p>.<image>  JSON Command (operator, version-evictor)
 ALERTS         vigil.alerts.raw|out|clock  JSON Alert / AlertThreshold / AlertClock
-DECISIONS      vigil.decisions.<source>    JSON Decision / GatekeeperDecision / audit markers
+DECISIONS      vigil.decisions.<source>    JSON Decision / audit markers / Gatekeeper's shapes
 DEADLETTER     vigil.dlq.<service>         JSON DeadLetter
 MODELS         vigil.models.<kind>.<image> JSON StartModeling (requests) / ModelStatusChanged (status)
 =============  ==========================  ===========================================
@@ -35,7 +35,7 @@ MODELS_REQUESTS = "vigil.models.requests.*"
 ALERTS_RAW = "vigil.alerts.raw"
 ALERTS_OUT = "vigil.alerts.out"
 ALERTS_CLOCK = "vigil.alerts.clock"  # detector's event-time watermark for the throttler (AlertClock)
-INTAKE_DECISIONS = "vigil.decisions.intake"  # Gatekeeper-shaped payloads from NATS publishers
+INTAKE_DECISIONS = "vigil.decisions.intake"  # Gatekeeper-shaped payloads from NATS publishers (and Dapr)
 QUERY_DECISIONS = "vigil.query.decisions"  # request/reply, read-only SQL (not a stream)
 QUERY_PROFILES = "vigil.query.profiles"  # request/reply, profile summaries: .<partition> (not a stream)
 

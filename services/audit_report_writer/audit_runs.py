@@ -37,9 +37,9 @@ from pathlib import Path
 import msgspec
 
 from contracts.decisions import batch_entries
+from contracts.intake import Rejected, normalise
 from contracts.subjects import DECISIONS, ConsumerSpec
 from services.audit_report_writer import core
-from services.decision_intake.core import Rejected, normalise
 from services.runtime.bus import data_path
 from services.runtime.files import fsync_dir, write_atomically
 from services.runtime.service import Incoming, Invalid, Outgoing, each_entry

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 
 from contracts.decisions import AuditFinished, AuditStarted, Decision
-from services.decision_intake.core import parse_rfc3339
+from contracts.intake import parse_rfc3339
 
 KNOWN_FINISHED = 10_000  # finished run ids remembered for idempotency (beyond the files kept)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")

@@ -1,4 +1,4 @@
-"""`vigil intake --socket PATH`: the Gatekeeper-compatible decision intake sidecar."""
+"""`vigil intake --socket PATH` / `--gatekeeper-dir PATH`: the Gatekeeper decision intake sidecar."""
 
 from __future__ import annotations
 
@@ -16,16 +16,23 @@ def register(root: typer.Typer) -> None:
 
 def intake(
     socket: Path | None = typer.Option(None, "--socket", "-s", help="unix socket to listen on (turns the intake on)"),
+    gatekeeper_dir: Path | None = typer.Option(
+        None, "--gatekeeper-dir", help="Gatekeeper's disk-export path to follow (its Connection's `path`)"
+    ),
     mode: str | None = typer.Option(
         None, "--mode", help="socket permissions, octal (default decision_intake.socket_mode, 0600)"
     ),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
 ) -> None:
-    """Take decisions (ndjson, one per line) on a unix socket and store them in JetStream.
+    """Take decisions (ndjson, one per line) on a unix socket and/or from
+    Gatekeeper's disk-export directory, and store them in JetStream.
 
-    Off unless configured: pass --socket, or set decision_intake.enabled (socket
-    decision_intake.socket, default <data_dir>/intake.sock). Every line is
-    answered after JetStream stored it: {"ok":true,"id":…} or {"ok":false,"reason":…}.
+    Off unless configured: pass --socket, or set decision_intake.enabled
+    (socket decision_intake.socket, default <data_dir>/intake.sock); pass
+    --gatekeeper-dir, or set decision_intake.gatekeeper_dir. Every socket
+    line is answered after JetStream stored it: {"ok":true,"id":…} or
+    {"ok":false,"reason":…}. Files are followed as Gatekeeper writes,
+    renames and deletes them, each line stored once.
     """
     from services.cli.common import settings_or_exit, setup_logging
     from services.cli.output import console, err_console
@@ -33,8 +40,15 @@ def intake(
     from services.runtime.errors import VigilError
 
     settings = settings_or_exit(config)
-    if socket is None and not settings.decision_intake.enabled:
-        err_console.print("[red]error:[/red] the intake is off: pass --socket PATH or set decision_intake.enabled")
+    directory = gatekeeper_dir or (
+        Path(settings.decision_intake.gatekeeper_dir) if settings.decision_intake.gatekeeper_dir else None
+    )
+    listen = socket is not None or (settings.decision_intake.enabled and gatekeeper_dir is None)
+    if not listen and directory is None:
+        err_console.print(
+            "[red]error:[/red] the intake is off: pass --socket PATH or --gatekeeper-dir PATH, "
+            "or set decision_intake.enabled or decision_intake.gatekeeper_dir"
+        )
         raise typer.Exit(2)
     if mode is not None:
         import msgspec
@@ -48,16 +62,19 @@ def intake(
             settings, decision_intake=msgspec.structs.replace(settings.decision_intake, socket_mode=mode)
         )
     setup_logging(settings)
-    path = socket_path(settings, socket)
+    path = socket_path(settings, socket) if listen else None
 
     async def main() -> dict[str, int]:
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
-        return dict(await serve(settings, path, stopping))
+        return dict(await serve(settings, path, stopping, gatekeeper_dir=directory))
 
-    console.print(f"decision intake on {path}", highlight=False)
+    if path is not None:
+        console.print(f"decision intake on {path}", highlight=False)
+    if directory is not None:
+        console.print(f"decision intake following {directory}", highlight=False)
     try:
         counters = asyncio.run(main())
     except (VigilError, OSError) as exc:

@@ -123,7 +123,7 @@ def _service_list(settings: Settings) -> list[str]:
     return names
 
 
-INTAKE = "decision-intake"  # `vigil up` runs `vigil intake` under this name when decision_intake.enabled
+INTAKE = "decision-intake"  # `vigil up` runs `vigil intake` under this name when the intake is configured
 
 
 @app.command()
@@ -152,8 +152,8 @@ def up(config: Path | None = ConfigOpt) -> None:
     logs = data / "logs"
     logs.mkdir(exist_ok=True)
     names = _service_list(settings)
-    if settings.decision_intake.enabled:
-        names.append(INTAKE)  # the socket sidecar is off unless configured
+    if settings.decision_intake.enabled or settings.decision_intake.gatekeeper_dir:
+        names.append(INTAKE)  # the socket and the directory follower are off unless configured
     children: dict[str, subprocess.Popen[bytes]] = {}
 
     def spawn(name: str) -> None:

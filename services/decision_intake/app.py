@@ -1,4 +1,5 @@
-"""Decision intake sidecar: a unix stream socket taking ndjson, one decision per line.
+"""Decision intake sidecar: a unix stream socket taking ndjson, one decision per line,
+and/or the follower of Gatekeeper's disk-export directory (:mod:`directory`).
 
 Protocol: the client writes lines; the intake answers every line, in order,
 with one JSON line: ``{"ok":true,"id":…}`` (``"duplicate":true`` when
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import msgspec
 
+from contracts import intake as normaliser
 from contracts.codec import encode_json
 from contracts.subjects import INTAKE_DECISIONS
 from services.decision_intake import core
@@ -60,14 +62,16 @@ def socket_path(settings: Settings, override: str | Path | None = None) -> Path:
 class Intake:
     """Serves one unix socket; one windowed publisher per client connection."""
 
-    def __init__(self, settings: Settings, bus: Bus, path: Path, mode: int | None = None) -> None:
+    def __init__(
+        self, settings: Settings, bus: Bus, path: Path, mode: int | None = None, counters: Counter[str] | None = None
+    ) -> None:
         self.settings = settings
         self.bus = bus
         self.path = path
         self.mode = int(settings.decision_intake.socket_mode, 8) if mode is None else mode
         self.max_line = settings.decision_intake.max_line_bytes
         self.max_batch_bytes = max(1, bus.nc.max_payload // 2)  # a DecisionBatch stays well below the server's limit
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter() if counters is None else counters
         self._server: asyncio.AbstractServer | None = None
         self._clients: dict[asyncio.Task[None], tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
         self._stopping = False
@@ -121,16 +125,16 @@ class Intake:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _chunks(self, reader: asyncio.StreamReader) -> AsyncIterator[list[core.Result]]:
+    async def _chunks(self, reader: asyncio.StreamReader) -> AsyncIterator[list[normaliser.Result]]:
         """Results of the complete lines of each read chunk; an over-long line is skipped to its end."""
         rest = b""
         skipping = False
         while chunk := await reader.read(READ_CHUNK):
             lines, rest = core.split_lines(rest + chunk)
-            results: list[core.Result] = []
+            results: list[normaliser.Result] = []
             for line in lines:
                 if skipping:
-                    results.append(core.too_long(self.max_line))
+                    results.append(normaliser.too_long(self.max_line))
                     skipping = False
                 else:
                     results.append(self._validate(line))
@@ -141,19 +145,19 @@ class Intake:
         if self._stopping:
             return  # a line cut by shutdown is not answered: the client sends it again
         if skipping:
-            yield [core.too_long(self.max_line)]
+            yield [normaliser.too_long(self.max_line)]
         elif rest.strip():
             yield [self._validate(rest)]
 
-    def _validate(self, line: bytes) -> core.Result:
+    def _validate(self, line: bytes) -> normaliser.Result:
         if len(line) > self.max_line:
-            return core.too_long(self.max_line)
-        return core.normalise(line)
+            return normaliser.too_long(self.max_line)
+        return normaliser.normalise(line)
 
-    async def _store(self, pub: Publisher, results: list[core.Result]) -> bytes:
+    async def _store(self, pub: Publisher, results: list[normaliser.Result]) -> bytes:
         """Publish the accepted lines of one chunk (several per message, as DecisionBatches),
         wait for their acks, return the chunk's answers."""
-        accepted = [r for r in results if isinstance(r, core.Accepted)]
+        accepted = [r for r in results if isinstance(r, normaliser.Accepted)]
         sent = core.publications(accepted, self.max_batch_bytes)
         for publication in sent:
             await pub.publish(INTAKE_DECISIONS, publication.data, publication.msg_id)
@@ -167,10 +171,10 @@ class Intake:
         per_line = (ack for publication, ack in zip(sent, acks, strict=False) for _ in range(publication.count))
         return b"".join(self._answers(results, per_line, failure))
 
-    def _answers(self, results: list[core.Result], acks: Iterator[PubAck], failure: str) -> list[bytes]:
+    def _answers(self, results: list[normaliser.Result], acks: Iterator[PubAck], failure: str) -> list[bytes]:
         out: list[bytes] = []
         for result in results:
-            if isinstance(result, core.Rejected):
+            if isinstance(result, normaliser.Rejected):
                 self.counters[f"rejected_{result.kind}"] += 1
                 self.counters["rejected"] += 1
                 out.append(_answer.encode({"ok": False, "reason": result.reason}) + b"\n")
@@ -190,7 +194,7 @@ class Intake:
         return out
 
 
-def _id(result: core.Accepted) -> str:
+def _id(result: normaliser.Accepted) -> str:
     message = result.message
     return message.id or result.msg_id
 
@@ -214,30 +218,58 @@ def _remove_stale_socket(path: Path) -> None:
     raise IntakeError(f"another intake already listens on {path}")
 
 
-async def serve(settings: Settings, path: Path, stopping: asyncio.Event, bus: Bus | None = None) -> Counter[str]:
-    """Run the intake until ``stopping`` is set; returns its counters (also in
-    the heartbeat bucket, so `vigil status` shows them)."""
+async def serve(
+    settings: Settings,
+    path: Path | None,
+    stopping: asyncio.Event,
+    bus: Bus | None = None,
+    gatekeeper_dir: Path | None = None,
+) -> Counter[str]:
+    """Run the intake until ``stopping`` is set: the socket at ``path`` and/or the follower of
+    Gatekeeper's export directory ``gatekeeper_dir``. Returns the counters (also in the
+    heartbeat bucket, so `vigil status` shows them)."""
+    from services.decision_intake.directory import Follower
     from services.runtime.bus import connect
 
     own_bus = bus is None
     bus = bus or await connect(settings, name="vigil-intake")
-    intake = Intake(settings, bus, path)
-    beats = None
+    counters: Counter[str] = Counter()
+    samples: dict[str, list[str]] = {}
+    intake = Intake(settings, bus, path, counters=counters) if path is not None else None
+    tasks: list[asyncio.Task[None]] = []
     try:
         await bus.ensure_streams()
-        await intake.start()
-        beats = asyncio.create_task(_heartbeats(bus, intake, stopping))
-        await stopping.wait()
+        if intake is not None:
+            await intake.start()
+        if gatekeeper_dir is not None:
+            follower = Follower(settings, bus, gatekeeper_dir, counters, samples)
+            tasks.append(asyncio.create_task(follower.run(stopping)))
+            log.info("following Gatekeeper's export directory %s", follower.root)
+        tasks.append(asyncio.create_task(_heartbeats(bus, counters, samples, stopping)))
+        await _until_stopped(stopping, tasks)
     finally:
-        await intake.stop()
-        if beats is not None:
-            await asyncio.gather(beats, return_exceptions=True)
+        stopping.set()
+        if intake is not None:
+            await intake.stop()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         if own_bus:
             await bus.close()
-    return intake.counters
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+    return counters
 
 
-async def _heartbeats(bus: Bus, intake: Intake, stopping: asyncio.Event) -> None:
+async def _until_stopped(stopping: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for ``stopping``, or for a task that ended early (an error: it is raised by serve)."""
+    waiter = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
+async def _heartbeats(bus: Bus, counters: Counter[str], samples: dict[str, list[str]], stopping: asyncio.Event) -> None:
     import time
 
     from contracts.decisions import Heartbeat
@@ -257,7 +289,8 @@ async def _heartbeats(bus: Bus, intake: Intake, stopping: asyncio.Event) -> None
             pid=os.getpid(),
             started=started,
             updated=time.time(),
-            counters=dict(intake.counters),
+            counters=dict(counters),
+            samples={name: list(kept) for name, kept in samples.items()},
         )
         with contextlib.suppress(Exception):
             await kv.put(key, encode_json(beat))

@@ -55,8 +55,8 @@ from opentelemetry import metrics
 
 from contracts.codec import encode_json
 from contracts.decisions import Decision, batch_entries
+from contracts.intake import Rejected, normalise
 from contracts.subjects import DECISIONS, QUERY_DECISIONS, ConsumerSpec
-from services.decision_intake.core import Rejected, normalise
 from services.decision_log_archiver import core, query
 from services.runtime.bus import Bus, data_path, unsubscribe_quietly
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing, each_entry
@@ -124,12 +124,33 @@ class Archiver(AppBase):
                 con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_WAL}'")
                 for statement in core.create_statements():
                     con.execute(statement)
+                self._migrate(con)
             except Exception:
                 con.close()
                 raise
             self.con = con
             self.counters["archive_opened"] += 1
         return self.con
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Bring an archive written by an older Vigil to the current columns, in one transaction."""
+        names = con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?",
+            [core.TABLE],
+        ).fetchall()
+        statements = core.migration_statements({name for (name,) in names})
+        if not statements:
+            return
+        con.execute("BEGIN")
+        try:
+            for statement in statements:
+                con.execute(statement)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        self.counters["archive_migrated"] += 1
+        log.info("archive %s: %d schema change(s) applied", self.path, len(statements))
 
     def _try_open(self) -> None:
         self._next_open = time.monotonic() + float(self.settings.archive.retry_max)
@@ -297,8 +318,14 @@ class Archiver(AppBase):
         return self._bus.nc.max_payload if self._bus is not None else 1 << 20
 
 
+_ARROW_TYPES = {
+    "BIGINT": pa.int64(),
+    "BOOLEAN": pa.bool_(),
+    "VARCHAR[]": pa.list_(pa.string()),
+    "MAP(VARCHAR, VARCHAR)": pa.map_(pa.string(), pa.string()),
+}
 ARROW_SCHEMA = pa.schema(
-    [(name, pa.int64() if sql == "BIGINT" else pa.string()) for name, sql in core.COLUMNS if name in core.STORED]
+    [(name, _ARROW_TYPES.get(sql, pa.string())) for name, sql in core.COLUMNS if name in core.STORED]
 )
 PAYLOAD_SCHEMA = pa.schema(
     [("id", pa.string()), ("time_ns", pa.int64()), ("payload", pa.string()), ("stream_seq", pa.int64())]

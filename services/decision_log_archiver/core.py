@@ -28,11 +28,36 @@ audit_id            VARCHAR      audit run (its RFC3339 start time), for audit v
 count               BIGINT       decisions folded into this one (throttling, dedup)
 input               JSON         the admission/audit input object
 details             JSON         violation details
+constraint_group    VARCHAR      Gatekeeper's export (ExportMsg): the constraint's API group,
+constraint_version  VARCHAR      version,
+constraint_kind     VARCHAR      kind (also from the seed's constraintKind),
+constraint_name     VARCHAR      name (also from the seed's constraintName),
+constraint_namespace VARCHAR     namespace
+enforcement_actions VARCHAR[]    a ``scoped`` constraint's actions (``action`` is ``scoped``)
+constraint_annotations MAP       the constraint's annotations (VARCHAR → VARCHAR)
+resource_group      VARCHAR      the resource's API group
+resource_api_version VARCHAR     the resource's API version
+resource_labels     MAP          the resource's labels (VARCHAR → VARCHAR)
+request_uid         VARCHAR      admission: the request's uid
+operation           VARCHAR      admission: CREATE | UPDATE | DELETE | CONNECT
+request_resource    VARCHAR      admission: the requested resource and subresource
+request_subresource VARCHAR
+request_username    VARCHAR      admission: who asked (name, uid, groups)
+request_user_uid    VARCHAR
+request_user_groups VARCHAR[]
+dry_run             BOOLEAN      admission: the request's dryRun (NULL for other decisions)
 stream_seq          BIGINT       DECISIONS stream sequence the row was written from
 ==================  ===========  ==============================================
 
+Lists and maps are never NULL (empty when the decision has none).
+
 Table ``positions (stream PK, seq)``: the highest stream sequence whose
 decisions are committed, written in the same transaction as the rows.
+
+Migration: an archive written by an older Vigil lacks some columns;
+:func:`migration_statements` adds them (existing rows get the empty value) and
+fills ``constraint_kind``/``constraint_name`` of the Gatekeeper rows from their
+``rule``, in one transaction, when the archive is opened.
 """
 
 from __future__ import annotations
@@ -70,8 +95,27 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("count", "BIGINT"),
     ("input", "JSON"),
     ("details", "JSON"),
+    ("constraint_group", "VARCHAR"),
+    ("constraint_version", "VARCHAR"),
+    ("constraint_kind", "VARCHAR"),
+    ("constraint_name", "VARCHAR"),
+    ("constraint_namespace", "VARCHAR"),
+    ("enforcement_actions", "VARCHAR[]"),
+    ("constraint_annotations", "MAP(VARCHAR, VARCHAR)"),
+    ("resource_group", "VARCHAR"),
+    ("resource_api_version", "VARCHAR"),
+    ("resource_labels", "MAP(VARCHAR, VARCHAR)"),
+    ("request_uid", "VARCHAR"),
+    ("operation", "VARCHAR"),
+    ("request_resource", "VARCHAR"),
+    ("request_subresource", "VARCHAR"),
+    ("request_username", "VARCHAR"),
+    ("request_user_uid", "VARCHAR"),
+    ("request_user_groups", "VARCHAR[]"),
+    ("dry_run", "BOOLEAN"),
     ("stream_seq", "BIGINT"),
 )
+_EMPTY = {"VARCHAR": "''", "VARCHAR[]": "[]::VARCHAR[]", "MAP(VARCHAR, VARCHAR)": "MAP {}::MAP(VARCHAR, VARCHAR)"}
 
 
 def create_statements() -> list[str]:
@@ -80,6 +124,28 @@ def create_statements() -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})",
         f"CREATE TABLE IF NOT EXISTS {POSITIONS} (stream VARCHAR PRIMARY KEY, seq BIGINT)",
     ]
+
+
+def migration_statements(existing: set[str]) -> list[str]:
+    """What brings an archive whose ``decisions`` table has the columns ``existing`` to
+    :data:`COLUMNS`: each missing column added (existing rows get the empty value:
+    ``''``, an empty list or map, NULL otherwise), then, if the constraint's kind and name
+    were missing, the Gatekeeper rows' filled from their ``rule`` (``<kind>/<name>``).
+    Nothing when the table is current (or new)."""
+    missing = [(name, sql) for name, sql in COLUMNS if name not in existing]
+    if not existing or not missing:
+        return []
+    out = [
+        f"ALTER TABLE {TABLE} ADD COLUMN {name} {sql}" + (f" DEFAULT {_EMPTY[sql]}" if sql in _EMPTY else "")
+        for name, sql in missing
+    ]
+    if "constraint_kind" in dict(missing):
+        out.append(
+            f"UPDATE {TABLE} SET constraint_kind = split_part(rule, '/', 1), "
+            "constraint_name = substr(rule, strpos(rule, '/') + 1) "
+            "WHERE source = 'gatekeeper' AND constraint_kind = '' AND strpos(rule, '/') > 0"
+        )
+    return out
 
 
 # A BIGINT column: a value out of its range is invalid input, not a commit that fails forever.
@@ -111,6 +177,24 @@ class Row(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="deci
     count: Int64 = 1
     input: msgspec.Raw = msgspec.Raw()
     details: msgspec.Raw = msgspec.Raw()
+    constraint_group: str = ""
+    constraint_version: str = ""
+    constraint_kind: str = ""
+    constraint_name: str = ""
+    constraint_namespace: str = ""
+    enforcement_actions: list[str] = []
+    constraint_annotations: dict[str, str] = {}
+    resource_group: str = ""
+    resource_api_version: str = ""
+    resource_labels: dict[str, str] = {}
+    request_uid: str = ""
+    operation: str = ""
+    request_resource: str = ""
+    request_subresource: str = ""
+    request_username: str = ""
+    request_user_uid: str = ""
+    request_user_groups: list[str] = []
+    dry_run: bool | None = None
 
 
 row_decoder = msgspec.json.Decoder(Row)
@@ -125,12 +209,22 @@ def _json(value: Any) -> str | None:
     return None if value is None else encode_json(value).decode()
 
 
+def _gatekeeper(d: Row | Decision) -> tuple[Any, ...]:
+    """The stored values of the Gatekeeper export's fields (lists as lists, maps as dicts)."""
+    return (
+        d.constraint_group, d.constraint_version, d.constraint_kind, d.constraint_name, d.constraint_namespace,
+        list(d.enforcement_actions), dict(d.constraint_annotations), d.resource_group, d.resource_api_version,
+        dict(d.resource_labels), d.request_uid, d.operation, d.request_resource, d.request_subresource,
+        d.request_username, d.request_user_uid, list(d.request_user_groups), d.dry_run,
+    )  # fmt: skip
+
+
 def row_of(r: Row, stream_seq: int) -> tuple[Any, ...]:
     """The stored values of a :class:`Row` (:data:`COLUMNS` order, generated columns left out)."""
     return (
         r.id, r.time, r.source, r.event_type, r.action, r.rule, r.message, r.severity,
         r.resource_kind, r.resource_namespace, r.resource_name, r.image_name, r.image_tag,
-        r.container_id, r.pod, r.audit_id, r.count, _raw(r.input), _raw(r.details), stream_seq,
+        r.container_id, r.pod, r.audit_id, r.count, _raw(r.input), _raw(r.details), *_gatekeeper(r), stream_seq,
     )  # fmt: skip
 
 
@@ -140,7 +234,7 @@ def to_row(decision: Decision, stream_seq: int) -> tuple[Any, ...]:
     return (
         d.id, d.time, d.source, d.event_type, d.action, d.rule, d.message, d.severity,
         d.resource_kind, d.resource_namespace, d.resource_name, d.image_name, d.image_tag,
-        d.container_id, d.pod, d.audit_id, d.count, _json(d.input), _json(d.details), stream_seq,
+        d.container_id, d.pod, d.audit_id, d.count, _json(d.input), _json(d.details), *_gatekeeper(d), stream_seq,
     )  # fmt: skip
 
 
@@ -177,17 +271,18 @@ STORED = tuple(name for name, sql in COLUMNS if "GENERATED" not in sql)
 
 _PARSED = Row.__struct_fields__[2:]  # what DuckDB reads from the payload: all but id and time
 assert STORED == ("id", "time_ns", *_PARSED, "stream_seq")
+_SQL = dict(COLUMNS)
 _DEFAULTS = dict(zip(Row.__struct_fields__[-len(Row.__struct_defaults__) :], Row.__struct_defaults__, strict=True))
-_STRUCTURE = encode_json(
-    {f: ("JSON" if f in ("input", "details") else "BIGINT" if f == "count" else "VARCHAR") for f in _PARSED}
-).decode()
+_STRUCTURE = encode_json({f: _SQL[f] for f in _PARSED}).decode()
 
 
 def _parsed(field: str) -> str:
-    default = _DEFAULTS.get(field, "")
-    if isinstance(default, msgspec.Raw):
+    sql = _SQL[field]
+    if sql in ("JSON", "BOOLEAN"):
         return f"j.{field}"  # absent or null: NULL, as in row_of
-    return f"coalesce(j.{field}, {default!r})"
+    if sql in _EMPTY and sql != "VARCHAR":
+        return f"coalesce(j.{field}, {_EMPTY[sql]})"  # absent or null: empty, as in row_of
+    return f"coalesce(j.{field}, {_DEFAULTS.get(field, '')!r})"
 
 
 FROM_PAYLOADS = (

@@ -211,6 +211,8 @@ class DecisionIntake(_S):
     socket: str = ""  # default: <data_dir>/intake.sock
     socket_mode: str = "0600"
     max_line_bytes: int = 1 << 20
+    gatekeeper_dir: str = ""  # Gatekeeper's disk-export path to follow (its Connection's `path`); empty: off
+    gatekeeper_poll_interval: Duration = Duration(0.5)  # how often the followed directory is listed when idle
 
 
 class Archive(_S):
@@ -289,6 +291,7 @@ _POSITIVE = {
     "collector.synthetic_containers",
     "collector.synthetic_images",
     "collector.identity.hold_events",
+    "decision_intake.gatekeeper_poll_interval",
     "archive.batch_size",
     "audit_reports.keep_runs",
 }

@@ -37,6 +37,8 @@ HONOURED_BY: dict[str, str] = {
     "anomaly_detector": "anomaly-detector",
     "anomaly_detector.snapshot_interval": "anomaly-detector, throttler (state snapshots)",
     "decision_intake": "`vigil intake` / decision intake (off unless enabled)",
+    "decision_intake.gatekeeper_dir": "`vigil intake`, `vigil up` (starts the intake when set: follows the directory)",
+    "decision_intake.gatekeeper_poll_interval": "`vigil intake` (the directory follower)",
     "archive": "decision-log-archiver",
     "audit_reports": "audit-report-writer",
     "self_test.enabled": "`vigil up` (runs `vigil self-test` once services are up)",

@@ -46,7 +46,10 @@ def for_type(tp: Any) -> st.SearchStrategy[Any]:
         key, value = get_args(tp)
         return st.dictionaries(for_type(key), for_type(value), max_size=3)
     if origin is tuple:
-        return st.tuples(*(for_type(a) for a in get_args(tp)))
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+            return st.lists(for_type(args[0]), max_size=3).map(tuple)
+        return st.tuples(*(for_type(a) for a in args))
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
         return struct(tp)
     if isinstance(tp, typing.TypeAliasType if hasattr(typing, "TypeAliasType") else ()):  # pragma: no cover

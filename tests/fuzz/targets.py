@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from contracts import trace, workloads
+from contracts import intake, trace, workloads
 from contracts.alerts import Alert
 from contracts.codec import (
     JSON_TYPES,
@@ -31,8 +31,8 @@ from contracts.codec import (
 )
 from contracts.events import ClockTicked, Container, EventBatch, ExecObserved, FileAccess, FileOpened, Process
 from contracts.profiles import Drift, DriftBatch
-from services.decision_intake import core as intake
-from services.decision_intake.client import gatekeeper_line, marker_line
+from services.decision_intake import core as intake_core
+from services.decision_intake.client import admission_line, export_line, export_marker, gatekeeper_line, marker_line
 
 REJECT_KINDS = {"invalid_utf8", "invalid_json", "not_an_object", "invalid_fields", "too_long", "empty"}
 
@@ -108,7 +108,7 @@ def check_intake(data: bytes) -> None:
     else:
         assert isinstance(result, intake.Accepted) and result.msg_id, result
         assert intake.normalise(encode_json(result.message)) == result, result
-    lines, rest = intake.split_lines(data)
+    lines, rest = intake_core.split_lines(data)
     assert len(lines) == data.count(b"\n") and b"\n" not in rest
     *segments, last = data.split(b"\n")
     assert rest == last and all(seg in (line, line + b"\r") for line, seg in zip(lines, segments, strict=True))
@@ -163,6 +163,12 @@ def seeds_intake() -> list[bytes]:
         marker_line("audit_started", "2026-01-10T08:00:00Z"),
         marker_line("audit_finished", "2026-01-10T08:00:00Z", 3),
         b"\xff\xfe not utf-8\r\n" + gatekeeper_line(4) + b"\npartial",
+        export_line(5, "2026-01-10T08:00:00Z"),  # Gatekeeper's export as it ships
+        admission_line(6, "req-6"),
+        export_marker("2026-01-10T08:00:00Z", True),
+        b'{"specversion":"1.0","id":"e","datacontenttype":"text/plain","data":'
+        + msgspec.json.encode(export_line(7, "2026-01-10T08:00:00Z").decode())
+        + b"}",  # the same through Dapr
     ]
 
 

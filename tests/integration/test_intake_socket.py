@@ -17,10 +17,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from contracts.decisions import Decision, batch_entries
+from contracts.intake import Accepted, normalise
 from contracts.subjects import DECISIONS, INTAKE_DECISIONS
 from services.decision_intake.app import Intake
 from services.decision_intake.client import gatekeeper_line, send_lines
-from services.decision_intake.core import Accepted, normalise
 from services.runtime.settings import Settings
 from tests.support import decisions_in, make_settings, open_bus, read_stream, service_env
 

@@ -1,6 +1,8 @@
-"""`vigil up` starts the intake sidecar when `decision_intake.enabled` is set (it
-is off unless configured): lines sent to its socket are answered after
-JetStream stored them and reach the archive; Ctrl-C stops it with the rest."""
+"""`vigil up` starts the intake sidecar when `decision_intake.enabled` or
+`decision_intake.gatekeeper_dir` is set (it is off unless configured): lines sent
+to its socket are answered after JetStream stored them and reach the archive, so
+do the violations Gatekeeper's disk driver writes into the followed directory;
+Ctrl-C stops it with the rest."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.decision_intake.client import gatekeeper_line, send_lines
+from contracts.intake import Accepted, normalise
+from services.decision_intake.client import GatekeeperDisk, export_line, gatekeeper_line, send_lines
 from tests.integration.test_cli_up import wait
 
 
@@ -34,6 +37,7 @@ def test_up_starts_the_intake_when_configured(tmp_path: Path) -> None:
         "VIGIL_DATA_DIR": str(data),
         "VIGIL_NATS_PORT": "-1",
         "VIGIL_DECISION_INTAKE_ENABLED": "true",
+        "VIGIL_DECISION_INTAKE_GATEKEEPER_DIR": str(tmp_path / "violations" / "topics"),
         "VIGIL_RUNTIME_SECURITY_CONFIG_ENABLED": "false",  # no collector: this test is about the intake
     }
     sock = data / "intake.sock"
@@ -49,6 +53,14 @@ def test_up_starts_the_intake_when_configured(tmp_path: Path) -> None:
         ids = [f"up-{i:08d}" for i in range(3)]
         assert [a.get("id") for a in answers] == ids and all(a["ok"] for a in answers)
         wait(lambda: _archived(env, ids))
+        disk = GatekeeperDisk(tmp_path / "violations" / "topics")  # Gatekeeper's audit, on the shared volume
+        disk.start("2026-01-10T08:00:00Z")
+        lines = [export_line(i, "2026-01-10T08:00:00Z") for i in range(3)]
+        for line in lines:
+            disk.write(line)
+        disk.complete()
+        exported = [r.message.id for r in map(normalise, lines) if isinstance(r, Accepted)]
+        wait(lambda: _archived(env, exported))
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)

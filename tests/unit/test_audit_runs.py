@@ -9,10 +9,10 @@ from pathlib import Path
 
 from contracts.codec import encode_json
 from contracts.decisions import AuditFinished, AuditStarted, Decision
+from contracts.intake import Accepted, normalise
 from services.audit_report_writer import core
 from services.audit_report_writer.audit_runs import AuditRuns
 from services.decision_intake.client import gatekeeper_line, marker_line
-from services.decision_intake.core import Accepted, normalise
 from services.runtime.service import Incoming
 from tests.support import make_settings
 

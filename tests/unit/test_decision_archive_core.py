@@ -27,6 +27,9 @@ json_value = (
         count=st.integers(min_value=0, max_value=10**6),
         input=json_value,
         details=json_value,
+        enforcement_actions=st.lists(st.text(max_size=4), max_size=2).map(tuple),
+        resource_labels=st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
+        dry_run=st.none() | st.booleans(),
     )
 )
 def test_hot_path_row_equals_the_contract_row(decision: Decision) -> None:

@@ -106,6 +106,12 @@ json_value = (
             count=st.integers(min_value=-(2**63), max_value=2**63 - 1),
             input=json_value,
             details=json_value,
+            constraint_kind=st.text(max_size=4),
+            enforcement_actions=st.lists(st.text(max_size=4), max_size=2).map(tuple),
+            constraint_annotations=st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
+            resource_labels=st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
+            request_user_groups=st.lists(st.text(max_size=4), max_size=2).map(tuple),
+            dry_run=st.none() | st.booleans(),
         ),
         max_size=5,
     )

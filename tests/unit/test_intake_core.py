@@ -8,16 +8,9 @@ from hypothesis import strategies as st
 
 from contracts.codec import encode_json
 from contracts.decisions import AuditFinished, AuditStarted, Decision, DecisionBatch, batch_entries, decision_decoder
+from contracts.intake import Accepted, Rejected, normalise, parse_rfc3339
 from services.decision_intake.client import gatekeeper_line, marker_line
-from services.decision_intake.core import (
-    MAX_BATCH_MESSAGES,
-    Accepted,
-    Rejected,
-    normalise,
-    parse_rfc3339,
-    publications,
-    split_lines,
-)
+from services.decision_intake.core import MAX_BATCH_MESSAGES, publications, split_lines
 
 
 def test_gatekeeper_line_becomes_a_decision() -> None:
