@@ -3,6 +3,7 @@ for lists, one object for a single item) for scripts, with contract field names.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
@@ -12,8 +13,17 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# In a pipe or a CI log Rich would assume 80 columns and fold every table into narrow cells:
+# there, tables are as wide as their content (up to PIPE_WIDTH); COLUMNS still wins when set.
+PIPE_WIDTH = 512
+
+
+def _width(stream: Any) -> int | None:
+    return None if os.environ.get("COLUMNS") or stream.isatty() else PIPE_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
 def _enc_hook(obj: Any) -> Any:

@@ -27,7 +27,8 @@ app = typer.Typer(
     help="The workload registry: container id → image, tag, pod (add, list, remove).", no_args_is_help=True
 )
 
-COLUMNS = ["container_id", "image_name", "image_tag", "pod", "namespace", "name", "source"]
+# The table shows docker's 12-character ids and whether the container still runs; -o json has every field.
+COLUMNS = ["container", "image_name", "image_tag", "name", "pod", "namespace", "source", "state"]
 
 
 async def _with_bucket(settings: Settings, action: Any) -> Any:
@@ -110,7 +111,12 @@ def list_(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> None:
             item.pop("type", None)
         return sorted(out, key=lambda i: i["container_id"])
 
-    rows(_run(settings_or_exit(config), read), COLUMNS, output, title="workloads")
+    items = _run(settings_or_exit(config), read)
+    if output != Format.json:
+        for item in items:
+            item["container"] = item["container_id"][:12]
+            item["state"] = "stopped" if item.get("stopped") else "running"
+    rows(items, COLUMNS, output, title="workloads")
 
 
 @app.command("remove")

@@ -121,6 +121,8 @@ def test_workloads_file_cli_and_watch(settings: Settings, tmp_path: Path) -> Non
             "source": "file",
         }
     ]
+    table = vigil("workloads", "list").stdout  # docker's short ids and the state, not a wrapped 64-hex id
+    assert cid[:12] in table and cid not in table and "running" in table
     other = "cd" * 32
     assert vigil("workloads", "add", other, "--image", "redis:7", "--pod", "r-0").returncode == 0
     assert vigil("workloads", "remove", cid).returncode == 0
