@@ -93,7 +93,7 @@ def _quiet(version: Mapping[str, Any], types: tuple[str, ...], now: int, policy:
 
 
 def _count(name: str, have: int, want: int, what: str) -> Check:
-    return Check(name, have >= want, f"{have} {what} (at least {want} wanted)")
+    return Check(name, have >= want, f"{what}: {have} (at least {want} wanted)")
 
 
 def _drift(version: Mapping[str, Any], types: tuple[str, ...], now: int, policy: Policy) -> Check:
