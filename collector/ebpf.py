@@ -99,6 +99,17 @@ def _prepare_environment() -> None:
         os.system("mount -t tracefs nodev /sys/kernel/tracing >/dev/null 2>&1")  # noqa: S605 - fixed command
 
 
+def set_bits(words: Any) -> list[int]:
+    """The numbers of the set bits of a bitmap of 64-bit words (ascending)."""
+    out = []
+    for w, value in enumerate(words):
+        while value:
+            low = value & -value
+            out.append(w * 64 + low.bit_length() - 1)
+            value ^= low
+    return out
+
+
 class Probe:
     """The loaded BPF programs: a ring buffer of records, counters, the dedup
     map and the syscall bitmaps."""
@@ -158,20 +169,25 @@ class Probe:
             return 0, True
 
     def drain_syscalls(self) -> Iterator[tuple[int, int, list[int]]]:
-        """(cgroup id, pid, syscall numbers) per process since the last drain."""
+        """(cgroup id, pid, syscall numbers) per process since the last drain: one
+        lookup-and-delete batch for the whole map (per key on kernels without it)."""
         table = self.bpf[b"syscalls"]
-        keys = list(table.keys())
-        for key in keys:
+        try:
+            items = list(table.items_lookup_and_delete_batch())
+        except Exception:  # noqa: BLE001 - batch ops need kernel 5.6: key by key
+            items = list(self._drain_key_by_key(table))
+        for key, bits in items:
+            yield key.cgroup_id, key.pid, set_bits(bits.w)
+
+    @staticmethod
+    def _drain_key_by_key(table: Any) -> Iterator[tuple[Any, Any]]:
+        for key in list(table.keys()):
             try:
                 bits = table[key]
-            except KeyError:
-                continue
-            try:
                 del table[key]
             except KeyError:
-                pass
-            nrs = [w * 64 + b for w in range(abi.SYSCALL_WORDS) for b in range(64) if bits.w[w] >> b & 1]
-            yield key.cgroup_id, key.pid, nrs
+                continue
+            yield key, bits
 
     def drain_lost(self) -> Iterator[tuple[int, int, int]]:
         """(cgroup id, records dropped, syscalls not recorded) per cgroup since the last drain."""

@@ -66,3 +66,13 @@ def test_decode_never_raises(data: bytes) -> None:
 def test_header_is_48_bytes_and_op_at_28() -> None:
     assert abi.STRUCTS["vigil_hdr"].size == 48
     assert abi.offsets("vigil_hdr")["op"] == (28, 2)
+
+
+def test_set_bits_of_a_syscall_bitmap() -> None:
+    from collector.ebpf import set_bits
+
+    words = [0] * abi.SYSCALL_WORDS
+    for nr in (0, 1, 63, 64, 257, 435, 511):
+        words[nr // 64] |= 1 << (nr % 64)
+    assert set_bits(words) == [0, 1, 63, 64, 257, 435, 511]
+    assert set_bits([0] * abi.SYSCALL_WORDS) == []
