@@ -58,15 +58,18 @@ AlertMessage = Alert | AlertThreshold
 alert_decoder = msgspec.json.Decoder(AlertMessage)
 
 
-class AlertClock(Struct, frozen=True, kw_only=True, tag_field="kind", tag="alert_clock.v1"):
+class AlertClock(Struct, frozen=True, kw_only=True, tag_field="kind", tag="alert_clock.v1", omit_defaults=True):
     """Event time the anomaly-detector has reached on one DRIFT partition
-    (``source`` = its subject), published on ``vigil.alerts.clock`` so the
+    (``source`` = its subject) for one node (``node``: the node whose events and
+    ticks made it; empty = events that name no node, and every clock from an
+    older detector: every node's), published on ``vigil.alerts.clock`` so the
     throttler can close windows when no alert arrives. Not an alert: the raw
     and out subjects never carry it."""
 
     id: str
     time: int
     source: str
+    node: str = ""
 
 
 ThrottlerInput = Alert | AlertThreshold | AlertClock

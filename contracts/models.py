@@ -114,6 +114,16 @@ class Capabilities(Struct, frozen=True, kw_only=True):
     names: list[str] = []
 
 
+class SyscallCoverage(Struct, frozen=True, kw_only=True):
+    """SPO's syscall coverage document (the ``spo.x-k8s.io/syscall-coverage`` annotation of a
+    merged SeccompProfile, ``recordingmerger/coverage.go``), in its exact shape: ``total``
+    replicas merged — one that made no syscall still counts — and per syscall how many made it."""
+
+    version: str = "v1"
+    total: int
+    syscalls: dict[str, int] = {}
+
+
 class BehaviourModel(Struct, frozen=True, kw_only=True, tag_field="kind", tag="model.v1"):
     """What a workload did: the source of both generated profiles."""
 
@@ -130,3 +140,4 @@ class BehaviourModel(Struct, frozen=True, kw_only=True, tag_field="kind", tag="m
     network: Network = Network()
     capabilities: Capabilities = Capabilities()
     syscalls: list[SyscallRule] = []
+    syscall_coverage: SyscallCoverage | None = None  # SPO's document; None when no replica was merged

@@ -167,7 +167,11 @@ class DriftBatch(Struct, frozen=True, kw_only=True, tag="drift_batch.v1"):
     """Drift found in one input batch. ``watermark`` is the event time the
     learner has reached on this partition (ticks included), so downstream
     services can close event-time windows even when no drift arrives; a batch
-    may carry no drift and only advance the watermark."""
+    may carry no drift and only advance the watermark. ``clocks`` is that time
+    per node (the ``node`` of the events and ticks) for the nodes of the input
+    batch: each node's event time is its own (docs/runtime.md), and a window
+    opened by a node's drift closes on that node's clock. Empty from an older
+    learner: ``watermark`` is then every node's."""
 
     drifts: list[Drift]
     watermark: int = 0
@@ -176,6 +180,7 @@ class DriftBatch(Struct, frozen=True, kw_only=True, tag="drift_batch.v1"):
     # in a failover and published again is stored after later ones; consumers apply
     # a partition's batches in ``seq`` order (the anomaly-detector holds early ones).
     seq: int = 0
+    clocks: dict[str, int] = {}
 
 
 class ProfileSummary(Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -12,13 +12,20 @@ Invariants:
   key with ``time < start + dedup_window`` only raise the window's count. When
   the window closes and it folded repeats, one ``dedup`` decision carries the
   count (repeats, the first excluded) and the id of the first verdict.
-- A window closes when its source partition's watermark (the DRIFT subject the
-  drift came on) reaches its end, or when a later drift of the same key does.
+- A window closes when its clock reaches its end, or when a later drift of the
+  same key does. The clock is the event time of the window's first drift's node
+  on the DRIFT partition (subject) it came on: ``DriftBatch.clocks`` carries each
+  node's time there, so a trace replayed beside a live collector whose ticks are
+  on today's wall clock keeps its own time. The empty node (events that name no
+  node, and batches from an older learner, which carry only ``watermark``) is
+  every node's: its time moves every node's clock, and its windows close on the
+  partition's highest time (the single clock of before).
 - Suppressed drifts produce a ``suppress`` decision and no alert; their repeats
   are deduplicated like alerts.
-- After each batch whose watermark advanced by at least ``CLOCK_STEP_NS``, an
-  :class:`AlertClock` tells the throttler how far this partition has got.
-- State is the open windows plus a watermark per partition, nothing else.
+- After each batch in which a node's time advanced by at least ``CLOCK_STEP_NS``,
+  an :class:`AlertClock` tells the throttler how far that node has got on this
+  partition.
+- State is the open windows plus a time per (partition, node), nothing else.
   ``handle_batch`` mutates the :class:`State` it is given (a fold step).
   :func:`export` / :func:`restore` turn it into a plain :class:`Snapshot` and
   back; ``restore(export(s))`` continues exactly as ``s`` would.
@@ -27,6 +34,7 @@ Invariants:
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -41,6 +49,7 @@ from contracts.profiles import Drift, DriftBatch
 NS = 1_000_000_000
 CLOCK_STEP_NS = NS // 10
 RULE_ID = "anomaly_detection"
+ANY_NODE = ""  # events that name no node: their time is every node's
 
 Output = Alert | Decision | AlertClock
 Key = tuple[str, str, str]  # (image name, event type, behaviour)
@@ -73,27 +82,33 @@ class Window:
     severity: Severity
     repeats: int = 0
     last: int = 0
+    node: str = ANY_NODE  # whose clock closes it: the first drift's event's node
 
 
 @dataclass
 class State:
     windows: dict[Key, Window] = field(default_factory=dict)
-    ends: dict[str, list[tuple[int, Key]]] = field(default_factory=dict)  # per source: heap of (end, key)
-    watermarks: dict[str, int] = field(default_factory=dict)
-    clocks: dict[str, int] = field(default_factory=dict)  # last AlertClock time per source
+    ends: dict[tuple[str, str], list[tuple[int, Key]]] = field(default_factory=dict)  # (source, node): heap
+    watermarks: dict[str, int] = field(default_factory=dict)  # per source: its highest time over nodes
+    nodes: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> node -> time
+    clocks: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> node -> last AlertClock time
     applied: dict[str, int] = field(default_factory=dict)  # per source: seq of the last DriftBatch applied
     held: dict[str, dict[int, DriftBatch]] = field(default_factory=dict)  # per source: batches ahead of a gap
     gaps: int = 0  # gaps given up (see handle_batch); not part of the snapshot
 
 
 class Snapshot(Struct, kw_only=True):
-    """The whole state, in a form msgpack can carry (windows keyed by their drift)."""
+    """The whole state, in a form msgpack can carry (windows keyed by their drift).
+    ``clocks`` is how snapshots held the last clock per partition before per-node
+    clocks (read, not written)."""
 
     windows: list[Window]
     watermarks: dict[str, int]
-    clocks: dict[str, int]
+    clocks: dict[str, int] = {}
     applied: dict[str, int] = {}
     held: dict[str, list[DriftBatch]] = {}
+    nodes: dict[str, dict[str, int]] = {}
+    node_clocks: dict[str, dict[str, int]] = {}
 
 
 MAX_HELD = 1000  # DriftBatches held per source while waiting for a missing one
@@ -107,23 +122,29 @@ def export(state: State) -> Snapshot:
     return Snapshot(
         windows=list(state.windows.values()),
         watermarks=dict(state.watermarks),
-        clocks=dict(state.clocks),
         applied=dict(state.applied),
         held={source: [held[seq] for seq in sorted(held)] for source, held in state.held.items()},
+        nodes={source: dict(times) for source, times in state.nodes.items()},
+        node_clocks={source: dict(times) for source, times in state.clocks.items()},
     )
 
 
 def restore(snapshot: Snapshot) -> State:
+    """The state a snapshot holds; one from before per-node clocks gives its times to the empty node."""
+    legacy = not (snapshot.nodes or snapshot.node_clocks)
+    nodes = {s: {ANY_NODE: t} for s, t in snapshot.watermarks.items()} if legacy else snapshot.nodes
+    clocks = {s: {ANY_NODE: t} for s, t in snapshot.clocks.items()} if legacy else snapshot.node_clocks
     state = State(
         watermarks=dict(snapshot.watermarks),
-        clocks=dict(snapshot.clocks),
+        nodes={source: dict(times) for source, times in nodes.items()},
+        clocks={source: dict(times) for source, times in clocks.items()},
         applied=dict(snapshot.applied),
         held={source: {b.seq: b for b in batches} for source, batches in snapshot.held.items()},
     )
     for window in snapshot.windows:
         key = key_of(window.drift)
         state.windows[key] = window
-        heapq.heappush(state.ends.setdefault(window.source, []), (window.end, key))
+        heapq.heappush(state.ends.setdefault((window.source, window.node), []), (window.end, key))
     return state
 
 
@@ -164,7 +185,7 @@ def _apply_batch(state: State, config: Config, source: str, batch: DriftBatch) -
     out: list[Output] = []
     for drift in batch.drifts:
         out.extend(handle_drift(state, config, source, drift))
-    out.extend(advance(state, source, batch.watermark))
+    out.extend(advance(state, source, batch.watermark, batch.clocks))
     return out
 
 
@@ -187,21 +208,54 @@ def handle_drift(state: State, config: Config, source: str, drift: Drift) -> lis
     return out
 
 
-def advance(state: State, source: str, watermark: int) -> list[Output]:
-    """Move ``source``'s event time to ``watermark``; close the windows it passed."""
-    if watermark <= state.watermarks.get(source, 0):
+def advance(state: State, source: str, watermark: int, clocks: Mapping[str, int] | None = None) -> list[Output]:
+    """Move ``source``'s event time: each node's to its time in ``clocks`` (a batch from an
+    older learner carries none: ``watermark`` is then the empty node's, i.e. every node's);
+    close the windows the clocks passed, in (end, key) order; then the clocks to publish."""
+    times = state.nodes.setdefault(source, {})
+    moved = {n: t for n, t in sorted((clocks or {ANY_NODE: watermark}).items()) if t > times.get(n, 0)}
+    if not moved:
         return []
-    state.watermarks[source] = watermark
+    times.update(moved)
+    state.watermarks[source] = max(state.watermarks.get(source, 0), watermark, *moved.values())
     out: list[Output] = []
-    heap = state.ends.get(source, [])
-    while heap and heap[0][0] <= watermark:
-        end, key = heapq.heappop(heap)
+    for end, key, node in sorted(_due(state, source)):
         window = state.windows.get(key)
-        if window is not None and window.end == end and window.source == source:
+        if window is not None and (window.end, window.source, window.node) == (end, source, node):
             out.extend(_close(state, key))
-    if watermark - state.clocks.get(source, 0) >= CLOCK_STEP_NS:
-        state.clocks[source] = watermark
-        out.append(AlertClock(id=f"clock:{source}:{watermark}", time=watermark, source=source))
+    return out + _clock_messages(state, source, moved)
+
+
+def clock_time(state: State, source: str, node: str) -> int:
+    """Event time of ``node`` on ``source``: its own or the empty node's, whichever is later;
+    for the empty node, the partition's highest."""
+    if node == ANY_NODE:
+        return state.watermarks.get(source, 0)
+    times = state.nodes.get(source, {})
+    return max(times.get(node, 0), times.get(ANY_NODE, 0))
+
+
+def _due(state: State, source: str) -> list[tuple[int, Key, str]]:
+    """Pop every (end, key, node) whose node's clock on ``source`` reached its end."""
+    due: list[tuple[int, Key, str]] = []
+    for (src, node), heap in state.ends.items():
+        if src != source:
+            continue
+        now = clock_time(state, source, node)
+        while heap and heap[0][0] <= now:
+            end, key = heapq.heappop(heap)
+            due.append((end, key, node))
+    return due
+
+
+def _clock_messages(state: State, source: str, moved: Mapping[str, int]) -> list[Output]:
+    sent = state.clocks.setdefault(source, {})
+    out: list[Output] = []
+    for node, time in moved.items():
+        if time - sent.get(node, 0) >= CLOCK_STEP_NS:
+            sent[node] = time
+            clock_id = f"clock:{source}:{node}:{time}" if node else f"clock:{source}:{time}"
+            out.append(AlertClock(id=clock_id, time=time, source=source, node=node))
     return out
 
 
@@ -219,8 +273,9 @@ def _open(state: State, key: Key, source: str, drift: Drift, decision: Decision,
         drift=replace(drift, event=_NO_EVENT),
         severity=severity(drift),
         last=drift.time,
+        node=drift.event.node,
     )
-    heapq.heappush(state.ends.setdefault(source, []), (end, key))
+    heapq.heappush(state.ends.setdefault((source, drift.event.node), []), (end, key))
 
 
 def _close(state: State, key: Key) -> list[Output]:

@@ -33,7 +33,7 @@ class AuditReportWriter(AppBase):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.audit_runs = audit_runs.AuditRuns(settings, self.counters, self.positions)
-        self.models = ModelWindowsHandler(settings.data_path)
+        self.models = ModelWindowsHandler(settings.data_path, partitions=settings.nats.partitions)
 
     async def start(self, bus: Bus) -> None:
         self.audit_runs.load()

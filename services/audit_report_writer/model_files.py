@@ -41,7 +41,16 @@ from contracts.codec import ContractError, decode_batch, encode_json
 from contracts.events import MAX_TIME_HEADER
 from contracts.models import BehaviourModel, ModelMessage, ModelStatusChanged, StartModeling
 from contracts.profiles import BehaviourAdded, ProfileDocument
-from contracts.subjects import EVENTS, MODELS, MODELS_REQUESTS, ConsumerSpec, models_status_subject, token
+from contracts.subjects import (
+    EVENTS,
+    MODELS,
+    MODELS_REQUESTS,
+    ConsumerSpec,
+    models_status_subject,
+    partition_of,
+    subject_partition,
+    token,
+)
 from services.audit_report_writer import apparmor, lineage, modeling, netpol, portable, seccomp
 from services.runtime.files import write_atomically
 from services.runtime.service import Incoming, Invalid, Outgoing
@@ -146,12 +155,15 @@ class _WindowSnap(msgspec.Struct, frozen=True):
     start: int
     end: int
     replicas: dict[str, _ReplicaSnap]
+    met: dict[str, int] = {}
+    pending: bool = False
 
 
 class WindowsSnapshot(msgspec.Struct, frozen=True, tag="models.windows.v1"):
     open: list[_WindowSnap]
     seen: list[str]
     watermark: int
+    watermarks: dict[int, int] = {}
 
 
 def snapshot_of(state: modeling.Windows) -> WindowsSnapshot:
@@ -165,13 +177,19 @@ def snapshot_of(state: modeling.Windows) -> WindowsSnapshot:
         )
 
     windows = [
-        _WindowSnap(w.request, w.start, w.end, {k: replica(r) for k, r in sorted(w.replicas.items())})
+        _WindowSnap(
+            w.request, w.start, w.end, {k: replica(r) for k, r in sorted(w.replicas.items())}, dict(w.met), w.pending
+        )
         for _, w in sorted(state.open.items())
     ]
-    return WindowsSnapshot(open=windows, seen=sorted(state.seen), watermark=state.watermark)
+    watermarks = dict(sorted(state.watermarks.items()))
+    return WindowsSnapshot(open=windows, seen=sorted(state.seen), watermark=state.watermark, watermarks=watermarks)
 
 
-def windows_of(snap: WindowsSnapshot) -> modeling.Windows:
+def windows_of(snap: WindowsSnapshot, partitions: int = 1) -> modeling.Windows:
+    """The open windows a snapshot holds, on ``partitions`` EVENTS partitions (a snapshot from
+    before per-partition clocks has no ``met``: every node is met anew)."""
+
     def replica(r: _ReplicaSnap) -> modeling.Replica:
         return modeling.Replica(
             execs={k: tuple(v) for k, v in r.execs.items()},
@@ -181,10 +199,16 @@ def windows_of(snap: WindowsSnapshot) -> modeling.Windows:
             syscalls=set(r.syscalls),
         )
 
-    state = modeling.Windows(seen=set(snap.seen), watermark=snap.watermark)
+    state = modeling.Windows(
+        seen=set(snap.seen), watermark=snap.watermark, partitions=partitions, watermarks=dict(snap.watermarks)
+    )
     for w in snap.open:
-        window = modeling.Window(w.request, w.start, w.end, modeling.opted_out(w.request.annotations))
+        part = partition_of(w.request.image_name, partitions)
+        window = modeling.Window(
+            w.request, w.start, w.end, modeling.opted_out(w.request.annotations), partition=part, pending=w.pending
+        )
         window.replicas = {k: replica(r) for k, r in w.replicas.items()}
+        window.met = dict(w.met)
         state.open[w.request.id] = window
     return state
 
@@ -232,21 +256,23 @@ class ModelWindowsHandler:
 
     streams = (MODELS, EVENTS)
 
-    def __init__(self, data_path: Path, arch: str | None = None) -> None:
+    def __init__(self, data_path: Path, arch: str | None = None, partitions: int = 1) -> None:
         self.data_path = data_path
         self.arch = arch or host_arch()
+        self.partitions = partitions
         self.snapshot_path = data_path / MODELS_DIR / SNAPSHOT_NAME
         self.state = self._load()
         self._saved = self.state.revision
 
     def _load(self) -> modeling.Windows:
         try:
-            return windows_of(msgspec.json.decode(self.snapshot_path.read_bytes(), type=WindowsSnapshot))
+            snap = msgspec.json.decode(self.snapshot_path.read_bytes(), type=WindowsSnapshot)
+            return windows_of(snap, self.partitions)
         except FileNotFoundError:
-            return modeling.Windows()
+            return modeling.Windows(partitions=self.partitions)
         except (msgspec.DecodeError, msgspec.ValidationError):
             os.replace(self.snapshot_path, self.snapshot_path.with_suffix(".corrupt"))  # kept for a post-mortem
-            return modeling.Windows()
+            return modeling.Windows(partitions=self.partitions)
 
     def commit(self) -> None:
         """Persist the open windows when they changed since the last snapshot (before the runner acks)."""
@@ -258,14 +284,20 @@ class ModelWindowsHandler:
         if msg.stream == MODELS:
             return self._request(msg)
         if not self.state.open:
-            self.state.watermark = max(self.state.watermark, _max_time(msg))
+            self._note_time(subject_partition(msg.subject), _max_time(msg))
             return []
         try:
             batch = decode_batch(msg.data)
         except ContractError as exc:
             raise Invalid(str(exc)) from exc
-        closed = [c for event in batch.events for c in modeling.advance(self.state, event)]
+        closed = [c for event in batch.events for c in modeling.advance(self.state, event, batch.partition)]
         return [_status_out(self._complete(c)) for c in closed]
+
+    def _note_time(self, partition: int, time: int) -> None:
+        """With no window open only the event time moves (a later request starts there)."""
+        state = self.state
+        state.watermark = max(state.watermark, time)
+        state.watermarks[partition] = max(state.watermarks.get(partition, 0), time)
 
     def _request(self, msg: Incoming) -> list[Outgoing]:
         try:
@@ -277,7 +309,7 @@ class ModelWindowsHandler:
         return [_status_out(s) for s in modeling.request(self.state, req)]
 
     def _complete(self, closed: modeling.Closed) -> ModelStatusChanged:
-        req, end = closed.request, self.state.watermark
+        req, end = closed.request, closed.time
         if closed.model is None:
             return modeling.status(req, end, "Error", closed.reason)
         try:

@@ -8,16 +8,29 @@ Two sources feed the same fold, each turned into :class:`Observation` values:
   window (:func:`from_raw`) — what a ``StartModeling`` request models, per
   container, so replicas can be told apart.
 
-A :class:`Replica` is what one container did (sets, no counts). The merge
-(:func:`build_model`) is a union over replicas; every rule carries
-``coverage`` = how many replicas showed it, and the model carries
+A :class:`Replica` is what one container did (sets, no counts); a selected
+container seen in the window that did nothing Vigil captures is a replica too
+(an empty one). The merge (:func:`build_model`) is a union over replicas; every
+rule carries ``coverage`` = how many replicas showed it, and the model carries
 ``replicas`` = how many there were, so a rule with ``coverage < replicas`` is
-something only some replicas did (SPO's syscall coverage, per rule).
+something only some replicas did. ``syscall_coverage`` is SPO's coverage
+document (``recordingmerger/coverage.go``: ``version``, ``total`` — every
+replica, those without a syscall included — and the count per syscall). A file
+rule that another rule's glob covers with at least its permissions is folded
+into that rule (SPO's filesystem merge), its replicas counted there.
 
 File permissions follow AppArmor: ``r``, ``w``, ``a`` (append; dropped when
 ``w`` is present, which implies it), ``m`` (mapped executable: opened for
 execution or a library the loader maps) and ``ix`` (executed, inherit the
 profile). Paths are generalised by :mod:`paths`.
+
+A modelling window (:class:`Window`) lives on its image's EVENTS partition and
+on event time as the nodes report it (docs/runtime.md): it closes when a node's
+clock on that partition reaches its end — a node whose clock was before the end
+when the window first heard from it (a live collector already far past a
+trace's window never closes it; events that name no node always may). A
+request without a start begins at the partition's event time, or at the first
+event on the partition when there is none yet.
 
 Invariants: no I/O, no clock; the model is a function of the *set* of
 observations per replica (order and duplicates change nothing); every list in
@@ -52,12 +65,16 @@ from contracts.models import (
     NameRule,
     Network,
     StartModeling,
+    SyscallCoverage,
     SyscallRule,
 )
 from contracts.profiles import BehaviourAdded, ProfileEvent, ProfileReset, VersionEvicted
-from services.audit_report_writer.paths import generalise, is_library
+from contracts.subjects import partition_of
+from services.audit_report_writer.core import rfc3339
+from services.audit_report_writer.paths import EXEC, generalise, is_library
 
 UNATTRIBUTED = ""  # replica key of learned behaviour (BehaviourAdded names no container)
+ANY_NODE = ""  # events that name no node: their clock is every node's
 
 O_ACCMODE = 0o3
 O_WRONLY = 0o1
@@ -87,6 +104,10 @@ class Replica:
     egress: set[tuple[str, str, int]] = field(default_factory=set)
     dns: set[str] = field(default_factory=set)
     syscalls: set[str] = field(default_factory=set)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.execs or self.files or self.egress or self.dns or self.syscalls)
 
 
 # --- sources -> observations ---------------------------------------------------------
@@ -151,7 +172,7 @@ _CONNECT = re.compile(r"^(?P<proto>[a-z0-9]+):(?P<addr>.*):(?P<port>[0-9]+)$")
 
 
 def _add_file(replica: Replica, path: str, letters: set[str]) -> bool:
-    held = replica.files.setdefault(generalise(path), set())
+    held = replica.files.setdefault(generalise(path, perms_text(letters)), set())
     new = not letters <= held
     held |= letters
     return new
@@ -168,7 +189,7 @@ def observe(replicas: dict[str, Replica], obs: Observation) -> bool:
     new = obs.replica not in replicas
     replica = replicas.setdefault(obs.replica, Replica())
     if obs.event_type == "exec":
-        path = generalise(obs.behaviour)
+        path = generalise(obs.behaviour, EXEC)
         known = replica.execs.get(path)
         lineage = obs.lineage if known is None else min(known, obs.lineage)  # order-independent
         new |= known != lineage
@@ -230,6 +251,46 @@ def _count(sets: Iterable[Iterable[K]]) -> dict[K, int]:
     return counts
 
 
+def _file_rules(reps: list[Replica]) -> dict[str, tuple[set[str], set[int]]]:
+    """Every file rule: its permissions and the replicas (indexes) that showed it, with the
+    rules another rule's glob covers folded into that rule (SPO's filesystem merge)."""
+    rules: dict[str, tuple[set[str], set[int]]] = {}
+    for i, r in enumerate(reps):
+        for path, letters in r.files.items():
+            perms, who = rules.setdefault(path, (set(), set()))
+            perms |= letters
+            who.add(i)
+    globs = [(g, g.partition("*")[0], glob_regex(g)) for g in sorted(rules) if "*" in g]
+    for path in sorted(rules):
+        cover = _covering(rules, globs, path)
+        if cover is not None:
+            rules[cover][1].update(rules.pop(path)[1])
+    return rules
+
+
+Glob = tuple[str, str, re.Pattern[str]]  # (glob, its literal prefix, its regex)
+
+
+def _covering(rules: dict[str, tuple[set[str], set[int]]], globs: list[Glob], path: str) -> str | None:
+    """The first glob rule (in path order) that matches ``path`` with at least its permissions.
+    A tree glob (``**``) is never folded: it may match more than any other rule."""
+    if "**" in path:
+        return None
+    perms = rules[path][0]
+    for glob, prefix, regex in globs:
+        if path.startswith(prefix) and glob != path and glob in rules and perms <= rules[glob][0]:
+            if regex.fullmatch(path):
+                return glob
+    return None
+
+
+def glob_regex(glob: str) -> re.Pattern[str]:
+    """AppArmor's ``*`` (within a segment) and ``**`` (across), each matching at least one character:
+    a rule is folded only where the glob surely matches it."""
+    parts = re.split(r"(\*\*|\*)", glob)
+    return re.compile("".join(".+" if p == "**" else "[^/]+" if p == "*" else re.escape(p) for p in parts))
+
+
 def build_model(
     replicas: Mapping[str, Replica],
     *,
@@ -243,11 +304,7 @@ def build_model(
     reps = [replicas[k] for k in sorted(replicas)]
     execs = _count(r.execs for r in reps)
     lineage = {p: ln for r in reversed(reps) for p, ln in r.execs.items()}
-    files = _count(r.files for r in reps)
-    perms: dict[str, set[str]] = {}
-    for r in reps:
-        for path, letters in r.files.items():
-            perms.setdefault(path, set()).update(letters)
+    files = _file_rules(reps)
     egress = _count(r.egress for r in reps)
     dns = _count(r.dns for r in reps)
     syscalls = _count(r.syscalls for r in reps)
@@ -264,14 +321,25 @@ def build_model(
         replicas=len(reps),
         containers=sorted(k for k in replicas if k != UNATTRIBUTED),
         executions=[ExecRule(path=p, lineage=list(lineage[p]), coverage=c) for p, c in sorted(execs.items())],
-        files=[FileRule(path=p, perms=perms_text(perms[p]), coverage=c) for p, c in sorted(files.items())],
+        files=[
+            FileRule(path=p, perms=perms_text(perms), coverage=len(who)) for p, (perms, who) in sorted(files.items())
+        ],
         network=Network(
             sockets=sorted(sockets),
             egress=[EgressRule(proto=k[0], addr=k[1], port=k[2], coverage=c) for k, c in sorted(egress.items())],
             dns=[NameRule(name=n, coverage=c) for n, c in sorted(dns.items())],
         ),
         syscalls=[SyscallRule(name=n, coverage=c) for n, c in sorted(syscalls.items())],
+        syscall_coverage=syscall_coverage(len(reps), syscalls),
     )
+
+
+def syscall_coverage(total: int, counts: Mapping[str, int]) -> SyscallCoverage | None:
+    """SPO's coverage document: ``total`` replicas merged and, per syscall, how many made it;
+    none when nothing was merged (SPO sets no annotation for zero partials)."""
+    if total == 0:
+        return None
+    return SyscallCoverage(total=total, syscalls=dict(sorted(counts.items())))
 
 
 def model_of_learned(events: Iterable[BehaviourAdded], image_name: str, image_tag: str) -> BehaviourModel:
@@ -289,13 +357,18 @@ def model_of_learned(events: Iterable[BehaviourAdded], image_name: str, image_ta
 
 @dataclass
 class Window:
-    """One open request: what its selected containers did in ``[start, end)``."""
+    """One open request: what its selected containers did in ``[start, end)`` of event time,
+    on its image's partition. ``met``: each node's first time on that partition while the window
+    was open (a node met at or past ``end`` is on another clock and never closes it)."""
 
     request: StartModeling
     start: int
     end: int
     opt_out: frozenset[str]
     replicas: dict[str, Replica] = field(default_factory=dict)
+    partition: int = 0
+    met: dict[str, int] = field(default_factory=dict)
+    pending: bool = False  # no start yet: it begins at the partition's first event time
 
     def selects(self, container: Container) -> bool:
         req = self.request
@@ -308,24 +381,33 @@ class Window:
             return False
         return not names & self.opt_out
 
+    def closes_on(self, node: str, time: int) -> bool:
+        """Whether ``node``'s clock at ``time`` ends the window (see the class docstring)."""
+        return time >= self.end and (node == ANY_NODE or self.met.get(node, self.end) < self.end)
+
 
 @dataclass
 class Windows:
-    """Every open window and the event-time watermark (max event time seen)."""
+    """Every open window and the event time seen: per EVENTS partition (``watermarks``) and overall."""
 
     open: dict[str, Window] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)  # request ids already accepted (duplicates ignored)
     watermark: int = 0
     revision: int = 0  # bumped whenever a window opens, learns something new or closes (snapshot when it moves)
+    partitions: int = 1  # nats.partitions: an image's events are on partition_of(image)
+    watermarks: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Closed:
-    """A window that reached its end: its model, or why there is none."""
+    """A window that reached its end: its model, or why there is none; ``time`` and
+    ``clock`` say what closed it (the node's clock, on which partition)."""
 
     request: StartModeling
     model: BehaviourModel | None
     reason: str = ""
+    time: int = 0
+    clock: str = ""
 
 
 def status(
@@ -348,20 +430,29 @@ def request(state: Windows, req: StartModeling) -> list[ModelStatusChanged]:
     if req.id in state.seen:
         return []
     state.seen.add(req.id)
-    start = req.time or state.watermark
+    part = partition_of(req.image_name, state.partitions)
+    start = req.time or state.watermarks.get(part, 0)
     if not req.image_name:
         return [status(req, start, "Error", "image_name is empty")]
     if req.duration <= 0:
         return [status(req, start, "Error", f"duration must be > 0 ns, got {req.duration}")]
-    state.open[req.id] = Window(req, start, start + req.duration, opted_out(req.annotations))
+    window = Window(req, start, start + req.duration, opted_out(req.annotations), partition=part, pending=not start)
+    state.open[req.id] = window
     state.revision += 1
     return [status(req, start, "Modeling")]
 
 
-def _close(window: Window) -> Closed:
+def clock_name(node: str, partition: int, time: int) -> str:
+    who = f"node {node!r}" if node else "events that name no node"
+    return f"the clock of {who} on EVENTS partition {partition} at {rfc3339(time)}"
+
+
+def _close(window: Window, time: int, clock: str) -> Closed:
     req = window.request
-    if not window.replicas:
-        return Closed(req, None, "no behaviour observed for the selector in the window")
+    if all(r.empty for r in window.replicas.values()):
+        seen = f"{len(window.replicas)} selected containers seen, none did" if window.replicas else "nothing seen"
+        reason = f"no behaviour observed for the selector in the window ({seen}; closed by {clock})"
+        return Closed(req, None, reason, time, clock)
     model = build_model(
         window.replicas,
         image_name=req.image_name,
@@ -370,24 +461,42 @@ def _close(window: Window) -> Closed:
         start=window.start,
         end=window.end,
     )
-    return Closed(req, model)
+    return Closed(req, model, "", time, clock)
 
 
-def advance(state: Windows, event: RawEvent) -> list[Closed]:
-    """Fold one raw event into every window that selects it; close windows the watermark passed."""
-    state.watermark = max(state.watermark, event.time)
-    container = getattr(event, "container", None)
-    if container is not None:
-        for window in state.open.values():
-            if window.start <= event.time < window.end and window.selects(container):
-                for obs in from_raw(event):
-                    if observe(window.replicas, obs):
-                        state.revision += 1
-    done = sorted((w for w in state.open.values() if state.watermark >= w.end), key=lambda w: (w.end, w.request.id))
+def advance(state: Windows, event: RawEvent, partition: int = 0) -> list[Closed]:
+    """Fold one raw event of EVENTS ``partition`` into the windows of that partition; close
+    the windows its node's clock ended, in (end, request id) order."""
+    t = event.time
+    state.watermark = max(state.watermark, t)
+    state.watermarks[partition] = max(state.watermarks.get(partition, 0), t)
+    mine = [w for w in state.open.values() if w.partition == partition]
+    done = sorted((w for w in mine if _step(state, w, event)), key=lambda w: (w.end, w.request.id))
     for window in done:
         del state.open[window.request.id]
         state.revision += 1
-    return [_close(w) for w in done]
+    return [_close(w, t, clock_name(event.node, partition, t)) for w in done]
+
+
+def _step(state: Windows, window: Window, event: RawEvent) -> bool:
+    """Fold ``event`` into ``window``; True when the event's clock ends it."""
+    t, node = event.time, event.node
+    if window.pending:
+        window.start, window.end, window.pending = t, t + window.request.duration, False
+        state.revision += 1
+    if node not in window.met:
+        window.met[node] = t
+        state.revision += 1
+    container = getattr(event, "container", None)
+    if container is not None and window.start <= t < window.end and window.selects(container):
+        key = replica_key(container.id, container.name)
+        if key not in window.replicas:
+            window.replicas[key] = Replica()
+            state.revision += 1
+        for obs in from_raw(event):
+            if observe(window.replicas, obs):
+                state.revision += 1
+    return window.closes_on(node, t)
 
 
 def learned_behaviour(events: Iterable[ProfileEvent]) -> list[BehaviourAdded]:

@@ -29,6 +29,16 @@ partition arrives, and are stamped with the exact event time they became due,
 so the outcome does not depend on when the learner ran. Commands apply at the
 profile's current event time; the adapter records where (see CommandApplied).
 
+Event time is each node's own (docs/runtime.md): a profile is advanced by its
+own events and by the ticks of the nodes its events came from (``Profile.nodes``),
+a container's warm-up ends on its node's ticks, and every DriftBatch carries the
+time each node of its input reached on the partition (``DriftBatch.clocks``). So
+a trace replayed beside a live collector, whose ticks are on today's wall clock,
+is learned exactly as in an idle Vigil. The empty node (events that name none)
+is every node's: its ticks advance every profile, and a profile whose events
+name no node (or that was snapshotted before nodes were recorded) follows every
+node's ticks.
+
 Memory is bounded by the size threshold per (version, type), ``max_image_tags``
 versions (the version-evictor) and ``max_profiles`` profiles: events of a new
 image beyond that cap are counted in ``State.over_cap_events`` and not learned.
@@ -40,7 +50,7 @@ nothing and emits nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import msgspec
@@ -140,6 +150,7 @@ class Profile(Struct, kw_only=True):
     now: int = 0
     deadline: int = NEVER
     versions: dict[str, Version] = {}
+    nodes: dict[str, int] = {}  # node -> its first event of the profile: the ticks that advance it
 
 
 class State(Struct, kw_only=True):
@@ -151,6 +162,9 @@ class State(Struct, kw_only=True):
     seen: dict[str, list[tuple[int, int]]] = {}  # "node:boot:partition" -> sequences folded, as [start, end) spans
     now: int = 0
     over_cap_events: int = 0
+    container_nodes: dict[str, str] = {}  # container id in warm-up -> its node (whose ticks end the warm-up)
+    node_watermarks: dict[int, dict[str, int]] = {}  # partition -> node -> event time reached
+    node_published: dict[int, dict[str, int]] = {}  # partition -> node -> time last published in a DriftBatch
 
 
 class Out:
@@ -183,12 +197,15 @@ def apply_batch(state: State, cfg: Config, batch: EventBatch) -> tuple[list[Prof
         return [], None
     part = batch.partition
     wm = state.watermarks.get(part, 0)
+    nodes: dict[str, int] = {}  # node -> its latest event time in this batch
     for lo, hi in todo:
         for i in range(lo - first, hi - first):
             ev = events[i]
             t = ev.time
             if t > wm:
                 wm = t
+            if t > nodes.get(ev.node, 0):
+                nodes[ev.node] = t
             handler = _HANDLERS.get(type(ev))
             if handler is not None:
                 out.base, out.dbase = len(out.events), len(out.drifts)
@@ -197,7 +214,11 @@ def apply_batch(state: State, cfg: Config, batch: EventBatch) -> tuple[list[Prof
     state.watermarks[part] = wm
     if wm > state.now:
         state.now = wm
-    return out.events, _drift_batch(state, cfg, part, wm, out.drifts)
+    clocks = state.node_watermarks.setdefault(part, {})
+    for node, t in nodes.items():
+        if t > clocks.get(node, 0):
+            clocks[node] = t
+    return out.events, _drift_batch(state, cfg, part, wm, out.drifts, sorted(nodes))
 
 
 def unseen(spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
@@ -234,12 +255,21 @@ def mark(spans: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, 
     return merged
 
 
-def _drift_batch(state: State, cfg: Config, part: int, wm: int, drifts: list[Drift]) -> DriftBatch | None:
-    if not drifts and wm - state.published.get(part, 0) < cfg.watermark_step:
+def _drift_batch(
+    state: State, cfg: Config, part: int, wm: int, drifts: list[Drift], nodes: list[str]
+) -> DriftBatch | None:
+    """The DriftBatch to publish: with drift, or once the partition's time or the time of a
+    node of this input moved by ``watermark_step`` since last published; it carries the time
+    of every node of this input (each node's clock is its own)."""
+    clocks = {node: state.node_watermarks[part][node] for node in nodes}
+    sent = state.node_published.setdefault(part, {})
+    moved = any(t - sent.get(node, 0) >= cfg.watermark_step for node, t in clocks.items())
+    if not drifts and not moved and wm - state.published.get(part, 0) < cfg.watermark_step:
         return None
     state.published[part] = wm
+    sent.update(clocks)
     seq = state.drift_seq[part] = state.drift_seq.get(part, 0) + 1
-    return DriftBatch(drifts=drifts, watermark=wm, seq=seq)
+    return DriftBatch(drifts=drifts, watermark=wm, seq=seq, clocks=clocks)
 
 
 def fold(state: State, cfg: Config, batches: Iterable[EventBatch]) -> tuple[list[ProfileEvent], list[DriftBatch]]:
@@ -274,7 +304,9 @@ def _version(state: State, cfg: Config, ev: Any, part: int, pos: Pos, out: Out) 
         if len(state.profiles) >= cfg.max_profiles:
             state.over_cap_events += 1
             return None
-        prof = state.profiles[image] = Profile(image=image, partition=part, now=t, versions={})
+        prof = state.profiles[image] = Profile(image=image, partition=part, now=t, versions={}, nodes={})
+    if ev.node not in prof.nodes:
+        prof.nodes[ev.node] = t
     if t > prof.now:
         prof.now = t
     if prof.now >= prof.deadline:
@@ -361,8 +393,10 @@ def _on_lifecycle(state: State, cfg: Config, ev: Any, part: int, pos: Pos, out: 
     if isinstance(ev, ContainerStarted):
         pv[1].starts += 1
         state.containers[ev.container.id] = ev.time + cfg.warmup_period
+        state.container_nodes[ev.container.id] = ev.node
     elif isinstance(ev, ContainerStopped):
         state.containers.pop(ev.container.id, None)
+        state.container_nodes.pop(ev.container.id, None)
 
 
 def _on_lost(state: State, cfg: Config, ev: EventsLost, part: int, pos: Pos, out: Out) -> None:
@@ -377,18 +411,28 @@ def _on_lost(state: State, cfg: Config, ev: EventsLost, part: int, pos: Pos, out
 
 
 def _on_tick(state: State, cfg: Config, ev: ClockTicked, part: int, pos: Pos, out: Out) -> None:
-    t = ev.time
+    """Advance the partition's profiles that follow the tick's node; end its containers' warm-ups."""
+    t, node = ev.time, ev.node
     for prof in state.profiles.values():
-        if prof.partition != part:
+        if prof.partition != part or not follows(prof.nodes, node):
             continue
         if t > prof.now:
             prof.now = t
         if prof.now >= prof.deadline:
             advance(prof, cfg, out, _eid(pos))
     if state.containers:
-        done = [cid for cid, until in state.containers.items() if until <= t]
+        nodes = state.container_nodes
+        done = [c for c, until in state.containers.items() if until <= t and follows((nodes.get(c, ""),), node)]
         for cid in done:
             del state.containers[cid]
+            nodes.pop(cid, None)
+
+
+def follows(owners: Collection[str], node: str) -> bool:
+    """Whether a tick of ``node`` moves something whose events came from ``owners``: its own
+    nodes' ticks do; the empty node's ticks move everything, and something whose events
+    named no node (or none recorded) follows every node."""
+    return not node or not owners or node in owners or "" in owners
 
 
 _HANDLERS: dict[type, Callable[..., None]] = {

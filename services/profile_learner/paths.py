@@ -1,20 +1,22 @@
 """Pure canonicalisers for behaviour keys: file paths, DNS names, network addresses.
 
 Invariants: deterministic, no I/O; the memo caches only speed things up (a
-cleared cache gives the same answers). The path generaliser is deliberately
-small (numbers, UUIDs, hex ids, ``/proc/<pid>``); the audit-report-writer has a
-richer one for AppArmor.
+cleared cache gives the same answers). File paths are generalised by the rules
+the generated profiles share (:mod:`contracts.paths`: numbers, ids, hashes,
+random and temp names → ``*``, ``/proc/<pid>`` → ``/proc/*``), so an upload's
+``/tmp/phpA1b2C3`` is one behaviour (``/tmp/php*``), not a new one per file.
+The learner stops there: it never takes the AppArmor generator's tree globs
+(``/tmp/**``, ``<libdir>/**``), because drift detection needs the finer key —
+a file written under ``/tmp`` and then executed or mapped is still new
+behaviour (docs/profiles.md).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import re
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_LONG_HEX = re.compile(r"[0-9a-fA-F]{16,}")
-_NUMBER = re.compile(r"^\d+$")
-_SHORT_HEX_ID = re.compile(r"^(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{8,}$")
+from contracts.paths import generalise
+
 _MEMO_MAX = 65_536
 _path_memo: dict[str, str] = {}
 _addr_memo: dict[str, str] = {}
@@ -30,19 +32,12 @@ FMODE_EXEC = 0x20
 READ, WRITE, EXEC = 1, 2, 4
 
 
-def _segment(seg: str) -> str:
-    if _NUMBER.match(seg) or _SHORT_HEX_ID.match(seg):
-        return "*"
-    seg = _UUID.sub("*", seg)
-    return _LONG_HEX.sub("*", seg)
-
-
 def generalise_path(path: str) -> str:
-    """``/proc/4242/status`` → ``/proc/*/status``; numbers, UUIDs, hex ids → ``*``."""
+    """``/proc/4242/status`` → ``/proc/*/status``, ``/tmp/phpA1b2C3`` → ``/tmp/php*`` (:mod:`contracts.paths`)."""
     hit = _path_memo.get(path)
     if hit is not None:
         return hit
-    out = "/".join(_segment(seg) if seg else seg for seg in path.split("/"))
+    out = generalise(path)
     if len(_path_memo) >= _MEMO_MAX:
         _path_memo.clear()
     _path_memo[path] = out

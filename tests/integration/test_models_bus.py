@@ -12,7 +12,14 @@ from contracts.codec import encode_batch, encode_json
 from contracts.events import ClockTicked, EventBatch
 from contracts.models import ModelStatusChanged, StartModeling
 from contracts.profiles import BehaviourAdded, ProfileReset
-from contracts.subjects import MODELS, events_subject, models_request_subject, models_status_subject, profiles_subject
+from contracts.subjects import (
+    MODELS,
+    events_subject,
+    models_request_subject,
+    models_status_subject,
+    partition_of,
+    profiles_subject,
+)
 from services.audit_report_writer.app import build
 from services.runtime.settings import Settings
 from tests.support import decode_all, open_bus, read_stream, run_vigil, running, wait_for
@@ -86,9 +93,10 @@ async def _window(settings: Settings) -> list[ModelStatusChanged]:
 
             await wait_for(statuses)  # Modeling: the window is open
             events = [*replica_events(T0), ClockTicked(time=T0 + 10 * SEC)]
-            batch = EventBatch(node="n1", boot="b1", first_seq=0, events=events)
+            part = partition_of("nginx", settings.nats.partitions)  # where a collector puts nginx's events
+            batch = EventBatch(node="n1", boot="b1", first_seq=0, partition=part, events=events)
             async with bus.publisher() as pub:
-                await pub.publish(events_subject(0), encode_batch(batch), batch.id)
+                await pub.publish(events_subject(part), encode_batch(batch), batch.id)
                 await pub.flush()
             return await wait_for(lambda: _done(statuses()))
         finally:
@@ -161,8 +169,9 @@ async def _window_across_restart(settings: Settings) -> list[ModelStatusChanged]
         annotations={"container.models.vigil.dev/proxy": "unconfined"},
     )
     events = [*replica_events(T0), ClockTicked(time=T0 + 10 * SEC)]
-    first = EventBatch(node="n1", boot="b1", first_seq=0, events=events[:8])
-    second = EventBatch(node="n1", boot="b1", first_seq=8, events=events[8:])
+    part = partition_of("nginx", settings.nats.partitions)
+    first = EventBatch(node="n1", boot="b1", first_seq=0, partition=part, events=events[:8])
+    second = EventBatch(node="n1", boot="b1", first_seq=8, partition=part, events=events[8:])
     snapshot = Path(settings.data_dir) / "models" / ".windows.json"
     bus = await open_bus(settings)
     try:
@@ -172,12 +181,12 @@ async def _window_across_restart(settings: Settings) -> list[ModelStatusChanged]
                 await pub.flush()
             await wait_for(snapshot.exists)  # the window is open (and persisted)
             async with bus.publisher() as pub:
-                await pub.publish(events_subject(0), encode_batch(first), first.id)
+                await pub.publish(events_subject(part), encode_batch(first), first.id)
                 await pub.flush()
             await wait_for(lambda: "web@b" in snapshot.read_text())
         async with running(build(settings), settings):  # a new instance: the window is still open
             async with bus.publisher() as pub:
-                await pub.publish(events_subject(0), encode_batch(second), second.id)
+                await pub.publish(events_subject(part), encode_batch(second), second.id)
                 await pub.flush()
 
             async def statuses() -> list[ModelStatusChanged] | None:

@@ -352,3 +352,68 @@ def test_a_gap_that_never_fills_is_given_up_after_max_held(monkeypatch: pytest.M
     out = _feed(batches[1:], state)  # seq 1 never comes
     assert state.gaps == 1 and state.applied[SRC] == 9 and not state.held
     assert out == _feed([DriftBatch(drifts=b.drifts, watermark=b.watermark) for b in batches[1:]])
+
+
+# --- one clock per node (docs/runtime.md, "Event time") ------------------------------------------------
+
+
+def on_node(drift: Drift, node: str) -> Drift:
+    return replace(drift, event=replace(drift.event, node=node))
+
+
+def test_a_live_node_clock_never_closes_a_replayed_trace_window() -> None:
+    """The trace's drifts (node "rec") and a live collector's batches (node "live", today's wall
+    clock) on one partition: the trace's dedup window closes on its own clock, as without the
+    live node, and the clocks for the throttler are per node."""
+    day = 86_400 * NS
+    trace = [
+        DriftBatch(drifts=[on_node(exec_drift("/bin/sh", T0), "rec")], watermark=T0, clocks={"rec": T0}, seq=1),
+        DriftBatch(
+            drifts=[on_node(exec_drift("/bin/sh", T0 + NS, 1), "rec")],
+            watermark=T0 + NS,
+            clocks={"rec": T0 + NS},
+            seq=2,
+        ),
+        DriftBatch(drifts=[], watermark=T0 + 61 * NS, clocks={"rec": T0 + 61 * NS}, seq=4),
+    ]
+    live = DriftBatch(drifts=[], watermark=T0 + day, clocks={"live": T0 + day}, seq=3)
+
+    def outputs(batches: list[DriftBatch]) -> list[core.Output]:
+        state = State()
+        return [o for b in batches for o in core.handle_batch(state, Config(), SRC, b)]
+
+    alone = outputs([*trace[:2], replace(trace[2], seq=3)])
+    mixed = outputs([*trace[:2], live, trace[2]])
+    assert [o for o in mixed if not isinstance(o, AlertClock)] == [o for o in alone if not isinstance(o, AlertClock)]
+    [dedup] = [d for d in alone if isinstance(d, Decision) and d.action == "dedup"]
+    assert dedup.count == 1 and dedup.time == T0 + 60 * NS
+    assert {(c.node, c.time) for c in of(mixed, AlertClock)} == {
+        ("rec", T0),
+        ("rec", T0 + NS),
+        ("live", T0 + day),
+        ("rec", T0 + 61 * NS),
+    }
+    assert of(mixed, AlertClock)[-1].id == f"clock:{SRC}:rec:{T0 + 61 * NS}"
+
+
+def test_a_batch_without_clocks_moves_every_node() -> None:
+    """From an older learner: its watermark is every node's (the nameless node's) clock."""
+    state = State()
+    run([on_node(exec_drift("/bin/sh", T0), "rec"), on_node(exec_drift("/bin/sh", T0 + NS, 1), "rec")], T0, state=state)
+    out = run([], watermark=T0 + 60 * NS, state=state)
+    assert [d.action for d in of(out, Decision)] == ["dedup"]
+    assert of(out, AlertClock) == [AlertClock(id=f"clock:{SRC}:{T0 + 60 * NS}", time=T0 + 60 * NS, source=SRC)]
+
+
+def test_a_snapshot_from_before_per_node_clocks_still_loads() -> None:
+    state = State()
+    run([exec_drift("/bin/sh", T0), exec_drift("/bin/sh", T0 + NS, 1)], T0 + NS, state=state)
+    snap = msgspec.to_builtins(core.export(state))
+    for window in snap["windows"]:
+        del window["node"]
+    del snap["nodes"], snap["node_clocks"]
+    snap["clocks"] = {SRC: T0 + NS}
+    old = core.restore(msgspec.msgpack.decode(msgspec.msgpack.encode(snap), type=core.Snapshot))
+    assert old.nodes == {SRC: {"": T0 + NS}} and old.clocks == {SRC: {"": T0 + NS}}
+    out = run([], watermark=T0 + 60 * NS, state=old)
+    assert [(d.action, d.count) for d in of(out, Decision)] == [("dedup", 1)]

@@ -58,7 +58,7 @@ def test_seed_model_content() -> None:
     assert files["/usr/lib/x86_64-linux-gnu/**"] == "mr"  # library dir -> **, mapped
     assert files["/usr/bin/id"] == "rix"  # executed: read + inherit
     assert files["/proc/*/status"] == "r"  # pid generalised
-    assert files["/tmp/tmp*"] == "w"  # random temp name generalised
+    assert files["/tmp/**"] == "w"  # anything under /tmp/ (vArmor)
     assert [e.path for e in model.executions] == ["/usr/bin/id", "/usr/bin/sleep", "/usr/bin/unshare"]
     assert "/usr/bin/wget" not in {e.path for e in model.executions}  # other tag
     assert len(model.syscalls) == len(SEED_SYSCALLS) and model.syscalls == sorted(model.syscalls, key=lambda s: s.name)
@@ -117,7 +117,7 @@ def test_replica_coverage_shows_what_one_replica_did() -> None:
     assert "ptrace" not in syscalls  # only the opted-out sidecar did it
     files = {f.path: (f.perms, f.coverage) for f in model.files}
     assert files["/var/log/nginx/access.log"] == ("a", 2)
-    assert files["/tmp/tmp*"] == ("rw", 1)
+    assert files["/tmp/**"] == ("rw", 1)
     assert {e.path: e.coverage for e in model.executions} == {"/bin/sh": 1, "/usr/sbin/nginx": 2}
     assert [(r.addr, r.port, r.coverage) for r in model.network.egress] == [("10.1.2.3", 8080, 1)]
 
@@ -172,3 +172,66 @@ def test_opt_out_annotation_parsing() -> None:
         "container.apparmor.security.beta.varmor.org/c2": "unconfined",
     }
     assert modeling.opted_out(ann) == frozenset({"c0"})
+
+
+# --- whose clock closes a window (docs/runtime.md, "Event time") -------------------------------------
+
+
+def _on(node: str, events: list) -> list:
+    return [msgspec.structs.replace(e, node=node) for e in events]
+
+
+def _fold_window(state: Windows, stream: list[tuple[int, object]]) -> list[modeling.Closed]:
+    return [c for part, event in stream for c in modeling.advance(state, event, part)]  # type: ignore[arg-type]
+
+
+def test_a_window_closes_on_its_image_partition_not_on_another_one() -> None:
+    """A trace's ticks reach every partition; its behaviour only the image's. A tick of another
+    partition's batch past the end must not close the window before the behaviour is read."""
+    state = Windows(partitions=4)
+    modeling.request(state, window_request())
+    mine = state.open["req-1"].partition
+    other = (mine + 1) % 4
+    trace = _on("rec", [*replica_events(T0), ClockTicked(time=T0 + 10 * SEC)])
+    stream = [(other, e) for e in trace if isinstance(e, ClockTicked)] + [(mine, e) for e in trace]
+    [closed] = _fold_window(state, stream)
+    assert closed.model is not None and closed.model.containers == ["web@a", "web@b"]
+    assert model_json(closed.model) == model_json(run_window(window_request())[1][0].model)  # type: ignore[arg-type]
+
+
+def test_a_live_clock_far_past_the_window_never_closes_it() -> None:
+    """A trace replayed into a Vigil whose live collector ticks on today's wall clock: the live
+    node was past the window's end when the window first heard from it, so only the trace's
+    own clock closes it — with the model an idle Vigil gives."""
+    day = 86_400 * SEC
+    trace = _on("rec", [*replica_events(T0), ClockTicked(time=T0 + 10 * SEC)])
+    live = [ClockTicked(time=T0 + day + i * SEC, node="live") for i in range(4)]
+    for before in (0, 2):  # the live node heard from before the request, or only after it
+        state = Windows()
+        closed = _fold_window(state, [(0, e) for e in live[:before]])
+        modeling.request(state, window_request())
+        closed += _fold_window(state, [(0, e) for e in [*live[before:3], *trace[:5], live[3], *trace[5:]]])
+        [done] = closed
+        assert done.model is not None and "node 'rec'" in done.clock
+        assert model_json(done.model) == model_json(run_window(window_request())[1][0].model)  # type: ignore[arg-type]
+
+
+def test_the_error_names_the_clock_that_closed_the_window() -> None:
+    state = Windows(partitions=4)
+    modeling.request(state, window_request(image_name="redis"))
+    part = state.open["req-1"].partition
+    modeling.advance(state, ClockTicked(time=T0 + SEC, node="node-7"), part)
+    [closed] = modeling.advance(state, ClockTicked(time=T0 + 10 * SEC, node="node-7"), part)
+    assert closed.model is None and closed.time == T0 + 10 * SEC
+    assert closed.reason == (
+        "no behaviour observed for the selector in the window (nothing seen; closed by the clock of node 'node-7' "
+        f"on EVENTS partition {part} at 2026-01-01T00:00:10.000000000Z)"
+    )
+
+
+def test_a_request_without_a_start_and_no_event_time_yet_begins_at_the_first_event() -> None:
+    state = Windows()
+    [status] = modeling.request(state, window_request(time=0))
+    assert status.status == "Modeling" and state.open["req-1"].pending
+    assert modeling.advance(state, ClockTicked(time=T0 + 7 * SEC, node="n1")) == []
+    assert (state.open["req-1"].start, state.open["req-1"].end) == (T0 + 7 * SEC, T0 + 17 * SEC)

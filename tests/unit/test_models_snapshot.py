@@ -77,3 +77,19 @@ def test_without_an_open_window_the_watermark_comes_from_the_max_time_header(tmp
     assert watermark({}) == top  # decoded
     assert watermark({MAX_TIME_HEADER: "not a number"}) == top  # decoded
     assert watermark({MAX_TIME_HEADER: str(top + 7)}, b"not even msgpack") == top + 7  # the header alone
+
+
+def test_a_snapshot_from_before_per_partition_clocks_still_loads() -> None:
+    """Written before windows knew their partition and the nodes they met: it loads, each window
+    on its image's partition, and meets every node anew (the window goes on to the same model)."""
+    state, rest = half_open()
+    snap = msgspec.to_builtins(model_files.snapshot_of(state))
+    for window in snap["open"]:
+        del window["met"], window["pending"]
+    del snap["watermarks"]
+    old = msgspec.json.encode(snap)
+    restored = model_files.windows_of(msgspec.json.decode(old, type=model_files.WindowsSnapshot), partitions=4)
+    window = restored.open["req-1"]
+    assert window.met == {} and window.partition == modeling.partition_of("nginx", 4)
+    restored.partitions, window.partition = 1, 0  # the rest of the trace is fed as partition 0 here
+    assert finish(restored, rest) == finish(state, rest)

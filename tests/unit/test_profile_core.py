@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from contracts.events import EventBatch
+from msgspec.structs import replace
+
+from contracts.events import ClockTicked, EventBatch
 from contracts.profiles import BehaviourAdded, ProfileReset, ResetProfile, SetState, StateChanged
 from services.profile_learner import core
 from services.profile_learner.paths import access_mask, addr_class, dns_key, generalise_path
@@ -196,3 +198,91 @@ def test_a_batch_stored_out_of_order_is_still_folded_and_a_repeat_is_not() -> No
     assert late.seen == {"n:b:0": [(0, 6)]}
     assert core.unseen([(0, 3), (5, 8)], 2, 10) == [(3, 5), (8, 10)]
     assert core.mark([(0, 3), (5, 8)], 3, 5) == [(0, 8)]
+
+
+# --- temp files: one behaviour per upload, and the drift guarantee -------------------------------------
+
+O_WRONLY_CREAT = 0o1 | 0o100
+FMODE_EXEC = 0x20
+
+
+def test_each_upload_temp_file_is_the_same_behaviour() -> None:
+    """LID-DS Apache/PHP: every upload goes to /tmp/phpXXXXXX; once learned, the next upload's
+    new random name is no new behaviour (it was one alert per upload)."""
+    sim = Sim(cfg())
+    sim.feed(start(0, "web", "1"), open_(1, "web", "1", "/tmp/phpA1b2C3", O_WRONLY_CREAT, exe="/usr/sbin/apache2"))
+    sim.feed(tick(12))
+    assert sim.version("web", "1").states["open"] == "stable"
+    uploads = [
+        open_(20 + i, "web", "1", f"/tmp/php{name}", O_WRONLY_CREAT, exe="/usr/sbin/apache2")
+        for i, name in enumerate(["Zz9Yx8", "qwerty", "ABCDEF", "a1B2c3"])
+    ]
+    assert sim.feed(*uploads) == []
+    assert [e.behaviour for e in sim.of_kind(BehaviourAdded, event_type="open")] == ["/tmp/php*"]
+
+
+def test_a_file_written_under_tmp_then_executed_is_still_drift() -> None:
+    """The learner keeps finer keys than the AppArmor profile's /tmp/**: writing a temp file is
+    known, executing it (the exec, and its open for execution) is new."""
+    sim = Sim(cfg())
+    sim.feed(start(0, "web", "1"), open_(1, "web", "1", "/tmp/phpA1b2C3", O_WRONLY_CREAT, exe="/usr/sbin/apache2"))
+    sim.feed(exec_(2, "web", "1", "/usr/sbin/apache2"), tick(12))
+    sim.feed(open_(20, "web", "1", "/tmp/phpQ7r8S9", O_WRONLY_CREAT, exe="/usr/sbin/apache2"))
+    drifts = sim.feed(
+        open_(21, "web", "1", "/tmp/phpQ7r8S9", FMODE_EXEC, exe="/usr/sbin/apache2"),
+        exec_(21, "web", "1", "/tmp/phpQ7r8S9", ancestors=("/usr/sbin/apache2", "/bin/sh")),
+    )
+    assert [(d.event_type, d.behaviour, d.reason) for d in drifts] == [
+        ("open", "/tmp/php*", "stable_version"),
+        ("exec", "/tmp/phpQ7r8S9", "stable_version"),
+    ]
+
+
+# --- event time per node ---------------------------------------------------------------------------------
+
+
+def test_a_live_nodes_ticks_never_advance_a_replayed_traces_profile() -> None:
+    """A trace recorded on n1 replayed beside a live collector ("live", today's wall clock): the live
+    ticks on the same partition leave the trace's profile alone, so it stays learning until the
+    trace's own clock says so, and learns what comes next instead of reporting it as drift."""
+    day = 86_400 * S
+    sim = Sim(cfg())
+    sim.feed(start(0, "app", "v1"), exec_(1, "app", "v1", "/bin/a"))
+    sim.feed(ClockTicked(time=ns(1) + day, node="live"))
+    assert sim.version("app", "v1").states["exec"] == "warmup" and sim.state.containers  # warm-up not ended either
+    assert sim.feed(exec_(8, "app", "v1", "/bin/b")) == []  # still learning on its own clock
+    sim.feed(tick(20))
+    assert sim.version("app", "v1").states["exec"] == "stable"
+    assert sim.state.profiles["app"].nodes == {"n1": ns(0)}
+
+
+def test_the_nameless_nodes_ticks_move_every_profile() -> None:
+    sim = Sim(cfg())
+    sim.feed(start(0, "app", "v1"), exec_(1, "app", "v1", "/bin/a"))
+    sim.feed(ClockTicked(time=ns(12)))
+    assert sim.version("app", "v1").states["exec"] == "stable"
+
+
+def test_drift_batches_carry_each_nodes_clock() -> None:
+    state = core.State()
+    events = [exec_(0, "app", "v1", "/bin/a"), replace(tick(3), node="live"), tick(1)]
+    _, db = core.apply_batch(state, cfg(), EventBatch(node="n1", boot="b", first_seq=0, events=events))
+    assert db is not None and db.clocks == {"live": ns(3), "n1": ns(1)} and db.watermark == ns(3)
+    _, db = core.apply_batch(state, cfg(), EventBatch(node="n1", boot="b", first_seq=3, events=[tick(2)]))
+    assert db is not None and db.clocks == {"n1": ns(2)}  # n1 moved a second since it was last published
+
+
+def test_a_snapshot_from_before_nodes_were_recorded_loads_and_follows_every_nodes_ticks() -> None:
+    import msgspec
+
+    sim = Sim(cfg())
+    sim.feed(start(0, "app", "v1"), exec_(1, "app", "v1", "/bin/a"))
+    old = msgspec.to_builtins(sim.state)
+    for key in ("container_nodes", "node_watermarks", "node_published"):
+        del old[key]
+    for prof in old["profiles"].values():
+        del prof["nodes"]
+    sim.state = core.decode_state(msgspec.msgpack.encode(old))
+    assert sim.state.profiles["app"].nodes == {} and sim.state.container_nodes == {}
+    sim.feed(ClockTicked(time=ns(12), node="another-node"))  # nothing recorded: every node's ticks count
+    assert sim.version("app", "v1").states["exec"] == "stable"

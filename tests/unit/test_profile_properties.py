@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.codec import encode_batch, encode_json
-from contracts.events import EventBatch, RawEvent
+from contracts.events import ClockTicked, EventBatch, RawEvent
 from contracts.profiles import EvictVersion, ResetProfile, SetState
 from services.profile_learner import core, replay
-from services.profile_learner.sim import dns_, exec_, open_, start, stop, syscalls_, tick
+from services.profile_learner.sim import dns_, exec_, ns, open_, start, stop, syscalls_, tick
 
 CFG = core.config(
     stable=10, warmup_period=3 * core.SECOND, unstable_time=50 * core.SECOND, size_threshold=6, max_profiles=2
@@ -149,3 +149,24 @@ def test_replay_with_command_markers_equals_the_live_state(
     rebuilt = core.State()
     replay.rebuild(rebuilt, CFG, [(i + 1, encode_batch(b)) for i, b in enumerate(bs)], cmd_log, markers)
     assert core.encode_state(rebuilt) == core.encode_state(live)
+
+
+@settings(max_examples=60, deadline=None)
+@given(traces(), st.lists(st.integers(0, 60), max_size=6), st.lists(st.integers(0, 60), min_size=1, max_size=6))
+def test_another_nodes_wall_clock_ticks_change_nothing_learned_or_reported(
+    events: list[RawEvent], cuts: list[int], at: list[int]
+) -> None:
+    """A trace (node n1) collected into a Vigil whose live collector ticks on today's wall clock
+    (node "live", a day later, its own publisher) learns and reports exactly what an idle Vigil does."""
+    bs = batches(events, cuts)
+    day = 86_400.0
+    live = [
+        EventBatch(node="live", boot="l", first_seq=i, events=[ClockTicked(time=ns(day + i), node="live")])
+        for i in range(len(at))
+    ]
+    mixed = list(bs)
+    for i, pos in enumerate(at):
+        mixed.insert(pos % (len(mixed) + 1), live[i])
+    idle, busy = core.State(), core.State()
+    assert run(idle, bs)[:2] == run(busy, mixed)[:2]
+    assert idle.profiles == busy.profiles and idle.containers == busy.containers

@@ -1,4 +1,4 @@
-"""throttler core: KubeArmor's per-container throttling on event time."""
+"""throttler core: KubeArmor's per-container throttling on event time, one clock per node."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from contracts.alerts import Alert, AlertClock, AlertThreshold
 from contracts.decisions import Decision
-from contracts.events import Container
+from contracts.events import Container, ExecObserved, Process
 from services.runtime.settings import SettingsError, load_settings
 from services.throttler import core
 from services.throttler.app import config_from
@@ -30,14 +30,24 @@ DB = Container(id="c2", image_name="mysql", image_tag="8", pod="mysql-0", namesp
 KUBEARMOR = Config(max_per_sec=2, throttle_sec=60)
 
 
-def alert(t: int, n: int, container: Container = WEB, rule: str = "anomaly_detection") -> Alert:
+def alert(
+    t: int, n: int, container: Container = WEB, rule: str = "anomaly_detection", node: str | None = None
+) -> Alert:
+    """An alert; with ``node``, it carries its raw event and so belongs to that node's clock."""
+    event = None if node is None else ExecObserved(time=t, node=node, container=container, process=Process(pid=n))
     return Alert(
-        id=f"a{container.id}-{n}", time=t, rule_id=rule, event_type="exec", container=container, behaviour=f"/x/{n}"
+        id=f"a{container.id}-{n}",
+        time=t,
+        rule_id=rule,
+        event_type="exec",
+        container=container,
+        behaviour=f"/x/{n}",
+        event=event,
     )
 
 
-def clock(t: int, source: str = "vigil.drift.0") -> AlertClock:
-    return AlertClock(id=f"clock:{source}:{t}", time=t, source=source)
+def clock(t: int, source: str = "vigil.drift.0", node: str = "") -> AlertClock:
+    return AlertClock(id=f"clock:{source}:{node}:{t}", time=t, source=source, node=node)
 
 
 def feed(state: State, config: Config, messages: list) -> list[core.Output]:
@@ -65,7 +75,7 @@ def test_kubearmor_scenario_threshold_then_silence_until_window_end_then_alerts_
     # one alert per second for the whole minute: all dropped, clock ticks close nothing early
     during = [m for s in range(1, 60) for m in (alert(T0 + s * NS, 100 + s), clock(T0 + s * NS))]
     assert feed(state, KUBEARMOR, during) == []
-    end = T0 + 20 * MS + 60 * NS
+    end = T0 + 60 * NS  # measured from the first alert of the window that overflowed (KubeArmor)
     closing = feed(state, KUBEARMOR, [clock(end)])
     (decision,) = closing
     assert isinstance(decision, Decision)
@@ -217,3 +227,106 @@ def test_a_partition_that_has_not_reported_yet_holds_the_clock_back() -> None:
     [decision] = [o for o in ahead if isinstance(o, Decision)]
     assert decision.count == 4  # 3 of the burst + the alert at 20 s, inside the window
     assert feed(State(), Config(max_per_sec=2, throttle_sec=30), other + web) != behind  # "sources seen" would differ
+
+
+# --- KubeArmor's own rule, case by case --------------------------------------------------------
+# Facts from KubeArmor/feeder/feeder.go ShouldDropAlertsPerContainer and its kernel twin
+# should_drop_alerts_per_container in KubeArmor/BPF/shared.h (kubearmor/KubeArmor @ 510cee310a16):
+# the first alert of a container opens a window (FirstEventTimestamp); an alert 1 s or more after it
+# opens a new one; the alert that takes the count past maxAlertPerSec becomes the AlertThreshold and
+# the container is throttled while now - FirstEventTimestamp < throttleSec; once that is over, the
+# next alert opens a fresh window with count 1. Times below are ms after the first alert.
+KUBEARMOR_CASES = [
+    ("the first alert passes", 2, 60, [0], "p"),
+    ("max per second pass, the next becomes the threshold", 2, 60, [0, 100, 200], "ppt"),
+    ("an alert 1 s after the window's first opens a new window", 2, 60, [0, 100, 1000, 1100, 1200], "ppppt"),
+    (
+        "throttled until first + throttleSec: 59.999 s dropped, 60.0 s passes",
+        2,
+        60,
+        [0, 100, 200, 59_999, 60_000],
+        "pptdp",
+    ),
+    ("a late excess does not push the end: window at 0, excess at 0.9 s", 2, 60, [0, 500, 900, 60_000], "pptp"),
+    ("after the throttle the count starts afresh", 2, 60, [0, 100, 200, 60_000, 60_100, 60_200], "ppt" + "ppt"),
+    ("one alert a second never throttles", 1, 30, [0, 1000, 2000, 3000], "pppp"),
+    ("the throttle interval is the configured one", 1, 5, [0, 10, 4_999, 5_000], "ptdp"),
+]
+
+
+@pytest.mark.parametrize(
+    ("max_per_sec", "throttle_sec", "times_ms", "verdicts"),
+    [case[1:] for case in KUBEARMOR_CASES],
+    ids=[case[0] for case in KUBEARMOR_CASES],
+)
+def test_kubearmor_should_drop_alerts_per_container(
+    max_per_sec: int, throttle_sec: int, times_ms: list[int], verdicts: str
+) -> None:
+    config, state, got = Config(max_per_sec=max_per_sec, throttle_sec=throttle_sec), State(), []
+    for n, ms in enumerate(times_ms):
+        out = [o for o in core.handle(state, config, alert(T0 + ms * MS, n)) if not isinstance(o, Decision)]
+        got.append("d" if not out else "t" if isinstance(out[0], AlertThreshold) else "p")
+    assert "".join(got) == verdicts
+
+
+def test_the_dropped_count_still_counts_every_alert_of_the_kubearmor_window() -> None:
+    """KubeArmor only drops; Vigil keeps counting: the excess alert and everything up to
+    FirstEventTimestamp + throttleSec, decided when the window ends."""
+    state = State()
+    feed(state, KUBEARMOR, [alert(T0 + ms * MS, n) for n, ms in enumerate([0, 500, 900, 30_000, 59_999])])
+    (decision,) = feed(state, KUBEARMOR, [clock(T0 + 60 * NS)])
+    assert (decision.count, decision.time) == (3, T0 + 60 * NS)  # type: ignore[union-attr]
+    assert (decision.details["window_start"], decision.details["window_end"]) == (T0, T0 + 60 * NS)  # type: ignore[index]
+
+
+# --- one clock per node ----------------------------------------------------------------------------
+
+
+def test_a_live_node_clock_never_closes_a_replayed_trace_container() -> None:
+    """A trace recorded on node "rec" replayed into a Vigil whose live collector ("live")
+    ticks on today's wall clock: the live clock passes the trace's window a day early, and
+    only the trace's own clock closes it, with the same outputs as without the live node."""
+    sources = ("vigil.drift.0", "vigil.drift.1")
+    config = Config(max_per_sec=2, throttle_sec=60, sources=sources)
+    day = 86_400 * NS
+    live = [clock(T0 + day + s * NS, src, "live") for s in range(3) for src in sources]
+    trace = [alert(T0 + i * MS, i, node="rec") for i in range(4)]
+    trace += [clock(T0 + 30 * NS, src, "rec") for src in sources] + [alert(T0 + 40 * NS, 9, node="rec")]
+    trace += [clock(T0 + 61 * NS, src, "rec") for src in sources]
+    alone = feed(State(), config, trace)
+    mixed = feed(State(), config, live[:2] + trace[:5] + live[2:] + trace[5:])
+    assert mixed == alone
+    [decision] = [o for o in alone if isinstance(o, Decision)]
+    assert (decision.count, decision.time) == (3, T0 + 60 * NS)  # the excess, the 4th and the one at 40 s
+
+
+def test_a_node_clock_is_its_lowest_over_partitions_and_the_empty_node_moves_every_node() -> None:
+    sources = ("vigil.drift.0", "vigil.drift.1")
+    config = Config(max_per_sec=1, throttle_sec=10, sources=sources)
+    state = State()
+    feed(state, config, [alert(T0, 0, node="n1"), alert(T0, 1, node="n1")])
+    assert feed(state, config, [clock(T0 + 20 * NS, "vigil.drift.0", "n1")]) == []  # drift.1 not there yet
+    assert feed(state, config, [clock(T0 + 20 * NS, "vigil.drift.1", "n2")]) == []  # another node's
+    assert kinds(feed(state, config, [clock(T0 + 20 * NS, "vigil.drift.1")])) == ["Decision"]  # nameless: everyone's
+
+
+def test_buckets_of_alerts_without_a_node_follow_the_highest_node_of_each_partition() -> None:
+    """Alerts whose event names no node (and every bucket from before per-node clocks) keep the
+    single clock of before: per partition the highest node clock, then the lowest partition."""
+    sources = ("vigil.drift.0", "vigil.drift.1")
+    config = Config(max_per_sec=1, throttle_sec=10, sources=sources)
+    state = State()
+    feed(state, config, [alert(T0, 0), alert(T0, 1)])
+    feed(state, config, [clock(T0 + 20 * NS, "vigil.drift.0", "a"), clock(T0 + 5 * NS, "vigil.drift.1", "a")])
+    assert kinds(feed(state, config, [clock(T0 + 10 * NS, "vigil.drift.1", "b")])) == ["Decision"]
+
+
+def test_a_snapshot_from_before_per_node_clocks_loads_as_the_empty_nodes_clock() -> None:
+    bucket = {"container": WEB, "start": T0, "count": 3, "throttled_at": T0, "threshold_id": "t", "dropped": 1}
+    data = msgspec.msgpack.encode(
+        {"buckets": [("c1", "", bucket)], "clocks": {"vigil.drift.0": T0 + NS}, "now": T0 + NS}
+    )
+    state = core.restore(msgspec.msgpack.decode(data, type=core.Snapshot))
+    assert state.clocks == {"vigil.drift.0": {"": T0 + NS}} and state.now == {"": T0 + NS}
+    (decision,) = feed(state, KUBEARMOR, [clock(T0 + 60 * NS)])
+    assert decision.count == 1  # type: ignore[union-attr]

@@ -15,7 +15,7 @@ profile vigil-nginx-1.25 flags=(attach_disconnected,mediate_deleted) {
   /bin/sh r,  # coverage 1/2
   /etc/nginx/nginx.conf r,
   /proc/*/status r,  # coverage 1/2
-  owner /tmp/tmp* rw,  # coverage 1/2
+  owner /tmp/** rw,  # coverage 1/2
   /usr/lib/x86_64-linux-gnu/** mr,
   /usr/sbin/nginx r,
   owner /var/log/nginx/access.log a,

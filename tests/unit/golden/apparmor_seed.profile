@@ -23,7 +23,7 @@ profile vigil-debian-10 flags=(attach_disconnected,mediate_deleted) {
   /proc/filesystems r,
   /proc/sys/kernel/ngroups_max r,
   owner /root/c1 rw,
-  owner /tmp/tmp* w,
+  owner /tmp/** w,
   /usr/bin/id r,
   /usr/bin/sleep r,
   /usr/bin/unshare r,
