@@ -126,30 +126,14 @@ class KernelEnv:
             time.sleep(0.02)
 
 
-@pytest.fixture(scope="session")
-def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEnv]:
-    if SKIP:
-        pytest.skip(SKIP)
+@contextlib.contextmanager
+def live_collector(base: Path, **env: str) -> Iterator[KernelEnv]:
+    """The eBPF collector in a thread, publishing to its own nats-server (JetStream under
+    ``base``), with these ``VIGIL_*`` overrides; stopped at the end of the block."""
     from collector.main import Collector
 
-    tmp = tmp_path_factory.mktemp("kernel")
-    server = embedded.start(tmp / "nats-data", port=-1)
-    settings = make_settings(
-        tmp / "vigil",
-        server.url,
-        COLLECTOR_SOURCE="ebpf",
-        COLLECTOR_HOST_PROCESSES="ignore",
-        COLLECTOR_SYSCALLS_INTERVAL="0.2",
-        COLLECTOR_BATCH_INTERVAL="0.02",
-        # The tests' own dockerd and containerd (tests/kernel/runtimes.py), started
-        # after the collector: found by the resolver's discovery, as a runtime
-        # started after Vigil is on a node. podman is the host's own.
-        COLLECTOR_RUNTIMES_DOCKER_SOCKET=str(RUNTIMES_DIR / "docker" / "docker.sock"),
-        COLLECTOR_RUNTIMES_CONTAINERD_STATE=str(RUNTIMES_DIR / "containerd-state"),
-        COLLECTOR_IDENTITY_DISCOVER_INTERVAL="0.5",
-        COLLECTOR_IDENTITY_HOLD="5s",
-        COLLECTOR_IDENTITY_STOPPED_GRACE="3s",
-    )
+    server = embedded.start(base / "nats-data", port=-1)
+    settings = make_settings(base / "vigil", server.url, COLLECTOR_SOURCE="ebpf", **env)
     collector = Collector(settings)
     failure: list[BaseException] = []
 
@@ -162,15 +146,38 @@ def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEnv]:
 
     thread = threading.Thread(target=run, name="collector", daemon=True)
     thread.start()
-    assert collector.ready.wait(60), "collector did not attach"
-    if failure:
-        raise failure[0]
     try:
+        assert collector.ready.wait(60), "collector did not attach"
+        if failure:
+            raise failure[0]
         yield KernelEnv(settings, collector)
     finally:
         collector.stop()
         thread.join(30)
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelEnv]:
+    if SKIP:
+        pytest.skip(SKIP)
+    try:
+        with live_collector(
+            tmp_path_factory.mktemp("kernel"),
+            COLLECTOR_HOST_PROCESSES="ignore",
+            COLLECTOR_SYSCALLS_INTERVAL="0.2",
+            COLLECTOR_BATCH_INTERVAL="0.02",
+            # The tests' own dockerd and containerd (tests/kernel/runtimes.py), started
+            # after the collector: found by the resolver's discovery, as a runtime
+            # started after Vigil is on a node. podman is the host's own.
+            COLLECTOR_RUNTIMES_DOCKER_SOCKET=str(RUNTIMES_DIR / "docker" / "docker.sock"),
+            COLLECTOR_RUNTIMES_CONTAINERD_STATE=str(RUNTIMES_DIR / "containerd-state"),
+            COLLECTOR_IDENTITY_DISCOVER_INTERVAL="0.5",
+            COLLECTOR_IDENTITY_HOLD="5s",
+            COLLECTOR_IDENTITY_STOPPED_GRACE="3s",
+        ) as env:
+            yield env
+    finally:
         shutil.rmtree(RUNTIMES_DIR, ignore_errors=True)
 
 
