@@ -2,9 +2,10 @@
 
 Invariants:
 - parameters reach the C program only as ``-D`` cflags (:func:`cflags`);
-- BCC finds the kernel header tree that infra/host/install-kernel-deps.sh
-  built (``BCC_KERNEL_SOURCE`` is set here from that known path, never by the
-  operator);
+- the C source travels with the installed package (``bpf/`` is package data,
+  pyproject.toml), so it is found beside ``collector/`` in a wheel as in the tree;
+- BCC compiles against the first kernel header tree :mod:`collector.headers`
+  finds (``BCC_KERNEL_SOURCE`` is set here from it unless the operator set it);
 - the ring buffer is drained by :meth:`Probe.consume` on the caller's timer
   (the kernel side submits with BPF_RB_NO_WAKEUP, so polling alone would never
   return); the callback only copies bytes, decoding happens in batches;
@@ -16,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import platform
 import shutil
@@ -24,17 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from collector import abi
+from collector import abi, headers
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the source tree, or site-packages
 BPF_SOURCE = ROOT / "bpf" / "collector.c"
 BPF_INCLUDE = ROOT / "bpf" / "include"
-HEADERS_CACHE = Path("/var/cache/vigil/kernel-headers")
 RING_BYTES = 16 << 20
+
+log = logging.getLogger("vigil.collector")
 
 
 def header_tree() -> Path:
-    return Path(os.environ.get("VIGIL_KERNEL_HEADERS_CACHE", str(HEADERS_CACHE))) / platform.release()
+    """Where install-kernel-deps.sh builds the header tree for this kernel."""
+    return headers.cache_dir() / platform.release()
 
 
 def missing() -> list[str]:
@@ -48,12 +52,11 @@ def missing() -> list[str]:
         import bcc  # noqa: F401
     except ImportError:
         out.append("BCC in this Python (as root: bash infra/host/install-kernel-deps.sh .venv)")
-    tree = Path(os.environ.get("BCC_KERNEL_SOURCE") or header_tree())
-    if (
-        not (tree / "include" / "linux" / "kconfig.h").exists()
-        and not Path(f"/lib/modules/{platform.release()}/build").exists()
-    ):
-        out.append(f"a kernel header tree at {tree} (install-kernel-deps.sh builds it)")
+    if not BPF_SOURCE.is_file():
+        out.append(f"the BPF source {BPF_SOURCE} (bpf/ is missing from this installation)")
+    found = headers.find()
+    if found.path is None:
+        out.append(found.describe().replace("no kernel header tree", "a kernel header tree", 1))
     if not Path("/sys/kernel/tracing/events").exists():
         out.append("tracefs at /sys/kernel/tracing (mount -t tracefs nodev /sys/kernel/tracing)")
     return out
@@ -91,12 +94,13 @@ def cflags(opts: ProbeOptions) -> list[str]:
     ]
 
 
-def _prepare_environment() -> None:
-    tree = header_tree()
-    if "BCC_KERNEL_SOURCE" not in os.environ and (tree / "include").is_dir():
-        os.environ["BCC_KERNEL_SOURCE"] = str(tree)
+def _prepare_environment() -> headers.Headers:
+    found = headers.find(extract=True)
+    if found.path is not None and found.set_env:
+        os.environ["BCC_KERNEL_SOURCE"] = str(found.path)
     if not os.path.ismount("/sys/kernel/tracing") and shutil.which("mount"):
         os.system("mount -t tracefs nodev /sys/kernel/tracing >/dev/null 2>&1")  # noqa: S605 - fixed command
+    return found
 
 
 def set_bits(words: Any) -> list[int]:
@@ -116,7 +120,8 @@ class Probe:
 
     def __init__(self, opts: ProbeOptions = ProbeOptions(), source: Path = BPF_SOURCE) -> None:
         """``source``: another version of bpf/collector.c (bench comparisons only)."""
-        _prepare_environment()
+        found = _prepare_environment()
+        log.info("%s", found.describe())
         from bcc import BPF
 
         self.opts = opts

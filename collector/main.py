@@ -173,14 +173,16 @@ class Collector:
         self._stop = asyncio.Event()
         self._closing = asyncio.Event()
         cfg = self.settings.collector
-        if self.source == "synthetic-unavailable":
+        if self.source in ("ebpf", "synthetic-unavailable"):
             from collector.ebpf import missing
 
-            raise SystemExit(
-                "collector: the eBPF source is unavailable: "
-                + "; ".join(missing())
-                + " (set collector.source to synthetic or trace:FILE)"
-            )
+            lacking = missing()
+            if lacking or self.source != "ebpf":  # said at start, not as a compiler error from BCC
+                raise SystemExit(
+                    "collector: the eBPF source is unavailable: "
+                    + "; ".join(lacking)
+                    + " (or set collector.source to synthetic or trace:FILE)"
+                )
         bus = await connect(self.settings, name="vigil-collector")
         tasks: list[asyncio.Task[Any]] = []
         try:

@@ -12,7 +12,13 @@
 # Idempotent: a second run checks and returns in seconds. Without root or off
 # Linux it says what is missing and exits 0, so the rest of Vigil still installs.
 # Usage: bash infra/host/install-kernel-deps.sh [VENV]
+#        bash infra/host/install-kernel-deps.sh --headers
+#   --headers: only the header tree, and only when the node has none of its own
+#   (/lib/modules/<uname -r>/build, /sys/kernel/kheaders.tar.xz); exits 1 when it
+#   cannot make one. The collector pod's init container runs this (infra/k8s).
 set -u
+headers_only=0
+if [ "${1:-}" = --headers ]; then headers_only=1; shift; fi
 venv=${1:-.venv}
 cache=${VIGIL_KERNEL_HEADERS_CACHE:-/var/cache/vigil/kernel-headers}
 tree="$cache/$(uname -r)"
@@ -25,6 +31,15 @@ missing() {
   [ -f "$tree/include/linux/kconfig.h" ] || m+=("kernel header tree at $tree")
   mountpoint -q /sys/kernel/tracing 2>/dev/null || m+=("tracefs at /sys/kernel/tracing")
   printf '%s\n' "${m[@]+"${m[@]}"}"
+}
+
+node_headers() {  # what the collector uses before the cache (collector/headers.py)
+  local r
+  r=$(uname -r)
+  if [ -d "/lib/modules/$r/build" ]; then echo "/lib/modules/$r/build"
+  elif [ -f "/usr/src/linux-headers-$r/include/linux/kconfig.h" ]; then echo "/usr/src/linux-headers-$r"
+  elif [ -f /sys/kernel/kheaders.tar.xz ]; then echo /sys/kernel/kheaders.tar.xz
+  fi
 }
 
 if [ "$(uname -s)" != Linux ] || [ "$(id -u)" != 0 ]; then
@@ -64,8 +79,8 @@ install_pkgs() {  # install_pkgs required|optional pkg...
   return 0
 }
 
-install_pkgs required bpfcc-tools python3-bpfcc
-install_pkgs optional apparmor python3-seccomp
+[ "$headers_only" = 1 ] || install_pkgs required bpfcc-tools python3-bpfcc
+[ "$headers_only" = 1 ] || install_pkgs optional apparmor python3-seccomp
 
 build_headers() {
   [ -f "$tree/include/linux/kconfig.h" ] && return 0
@@ -92,6 +107,13 @@ build_headers() {
   if [ ! -f "$staged/include/linux/kconfig.h" ]; then say "merged tree lacks include/linux/kconfig.h"; rm -rf "$staged"; return 1; fi
   rm -rf "$tree"; mv "$staged" "$tree"
 }
+if [ "$headers_only" = 1 ]; then
+  own=$(node_headers)
+  if [ -n "$own" ]; then say "the node has its own headers: $own (nothing to build)"; exit 0; fi
+  if build_headers; then say "ok (headers at $tree)"; exit 0; fi
+  say "no kernel header tree for $(uname -r): the collector cannot compile its programs"
+  exit 1
+fi
 build_headers || true
 
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing || say "cannot mount tracefs"

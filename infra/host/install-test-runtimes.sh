@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Container runtimes for the kernel tests (tests/kernel/test_runtime_identity.py):
 # podman + runc, docker.io (dockerd; it brings containerd and ctr) and a static
-# busybox for the locally built images (infra/host/demo-image.sh). Debian
-# packages, installed only where missing. `make test` runs this (CI machines
+# busybox for the locally built images (infra/host/demo-image.sh); for the image
+# and the played manifests (tests/kernel/test_kube_play.py) debootstrap (the base
+# image, infra/docker/build.sh) and catatonit (the pause process of podman's
+# pods). Debian packages, installed only where missing. `make test` runs this (CI machines
 # start bare); `make up` never does: Vigil uses whichever runtimes a host has.
 # Without root or apt it says what is missing and exits 0 (the tests then fail
 # with that reason as root, or skip as a user).
 set -u
 say() { echo "test-runtimes: $*"; }
-pkgs="podman runc docker.io containerd busybox-static"
+pkgs="podman runc docker.io containerd busybox-static debootstrap catatonit"
 
 if [ "$(uname -s)" != Linux ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   say "skipped (needs root and apt-get)"

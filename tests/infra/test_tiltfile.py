@@ -83,8 +83,23 @@ def test_k8s_mode_deploys_nats_helm_collector_daemonset_and_service_deployments(
                 workloads.add(doc["metadata"]["name"])
     managed = {c["workload"] for c in by_kind(calls, "k8s_resource")}
     assert managed == workloads and set(SERVICES) | {"vigil-collector"} == managed
-    assert by_kind(calls, "docker_build")[0]["ref"] == "vigil"
-    assert (ROOT / by_kind(calls, "docker_build")[0]["dockerfile"]).exists()
+    (image,) = by_kind(calls, "custom_build")
+    assert image["ref"] == "vigil" and image["skips_local_docker"]  # podman builds and pushes, not Tilt's docker
+    assert image["command"] == "bash infra/docker/build.sh --push $EXPECTED_REF"
+    assert all((ROOT / dep).exists() for dep in image["deps"]), image["deps"]
+    assert not by_kind(calls, "default_registry")  # the cluster's advertised registry unless --registry
+    with_registry = evaluate(tiltfile(), {"mode": "k8s", "registry": "localhost:5005"})
+    assert by_kind(with_registry, "default_registry")[0]["host"] == "localhost:5005"
+
+
+def test_the_image_inputs_are_what_the_build_script_copies() -> None:
+    calls = evaluate(tiltfile(), {"mode": "k8s"})
+    (image,) = by_kind(calls, "custom_build")
+    script = (ROOT / "infra/docker/build.sh").read_text()
+    staged = re.search(r"tar -C \"\$root\" [^|]*-cf - ([^|]+)\|", script.replace("\\\n", " "))
+    assert staged is not None
+    copied = set(staged.group(1).split())
+    assert copied - {"infra/docker/Dockerfile"} <= set(image["deps"]) and "infra/docker" in image["deps"]
 
 
 def test_a_misspelled_keyword_fails() -> None:
@@ -102,7 +117,7 @@ def test_a_misspelled_keyword_in_the_k8s_branch_fails_in_k8s_mode() -> None:
 
 
 def test_a_misspelled_function_fails_even_in_an_untaken_branch() -> None:
-    broken = tiltfile().replace("docker_build(", "docker_bulid(", 1)
+    broken = tiltfile().replace("custom_build(", "custom_bulid(", 1)
     with pytest.raises(starlark_go.ResolveError):
         evaluate(broken)
 
