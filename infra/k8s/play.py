@@ -119,10 +119,18 @@ def volumes(docs: list[dict[str, Any]]) -> list[str]:
     return sorted(set(out))
 
 
+RLIMITS_HINT = (
+    "runc refused podman's default rlimits (higher than this host's hard limits; kube play has no --ulimit): "
+    'put default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"] under [containers] in '
+    "/etc/containers/containers.conf (or a file named by CONTAINERS_CONF), then `play.py down` and `play.py up`"
+)
+
+
 def podman(*args: str, check: bool = True) -> str:
     done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=300)
     if check and done.returncode != 0:
-        raise SystemExit(f"podman {' '.join(args[:3])}: {done.stderr.strip()[-2000:]}")
+        hint = f"\n{RLIMITS_HINT}" if "error setting rlimit" in done.stderr else ""
+        raise SystemExit(f"podman {' '.join(args[:3])}: {done.stderr.strip()[-2000:]}{hint}")
     return done.stdout.strip()
 
 

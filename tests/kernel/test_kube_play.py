@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.kernel.runtimes import PODMAN_RUN, demo_image, missing
 
@@ -68,15 +69,20 @@ def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(podman_env: dict[str, str]) -> Iterator[dict[str, str]]:
+def image(podman_env: dict[str, str]) -> str:
     started = time.monotonic()
     built = sh("bash", str(ROOT / "infra/docker/build.sh"), IMAGE, timeout=900)
     assert built.returncode == 0, built.stderr[-4000:]
     print(f"\nimage {IMAGE}: {time.monotonic() - started:.0f} s (build.sh: {built.stderr.strip().splitlines()[-1]})")
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def stack(podman_env: dict[str, str], image: str) -> Iterator[dict[str, str]]:
     play = [sys.executable, str(ROOT / "infra/k8s/play.py")]
     sh(*play, "down", env=podman_env, timeout=300)  # volumes an interrupted run left (no pod is up: checked)
     try:
-        up = sh(*play, "up", "--image", IMAGE, env=podman_env, timeout=300)
+        up = sh(*play, "up", "--image", image, env=podman_env, timeout=300)
         assert up.returncode == 0, up.stderr[-4000:]
         print(up.stdout)
         yield podman_env
@@ -138,3 +144,31 @@ def test_the_played_stack_runs_the_collector_in_its_pod_passes_the_self_test_and
         print(in_pod(env, LEARNER, "vigil", "profiles", "list").stdout)
     finally:
         sh("podman", "rm", "--force", "--time", "1", name)
+
+
+def test_the_init_container_builds_a_header_tree_on_a_node_without_one(
+    image: str, podman_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The DaemonSet's init container, as it runs on a node with no headers and an
+    empty cache: it builds the tree the collector then finds (collector/headers.py);
+    the next start finds it there and builds nothing."""
+    from collector.headers import CACHE, KCONFIG, find
+
+    (daemonset,) = [
+        d
+        for d in yaml.safe_load_all((ROOT / "infra/k8s/collector-daemonset.yaml").read_text())
+        if d and d["kind"] == "DaemonSet"
+    ]
+    (init,) = daemonset["spec"]["template"]["spec"]["initContainers"]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    limits = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]  # as PODMAN_RUN, with a network
+    run = ["podman", "--runtime", "runc", "run", "--rm", "--user", "0", *limits, "-v", f"{cache}:{CACHE}"]
+    run += [image, *init["command"]]
+    first = sh(*run, env=podman_env, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "building kernel header tree" in first.stdout, first.stdout
+    found = find(env={"VIGIL_KERNEL_HEADERS_CACHE": str(cache)}, root=tmp_path)  # a node with nothing else
+    assert found.how == "the header cache" and (found.path / KCONFIG).is_file(), found.describe()  # type: ignore[operator]
+    again = sh(*run, env=podman_env, timeout=120)
+    assert again.returncode == 0 and "building" not in again.stdout, again.stdout + again.stderr
