@@ -32,12 +32,14 @@ def make_settings(data_dir: Path, url: str, **env: str) -> Settings:
 
 def service_env(settings: Settings) -> dict[str, str]:
     """Environment for a `vigil …` subprocess with exactly these settings (every key)."""
-    from services.runtime.settings import env_name, flatten
+    from services.runtime.settings import Size, env_name, flatten
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     for key, value in flatten(settings):
         if isinstance(value, float):  # Duration too
             env[env_name(key)] = repr(float(value))
+        elif isinstance(value, Size):
+            env[env_name(key)] = str(int(value))
         else:
             env[env_name(key)] = value if isinstance(value, str) else msgspec.json.encode(value).decode()
     return env

@@ -29,6 +29,8 @@ err_console = Console(stderr=True, width=_width(sys.stderr))
 def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, float):  # Duration and other float subclasses
         return float(obj)
+    if isinstance(obj, int):  # Size
+        return int(obj)
     if isinstance(obj, Enum):
         return obj.value
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")

@@ -25,11 +25,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 
 from contracts.subjects import STREAMS, ConsumerSpec, StreamSpec
 from services.runtime import embedded
-from services.runtime.errors import PublishError
+from services.runtime.errors import PublishError, VigilError
 from services.runtime.settings import Settings
 
 log = logging.getLogger("vigil.bus")
@@ -137,33 +137,59 @@ async def connect(settings: Settings, *, start_embedded: bool = True, name: str 
     return Bus(nc=nc, js=nc.jetstream(), settings=settings, server=server)
 
 
+# Streams whose limits must never remove a message a consumer still needs: their
+# max_age is not given to JetStream (whose age expiry ignores consumers) but
+# applied by compaction below the safe point (services/runtime/storage.py).
+COMPACTED = frozenset({"EVENTS"})
+
+
 def stream_config(spec: StreamSpec, settings: Settings) -> js_api.StreamConfig:
+    """A stream's JetStream configuration: limits from ``streams.<stream>``, and
+    discard *new*: a full stream refuses writes (the writer holds them and says so)
+    instead of dropping its oldest messages, which a consumer may not have read."""
+    limits = settings.streams.of(spec.name)
+    age = float(limits.max_age) if spec.name not in COMPACTED else 0.0
     return js_api.StreamConfig(
         name=spec.name,
         subjects=list(spec.subjects),
         description=spec.description,
         storage=js_api.StorageType.FILE,
         retention=js_api.RetentionPolicy.LIMITS,
+        discard=js_api.DiscardPolicy.NEW,
+        max_bytes=int(limits.max_bytes) or -1,
         num_replicas=settings.nats.replicas,
         duplicate_window=float(settings.nats.duplicate_window),
-        max_age=float(spec.max_age_s) if spec.max_age_s else None,
+        max_age=age or None,
     )
 
 
+class StreamLimitError(VigilError):
+    """JetStream would not take a stream's limits (e.g. more bytes than its storage holds)."""
+
+
 async def ensure_streams(js: JetStreamContext, settings: Settings, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
-    """Create or update every stream; running it twice changes nothing."""
+    """Create or update every stream; running it twice changes nothing. An existing
+    stream is updated in place (limits included), never recreated: its messages stay."""
     for spec in specs:
         config = stream_config(spec, settings)
         try:
-            await js.stream_info(spec.name)
-        except NotFoundError:
             try:
-                await js.add_stream(config)
-            except BadRequestError as exc:  # created concurrently by another process
-                if "already in use" not in str(exc):
-                    raise
-            continue
-        await js.update_stream(config)
+                await js.stream_info(spec.name)
+            except NotFoundError:
+                try:
+                    await js.add_stream(config)
+                except BadRequestError as exc:  # created concurrently by another process
+                    if "already in use" not in str(exc):
+                        raise
+                continue
+            await js.update_stream(config)
+        except ServerError as exc:
+            key = f"streams.{spec.name.lower()}"
+            raise StreamLimitError(
+                f"JetStream refused stream {spec.name} with max_bytes={config.max_bytes} "
+                f"({key}.max_bytes, {key}.max_age): {exc.description or exc} "
+                "(the server's jetstream max_file_store must hold every stream's max_bytes)"
+            ) from exc
 
 
 async def pull_subscription(

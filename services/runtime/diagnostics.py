@@ -31,7 +31,7 @@ import msgspec
 from contracts.codec import ContractError, decode_json
 from contracts.subjects import DEADLETTER, HEARTBEAT_BUCKET, STREAMS
 from services.runtime.bus import Bus
-from services.runtime.settings import Settings
+from services.runtime.settings import Settings, builtin
 
 REDACTED = "********"
 _SECRET_NAME = re.compile(
@@ -285,7 +285,7 @@ async def dead_letters(bus: Bus, limit: int = 100) -> list[dict[str, Any]]:
 
 
 def effective_config(settings: Settings, sources: Mapping[str, str], scrubber: Scrubber) -> dict[str, Any]:
-    tree = msgspec.to_builtins(settings, enc_hook=float)
+    tree = msgspec.to_builtins(settings, enc_hook=builtin)
     return {"settings": scrubber.tree(tree), "sources": dict(sources)}
 
 

@@ -54,6 +54,32 @@ class Duration(float):
         return int(round(self * 1e9))
 
 
+class Size(int):
+    """Bytes. Written as a number or as ``512MiB``, ``8GiB``, ``500MB``, ``64KiB``."""
+
+    _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+    _UNITS.update({"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40})
+    _RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+    @classmethod
+    def parse(cls, value: object) -> Size:
+        if isinstance(value, bool):
+            raise ValueError("expected a size")
+        if isinstance(value, int | float):
+            if value < 0:
+                raise ValueError("a size cannot be negative")
+            return cls(int(value))
+        if isinstance(value, str) and (m := cls._RE.match(value)) and m.group(2).lower() in cls._UNITS:
+            return cls(int(float(m.group(1)) * cls._UNITS[m.group(2).lower()]))
+        raise ValueError(f"expected a size like 512MiB, 8GiB, got {value!r}")
+
+    def __str__(self) -> str:
+        for unit in ("TiB", "GiB", "MiB", "KiB"):
+            if self and self % self._UNITS[unit.lower()] == 0:
+                return f"{self // self._UNITS[unit.lower()]}{unit}"
+        return str(int(self))
+
+
 class _S(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 
@@ -240,6 +266,35 @@ class Telemetry(_S):
     log_level: str = "INFO"
 
 
+class StreamLimits(_S):
+    """A stream's bounds (docs/configuration.md, "Storage"). 0 = unbounded."""
+
+    max_age: Duration = Duration(0)  # EVENTS: enforced by compaction, below the safe point only
+    max_bytes: Size = Size(0)  # writes are refused past it (discard new), never old messages dropped
+
+
+class Streams(_S):
+    events: StreamLimits = StreamLimits(max_bytes=Size(8 << 30))
+    drift: StreamLimits = StreamLimits(max_bytes=Size(1 << 30))
+    profiles: StreamLimits = StreamLimits(max_bytes=Size(1 << 30))
+    commands: StreamLimits = StreamLimits(max_bytes=Size(256 << 20))
+    alerts: StreamLimits = StreamLimits(max_bytes=Size(1 << 30))
+    decisions: StreamLimits = StreamLimits(max_bytes=Size(2 << 30))
+    deadletter: StreamLimits = StreamLimits(max_age=Duration(7 * 86400), max_bytes=Size(512 << 20))
+    models: StreamLimits = StreamLimits(max_bytes=Size(256 << 20))
+
+    def of(self, stream: str) -> StreamLimits:
+        """The limits of a stream by its name (``EVENTS`` → ``streams.events``)."""
+        limits: StreamLimits = getattr(self, stream.lower())
+        return limits
+
+
+class Storage(_S):
+    compact_at: float = 0.5  # EVENTS is purged below its safe point once it holds this fraction of max_bytes
+    headroom_warning: float = 0.2  # a storage decision when a stream's free fraction falls below this
+    collector_buffer_bytes: Size = Size(64 << 20)  # batches a collector holds while EVENTS refuses writes
+
+
 def _default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "vigil")
@@ -253,6 +308,8 @@ class Settings(_S):
     throttle_sec: int = 30
     max_alert_per_sec_per_rule: dict[str, int] = {}  # rule id → its own per-container budget
     nats: Nats = Nats()
+    streams: Streams = Streams()
+    storage: Storage = Storage()
     collector: Collector = Collector()
     anomaly_detector: AnomalyDetector = AnomalyDetector()
     decision_intake: DecisionIntake = DecisionIntake()
@@ -305,6 +362,9 @@ def _check(settings: Settings) -> None:
     for rule, budget in settings.max_alert_per_sec_per_rule.items():
         if budget <= 0:
             raise SettingsError(f"max_alert_per_sec_per_rule.{rule}", f"must be > 0, got {budget}")
+    for key in ("storage.compact_at", "storage.headroom_warning"):
+        if not 0 < values[key] < 1:
+            raise SettingsError(key, f"must be a fraction between 0 and 1, got {values[key]}")
     src = settings.collector.source
     if src not in ("auto", "ebpf", "synthetic") and not src.startswith("trace:"):
         raise SettingsError("collector.source", f"expected auto, ebpf, synthetic or trace:FILE, got {src!r}")
@@ -349,9 +409,20 @@ def flatten(obj: Struct, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield f"{prefix}{name}", value
 
 
+def builtin(value: Any) -> Any:
+    """An ``enc_hook`` for msgspec: a Duration as its seconds, a Size as its bytes."""
+    if isinstance(value, Duration):
+        return float(value)
+    if isinstance(value, Size):
+        return int(value)
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
 def type_name(tp: Any) -> str:
     if tp is Duration:
         return "duration"
+    if tp is Size:
+        return "size"
     if get_origin(tp) is Literal:
         return " | ".join(str(a) for a in get_args(tp))
     if get_origin(tp) is list:
@@ -365,13 +436,15 @@ def type_name(tp: Any) -> str:
 def _dec_hook(tp: type, obj: Any) -> Any:
     if tp is Duration:
         return Duration.parse(obj)
+    if tp is Size:
+        return Size.parse(obj)
     raise NotImplementedError(tp)
 
 
 def _env_value(raw: str, tp: Any) -> Any:
     if tp is str:
         return raw
-    if tp is Duration:
+    if tp is Duration or tp is Size:
         return raw
     try:
         return yaml.safe_load(raw)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.runtime.settings import Duration, env_name, schema, type_name
+from services.runtime.settings import Duration, Size, env_name, schema, type_name
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -33,6 +33,11 @@ HONOURED_BY: dict[str, str] = {
     "nats": "every service and command (bus connection)",
     "nats.port": "`vigil up` (embedded server)",
     "nats.monitor_port": "`vigil up` (embedded server)",
+    "streams": "every service and command (applied to the stream in place on start)",
+    "streams.events.max_age": "profile-learner (compaction: purged once older and below the safe point)",
+    "storage.compact_at": "profile-learner (compaction of its partitions of EVENTS)",
+    "storage.headroom_warning": "profile-learner (storage decisions), `vigil status`",
+    "storage.collector_buffer_bytes": "collector (held while EVENTS refuses writes; past it: counted drops)",
     "collector": "collector",
     "anomaly_detector": "anomaly-detector",
     "anomaly_detector.snapshot_interval": "anomaly-detector, throttler (state snapshots)",
@@ -74,6 +79,8 @@ def render_default(key: str, value: Any) -> str:
         return "`$XDG_DATA_HOME/vigil` (`~/.local/share/vigil`)"
     if isinstance(value, Duration):
         return f"`{float(value):g}s`"
+    if isinstance(value, Size):
+        return f"`{value}`"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if value == "" or value == []:
@@ -91,7 +98,62 @@ def render() -> str:
         cells = [f"`{key}`", type_name(tp).replace("|", "\\|"), render_default(key, default), f"`{env_name(key)}`"]
         cells.append(honoured_by(key))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + STORAGE
+
+
+STORAGE = """
+## Storage: stream limits, compaction, a full disk
+
+Sizes take bytes or `512MiB`, `8GiB`, `500MB`; 0 means unbounded. Every stream is
+created with JetStream's **discard new** policy and its `streams.<stream>.max_bytes`:
+a full stream *refuses* writes, it never drops its oldest messages (which a consumer
+may not have read). On start every command applies the limits to the existing
+streams **in place** (a stream update; never a delete and re-create: the messages
+stay, and lowering a limit below the current size only refuses new writes until
+compaction makes room). JetStream reserves each stream's `max_bytes` against the
+server's `max_file_store` (75 % of the free disk by default): a sum of limits the
+server cannot hold stops the start with a message naming the stream's keys.
+
+**EVENTS is compacted, not expired.** A raw event leaves EVENTS only when it is below
+its partition's *safe point*: every durable consumer of its subject has acknowledged
+it (ack floor), and the partition's learner snapshot, stored in the shared
+`vigil_snapshot_objects` object store (readable from any host), covers it. The
+learner that owns a partition purges that partition's subject below the safe point
+after each shared snapshot, once EVENTS holds `storage.compact_at` of its
+`max_bytes`, or for the messages older than `streams.events.max_age` (JetStream's own
+age expiry ignores consumers, so it is not used on EVENTS). A stopped consumer holds
+the safe point back: EVENTS then fills and refuses writes; the collector holds the
+refused batches in memory (up to `storage.collector_buffer_bytes`, in order, retried
+with the same ids) and past that drops new batches, counting the events
+(`dropped_stream_full`, per node in `vigil status`). The kernel side is never
+blocked.
+
+The other streams keep JetStream's limits: `max_bytes` (discard new: a writer whose
+output stream is full retries and holds its input unacked, so back-pressure reaches
+EVENTS and the collector) and `max_age` (expiry; by default only DEADLETTER has one).
+
+**The arithmetic.** A raw event is about 280 bytes in a 500-event msgpack batch (the
+bench's synthetic mix). At 10k events/s EVENTS grows 2.8 MB/s, 10 GB/hour, 242 GB/day
+per replica (docs/scaling.md). With the default `streams.events.max_bytes` of 8 GiB
+and `storage.compact_at` of 0.5, compaction starts at ~4.3 GB (25 minutes at 10k/s,
+4.3 hours at 1k/s) and purges down to the safe point, which trails the head by
+seconds while the learners keep up: the raw history kept on the bus is between that
+and none. A learner (or any durable consumer of EVENTS) may stop for up to the whole
+8 GiB, ~51 minutes at 10k/s or ~8.5 hours at 1k/s, before EVENTS refuses writes; the
+collector's 64 MiB buffer is a further ~24 s at 10k/s, after which events are dropped
+and counted.
+The default limits reserve 14 GiB of the server's file store in all (EVENTS 8, DECISIONS
+2, DRIFT, PROFILES and ALERTS 1 each, DEADLETTER 0.5, COMMANDS and MODELS 0.25 each);
+size `streams.events.max_bytes` as rate × 280 B × the outage a consumer must survive
+× 2 (the compaction half).
+
+**Saying it before it hurts.** `vigil status` shows every stream's bytes, limit and
+headroom (free fraction). When a stream's headroom falls below
+`storage.headroom_warning`, one decision (`source` `vigil`, `event_type` `storage`,
+`action` `warn`) is published on `vigil.decisions.vigil`; when it recovers, one
+`action` `recovered`; each crossing exactly once (a compare-and-set in the
+`vigil_snapshots` bucket, and a deterministic decision id).
+"""
 
 
 def main(argv: list[str] | None = None) -> int:

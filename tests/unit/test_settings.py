@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from services.runtime.settings import Duration, SettingsError, env_name, load, load_settings, schema
+from services.runtime.settings import Duration, SettingsError, Size, env_name, load, load_settings, schema
 
 
 def test_defaults_follow_the_seeds() -> None:
@@ -88,3 +88,25 @@ def test_every_key_has_an_env_name_that_round_trips() -> None:
     s = load_settings(env={"VIGIL_DATA_DIR": "/tmp/vigil-x", "VIGIL_NATS_URL": "nats://h:1", "VIGIL_NATS_PORT": "-1"})
     assert (s.data_dir, s.nats.url, s.nats.port) == ("/tmp/vigil-x", "nats://h:1", -1)
     assert msgspec.structs.asdict(s)
+
+
+@pytest.mark.parametrize(
+    "text, size", [("512MiB", 512 << 20), ("8GiB", 8 << 30), ("500MB", 500_000_000), ("4 KiB", 4096), (1000, 1000)]
+)
+def test_sizes(text: object, size: int) -> None:
+    assert Size.parse(text) == size
+
+
+def test_stream_limits_come_from_yaml_and_env_per_stream(tmp_path: Path) -> None:
+    cfg = tmp_path / "vigil.yaml"
+    cfg.write_text("streams:\n  events:\n    max_bytes: 2GiB\n  alerts:\n    max_age: 30d\n")
+    s = load_settings(cfg, env={"VIGIL_STREAMS_EVENTS_MAX_AGE": "2d"})
+    assert (s.streams.events.max_bytes, s.streams.events.max_age) == (2 << 30, 2 * 86400)
+    assert s.streams.of("ALERTS").max_age == 30 * 86400
+    assert s.streams.of("DEADLETTER").max_age == 7 * 86400  # the default kept
+    with pytest.raises(SettingsError) as info:
+        load_settings(env={"VIGIL_STREAMS_DRIFT_MAX_BYTES": "lots"})
+    assert info.value.key == "streams.drift.max_bytes"
+    with pytest.raises(SettingsError) as info:
+        load_settings(env={"VIGIL_STORAGE_HEADROOM_WARNING": "2"})
+    assert info.value.key == "storage.headroom_warning"
