@@ -143,6 +143,7 @@ class Collector:
         }
         if self.batcher is not None:
             out.update(events=self.batcher.events, batches=self.batcher.batches)
+            out.update(self.batcher.storage_counters())
         if self.probe is not None:
             out.update({f"kernel_{k}": v for k, v in self.probe.counters().items()})
             out.update(
@@ -208,7 +209,12 @@ class Collector:
             boot = trace_boot(Path(self.source[6:])) if is_trace else live_boot()
             async with bus.publisher() as pub:
                 self.batcher = BatchingPublisher(
-                    pub, self.settings.node_name, boot, self.settings.nats.partitions, cfg.batch_size
+                    pub,
+                    self.settings.node_name,
+                    boot,
+                    self.settings.nats.partitions,
+                    cfg.batch_size,
+                    hold_bytes=self.settings.storage.collector_buffer_bytes,
                 )
                 tasks.append(asyncio.create_task(self._flusher()))
                 tasks.append(asyncio.create_task(self._heartbeats(bus)))
@@ -220,6 +226,7 @@ class Collector:
                 self._closing.set()
                 await asyncio.wait(tasks, timeout=10)
                 await self.batcher.drain()
+                await self._give_up_held()
         finally:
             # Timers stop on their own; cancel too, but never wait on a task that
             # swallowed its cancellation (nats-py's kv.put can): bounded wait.
@@ -241,6 +248,7 @@ class Collector:
     async def _pump(self, chunks: AsyncIterator[list[RawEvent]]) -> None:
         assert self.batcher is not None and self._stop is not None
         stop = asyncio.create_task(self._stop.wait())
+        paced = self.source.startswith("trace:")
         it = chunks.__aiter__()
         try:
             while True:
@@ -257,6 +265,8 @@ class Collector:
                     return
                 for event in chunk:
                     await self.batcher.add(event)
+                while paced and self.batcher.held and not self._stop.is_set():
+                    await asyncio.sleep(0.05)  # a trace waits for room (the flusher retries); live sources never do
         finally:
             stop.cancel()
             with contextlib.suppress(Exception):
@@ -461,6 +471,17 @@ class Collector:
         while interval > 0 and not self._closing.is_set():
             await self.batcher.add(ClockTicked(time=time.time_ns(), node=self.settings.node_name))
             await self._pause(interval)
+
+    async def _give_up_held(self, patience: float = 5.0) -> None:
+        """At stop, batches EVENTS refused get a last few seconds; then they are dropped, counted."""
+        assert self.batcher is not None
+        deadline = time.monotonic() + patience
+        while self.batcher.held and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            await self.batcher.drain()
+        if self.batcher.held:
+            lost = self.batcher.drop_held("stopped_while_full")
+            log.error("collector stopped, EVENTS full: %d held events dropped (%s)", lost, self.batcher.last_refusal)
 
     async def _flusher(self) -> None:
         assert self.batcher is not None

@@ -6,26 +6,63 @@ has its own gap-free sequence under (node, boot), so the batch id
 published twice (a restarted collector, a re-run trace) is stored once.
 Clock ticks carry no container and go to every partition so that every
 learner's event time advances.
+
+While EVENTS refuses writes (it is full: discard new, docs/configuration.md
+"Storage"), a batch it refused is **held** in memory, per partition in
+sequence order, and retried with its own id (a retry that did land is dropped
+by JetStream's dedup); a partition with held batches holds its new ones behind
+them, so a partition's batches are stored in order. Held bytes are bounded
+(``hold_bytes``); past the bound a batch is dropped and its events counted per
+cause (``dropped``). Nothing here waits for the stream to have room: the
+caller (the kernel ring buffer's drain) is never blocked by a full stream.
 """
 
 from __future__ import annotations
 
+import bisect
+import time
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from contracts.codec import encode_batch
 from contracts.events import MAX_TIME_HEADER, ClockTicked, EventBatch, RawEvent
 from contracts.subjects import events_subject, partition_of
 from services.runtime.bus import Publisher
+from services.runtime.errors import StreamFull
 from services.runtime.telemetry import inject, tracer
 
 _tracer = tracer("vigil.collector")
+EVENTS_HEADER = "Vigil-Events"  # events in the batch (for counting drops without decoding)
 
 
 _CACHED_IMAGES = 4096  # image name → partition memo; a node runs far fewer images
+_RETRY_FIRST, _RETRY_MAX = 0.05, 1.0  # seconds between attempts to publish held batches (doubling)
+
+
+@dataclass(order=True)
+class Held:
+    """A batch EVENTS refused, waiting for room (ordered by its first sequence)."""
+
+    first_seq: int
+    events: int = field(compare=False)
+    subject: str = field(compare=False)
+    data: bytes = field(compare=False)
+    headers: dict[str, str] = field(compare=False)
 
 
 class BatchingPublisher:
-    def __init__(self, publisher: Publisher, node: str, boot: str, partitions: int, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        publisher: Publisher,
+        node: str,
+        boot: str,
+        partitions: int,
+        batch_size: int = 500,
+        hold_bytes: int = 0,
+    ) -> None:
+        """With ``hold_bytes`` > 0, batches refused by a full EVENTS are held (up to that
+        many bytes) and retried; with 0 a refusal is an error of :meth:`drain`, as any."""
         self.publisher = publisher
         self.node = node
         self.boot = boot
@@ -36,6 +73,16 @@ class BatchingPublisher:
         self.events = 0
         self.batches = 0
         self._partition_of: dict[str, int] = {}
+        self.hold_bytes = hold_bytes
+        self.held: dict[int, list[Held]] = {}
+        self.held_bytes = 0
+        self.refused = 0  # refusals (a batch refused twice counts twice)
+        self.dropped: Counter[str] = Counter()  # events dropped, per cause
+        self.last_refusal = ""
+        self._retry_at = 0.0
+        self._retry_delay = _RETRY_FIRST
+        if hold_bytes > 0:
+            publisher.on_full = self._on_refused
 
     async def add(self, event: RawEvent) -> None:
         await self.add_all((event,))
@@ -70,9 +117,67 @@ class BatchingPublisher:
                 await self._send(p)
 
     async def drain(self) -> None:
-        """Publish what is buffered and wait until JetStream stored all of it."""
+        """Publish what is buffered and wait until JetStream stored (or refused, when
+        refusals are held) all of it; then give held batches a try when one is due."""
         await self.flush_batches()
         await self.publisher.flush()
+        if self.held and time.monotonic() >= self._retry_at:
+            await self.retry_held()
+
+    async def retry_held(self) -> int:
+        """Publish held batches, oldest first per partition, until one is refused again.
+        Returns how many were stored."""
+        stored = 0
+        for partition in list(self.held):
+            while batches := self.held.get(partition):
+                # The head stays held while in flight: new batches of the partition queue behind it.
+                head = batches[0]
+                await self.publisher.publish(head.subject, head.data, head.headers["Nats-Msg-Id"], head.headers)
+                refused_before = self.refused
+                await self.publisher.flush()
+                if self.refused != refused_before:
+                    break  # still full (the head is refused and held already: it is not held twice)
+                batches.remove(head)
+                self.held_bytes -= len(head.data)
+                if not batches:
+                    del self.held[partition]
+                stored += 1
+        if self.held:
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+        else:
+            self._retry_delay = _RETRY_FIRST
+        self._retry_at = time.monotonic() + self._retry_delay
+        return stored
+
+    def drop_held(self, cause: str) -> int:
+        """Give up every held batch (counted under ``cause``); returns the events dropped."""
+        events = sum(b.events for batches in self.held.values() for b in batches)
+        self.dropped[cause] += events
+        self.held.clear()
+        self.held_bytes = 0
+        return events
+
+    def storage_counters(self) -> dict[str, int]:
+        out = {"held_batches": sum(len(b) for b in self.held.values()), "held_bytes": self.held_bytes}
+        out.update(refused=self.refused, **{f"dropped_{cause}": n for cause, n in sorted(self.dropped.items())})
+        return out
+
+    def _on_refused(self, subject: str, data: bytes, headers: dict[str, str], why: StreamFull) -> None:
+        self.refused += 1
+        self.last_refusal = str(why)
+        _, partition, first = headers["Nats-Msg-Id"].rsplit(":", 2)  # ev:<node>:<boot>:<partition>:<first_seq>
+        self._hold(int(partition), Held(int(first), int(headers.get(EVENTS_HEADER, "0")), subject, data, headers))
+
+    def _hold(self, partition: int, batch: Held) -> None:
+        batches = self.held.get(partition, [])
+        i = bisect.bisect_left(batches, batch)
+        if i < len(batches) and batches[i].first_seq == batch.first_seq:
+            return  # a held batch refused again on its retry
+        if self.held_bytes + len(batch.data) > self.hold_bytes:
+            self.dropped["stream_full"] += batch.events
+            return
+        bisect.insort(self.held.setdefault(partition, []), batch)
+        self.held_bytes += len(batch.data)
 
     async def _send(self, partition: int) -> None:
         events = self.buffers[partition]
@@ -85,6 +190,14 @@ class BatchingPublisher:
             span.set_attribute("vigil.events", len(events))
             headers = inject()
         headers[MAX_TIME_HEADER] = str(max(e.time for e in events))
-        await self.publisher.publish(events_subject(partition), encode_batch(batch), batch.id, headers)
+        data = encode_batch(batch)
         self.events += len(events)
+        if partition in self.held:  # behind batches waiting for room: keep the partition in order
+            headers.update({"Nats-Msg-Id": batch.id, EVENTS_HEADER: str(len(events))})
+            self._hold(partition, Held(batch.first_seq, len(events), events_subject(partition), data, headers))
+            self.batches += 1
+            return
+        if self.hold_bytes:
+            headers[EVENTS_HEADER] = str(len(events))
+        await self.publisher.publish(events_subject(partition), data, batch.id, headers)
         self.batches += 1

@@ -43,6 +43,7 @@ HEARTBEAT_BUCKET = "vigil_heartbeats"
 WORKLOAD_BUCKET = "vigil_workloads"
 SNAPSHOT_BUCKET = "vigil_snapshots"
 LEASE_BUCKET = "vigil_leases"  # partition ownership of scaled-out services
+SNAPSHOT_OBJECTS = "vigil_snapshot_objects"  # object store: state snapshots any host can read (learner partitions)
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -55,6 +56,17 @@ def token(value: str) -> str:
 def partition_of(key: str, partitions: int) -> int:
     """Stable partition for a profile key (image name): crc32, same on every node."""
     return zlib.crc32(key.encode()) % partitions
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Whether a NATS subject filter (``*`` one token, ``>`` the rest) matches a subject."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token_ in enumerate(want):
+        if token_ == ">":
+            return len(have) > i
+        if i >= len(have) or (token_ != "*" and token_ != have[i]):
+            return False
+    return len(want) == len(have)
 
 
 def events_subject(partition: int) -> str:

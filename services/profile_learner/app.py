@@ -14,7 +14,13 @@ Invariants, per partition:
   every handled input's outputs were flushed (nothing "dirty"), at most every
   ``snapshot_interval`` wall-clock seconds (an adapter concern; the core never
   reads a clock) and when the partition is given up. It is a file under
-  ``data_dir``, written atomically.
+  ``data_dir``, written atomically, and the same bytes in the shared object store
+  (``vigil_snapshot_objects``), so a learner on any host can take the partition
+  over from it.
+- After a shared snapshot, the partition's EVENTS subject is compacted below its
+  safe point (acked by every durable reading it, and covered by that snapshot):
+  see :mod:`services.runtime.storage`. A head purged that way is never needed
+  again: a taker starts from the shared snapshot, which covers it.
 - When a partition becomes ours: load its snapshot, then rebuild silently (no
   outputs: they are stored already) from the log up to its durable consumers'
   ack floors, so a crash between snapshots loses nothing; the runner then
@@ -53,6 +59,7 @@ from services.runtime.files import write_atomically
 from services.runtime.log import ack_floor
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
+from services.runtime.storage import compact, get_snapshot, put_snapshot
 
 log = logging.getLogger("vigil.profile-learner")
 
@@ -98,6 +105,16 @@ def load_snapshot(path: Path) -> Snapshot | None:
         return _snap_decoder.decode(path.read_bytes())
     except FileNotFoundError:
         return None
+
+
+def shared_snapshot_name(partition: int) -> str:
+    return f"profile-learner/partition-{partition}"
+
+
+def newest(*snaps: Snapshot | None) -> Snapshot | None:
+    """The snapshot that reflects most of the log (the local file or the shared copy)."""
+    found = [s for s in snaps if s is not None]
+    return max(found, key=lambda s: (s.positions.get(EVENTS, 0), s.positions.get(COMMANDS, 0)), default=None)
 
 
 def load_snapshots(settings: Settings) -> dict[int, Snapshot]:
@@ -154,7 +171,9 @@ class ProfileLearner(AppBase):
     async def assign(self, partition: int) -> None:
         assert self._bus is not None, "start() first"
         js = self._bus.js
-        snap = load_snapshot(snapshot_path(self.settings, partition))
+        shared = await get_snapshot(js, self.settings.nats.replicas, shared_snapshot_name(partition))
+        local = load_snapshot(snapshot_path(self.settings, partition))
+        snap = newest(local, _snap_decoder.decode(shared) if shared else None)
         state, handled = (snap.state, dict(snap.positions)) if snap else (core.State(), {})
         specs = partition_consumers(partition)
         floors = {spec.stream: await ack_floor(js, spec.stream, spec.durable) for spec in specs}
@@ -176,7 +195,9 @@ class ProfileLearner(AppBase):
         if part is None:
             return
         await unsubscribe_quietly(part.sub)
-        self._snapshot(part, force=True)
+        blob = self._snapshot(part, force=True)
+        if blob is not None:
+            await self._share(part.number, blob, compact_after=False)
         for spec in partition_consumers(partition):
             self.positions.pop(spec.position_key, None)
 
@@ -236,18 +257,37 @@ class ProfileLearner(AppBase):
         part = self.parts.get(partition)
         if part is not None:
             part.dirty.discard(stream)  # the runner flushed this loop's outputs before calling commit
-            self._snapshot(part)
+            blob = self._snapshot(part)
+            if blob is not None:
+                await self._share(partition, blob)
 
-    def _snapshot(self, part: Partition, force: bool = False) -> None:
+    def _snapshot(self, part: Partition, force: bool = False) -> bytes | None:
+        """Write the partition's snapshot file when one is due; returns its bytes."""
         if part.dirty or not part.handled:
-            return
+            return None
         now = time.monotonic()
         if not force and now - part.last_snapshot < self.interval:
-            return
+            return None
         part.last_snapshot = now
-        snap = Snapshot(positions=dict(part.handled), state=part.state)
-        write_atomically(snapshot_path(self.settings, part.number), _snap_encoder.encode(snap))
+        blob = _snap_encoder.encode(Snapshot(positions=dict(part.handled), state=part.state))
+        write_atomically(snapshot_path(self.settings, part.number), blob)
         self.counters["snapshots"] += 1
+        return blob
+
+    async def _share(self, partition: int, blob: bytes, compact_after: bool = True) -> None:
+        """Store the snapshot where any host reads it, then compact the partition's EVENTS
+        below what it covers. A failure costs only this round: the next snapshot retries."""
+        assert self._bus is not None
+        covered = _snap_decoder.decode(blob).positions.get(EVENTS, 0)
+        try:
+            await put_snapshot(self._bus.js, self.settings.nats.replicas, shared_snapshot_name(partition), blob)
+            self.counters["shared_snapshots"] += 1
+            if compact_after:
+                done = await compact(self._bus.js, self.settings, EVENTS, events_subject(partition), covered)
+                self.counters["purged_events_messages"] += done.purged
+        except Exception as exc:  # noqa: BLE001 - the bus may be failing over; retried next snapshot
+            self.counters["storage_errors"] += 1
+            log.warning("partition %d: shared snapshot or compaction failed: %s", partition, exc)
 
     # --- the read endpoint (one subject per owned partition) ---
     async def _on_query(self, msg: Any) -> None:

@@ -29,7 +29,7 @@ from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceU
 
 from contracts.subjects import STREAMS, ConsumerSpec, StreamSpec
 from services.runtime import embedded
-from services.runtime.errors import PublishError, VigilError
+from services.runtime.errors import PublishError, StreamFull, VigilError
 from services.runtime.settings import Settings
 
 log = logging.getLogger("vigil.bus")
@@ -43,6 +43,13 @@ class PubAck(msgspec.Struct, frozen=True):
 
 
 _ack_decoder = msgspec.json.Decoder(PubAck)
+
+# JetStream's answers to a write past a limit: the stream's (discard new: 10077
+# "maximum bytes/messages exceeded") or the server's store (10047 "insufficient resources").
+FULL_ERR_CODES = frozenset({10077, 10047})
+
+# A refused message handed back to its publisher's owner: (subject, data, headers, why).
+Refused = Callable[[str, bytes, dict[str, str], StreamFull], None]
 
 
 @dataclass
@@ -230,8 +237,18 @@ class Publisher:
     published since the last flush is stored, or raises :class:`PublishError`.
     """
 
-    def __init__(self, nc: Client, window: int = 2000, ack_timeout: float = 5.0, retries: int = 20) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        window: int = 2000,
+        ack_timeout: float = 5.0,
+        retries: int = 20,
+        on_full: Refused | None = None,
+    ) -> None:
         self._nc = nc
+        # With ``on_full``, a message refused because its stream is full is handed to it
+        # (not retried here, not an error of flush): the caller holds it and retries later.
+        self.on_full = on_full
         self._window = asyncio.Semaphore(window)
         self._ack_timeout = ack_timeout
         self._retries = retries
@@ -299,7 +316,9 @@ class Publisher:
         except msgspec.DecodeError as exc:
             fut.set_exception(PublishError(f"unreadable publish ack: {exc}"))
             return
-        if ack.error:
+        if ack.error and ack.error.get("err_code") in FULL_ERR_CODES:
+            fut.set_exception(StreamFull(f"{ack.stream or 'stream'}: {ack.error.get('description', ack.error)}"))
+        elif ack.error:
             fut.set_exception(PublishError(f"JetStream refused the message: {ack.error}"))
         else:
             fut.set_result(ack)
@@ -319,6 +338,11 @@ class Publisher:
                 fut = pending[i][0]
                 if fut.done() and fut.exception() is None:
                     acks[i] = fut.result()
+                    continue
+                full = fut.exception() if fut.done() else None
+                if isinstance(full, StreamFull) and self.on_full is not None:
+                    _, subject, data, hdrs = pending[i]
+                    self.on_full(subject, data, hdrs, full)
                     continue
                 if fut.done() and attempt == self._retries:
                     raise fut.exception()  # type: ignore[misc]

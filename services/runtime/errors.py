@@ -8,3 +8,7 @@ class VigilError(Exception):
 
 class PublishError(VigilError):
     """JetStream did not store a message (no stream, error reply, or no ack in time)."""
+
+
+class StreamFull(PublishError):
+    """JetStream refused a message because its stream (or the server's store) is at its limit."""
