@@ -54,6 +54,7 @@ from contracts.subjects import HEARTBEAT_BUCKET, PROFILES, stream_spec
 from services.runtime.bus import Bus, connect
 from services.runtime.service import ensure_buckets
 from services.runtime.settings import Settings
+from services.runtime.storage import room_before_compaction
 
 log = logging.getLogger("vigil.collector")
 
@@ -215,6 +216,7 @@ class Collector:
                     self.settings.nats.partitions,
                     cfg.batch_size,
                     hold_bytes=self.settings.storage.collector_buffer_bytes,
+                    room=lambda: room_before_compaction(bus.js, self.settings),
                 )
                 tasks.append(asyncio.create_task(self._flusher()))
                 tasks.append(asyncio.create_task(self._heartbeats(bus)))

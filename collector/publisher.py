@@ -11,10 +11,18 @@ While EVENTS refuses writes (it is full: discard new, docs/configuration.md
 "Storage"), a batch it refused is **held** in memory, per partition in
 sequence order, and retried with its own id (a retry that did land is dropped
 by JetStream's dedup); a partition with held batches holds its new ones behind
-them, so a partition's batches are stored in order. Held bytes are bounded
-(``hold_bytes``); past the bound a batch is dropped and its events counted per
-cause (``dropped``). Nothing here waits for the stream to have room: the
-caller (the kernel ring buffer's drain) is never blocked by a full stream.
+them. Held bytes are bounded (``hold_bytes``); past the bound a batch is
+dropped and its events counted per cause (``dropped``). Nothing here waits for
+the stream to have room: the caller (the kernel ring buffer's drain) is never
+blocked by a full stream.
+
+Order: batches are pipelined (many in flight) only while EVENTS has room to
+spare: ``room()`` says how many bytes it takes before compaction is due, and
+half of that may be published before asking again. Past it the publisher is
+*strict*: every batch goes through the hold queue, which publishes one batch
+per partition at a time. So a refused batch is never overtaken by a later
+(smaller) one of its partition that still fitted, and the learner sees a
+node's batches in the order a run without limits would.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from contracts.codec import encode_batch
@@ -60,9 +68,12 @@ class BatchingPublisher:
         partitions: int,
         batch_size: int = 500,
         hold_bytes: int = 0,
+        room: Callable[[], Awaitable[int | None]] | None = None,
     ) -> None:
         """With ``hold_bytes`` > 0, batches refused by a full EVENTS are held (up to that
-        many bytes) and retried; with 0 a refusal is an error of :meth:`drain`, as any."""
+        many bytes) and retried; with 0 a refusal is an error of :meth:`drain`, as any.
+        ``room`` (with ``hold_bytes``): bytes EVENTS takes before compaction is due (None:
+        unbounded), asked when the pipelined budget is spent."""
         self.publisher = publisher
         self.node = node
         self.boot = boot
@@ -81,6 +92,11 @@ class BatchingPublisher:
         self.last_refusal = ""
         self._retry_at = 0.0
         self._retry_delay = _RETRY_FIRST
+        self.room = room if hold_bytes > 0 else None
+        self.strict = False
+        self._budget = 0  # bytes that may still be pipelined before asking room() again
+        self._probed_at = 0.0
+        self._refused_now: set[tuple[int, int]] = set()
         if hold_bytes > 0:
             publisher.on_full = self._on_refused
 
@@ -124,29 +140,32 @@ class BatchingPublisher:
         if self.held and time.monotonic() >= self._retry_at:
             await self.retry_held()
 
-    async def retry_held(self) -> int:
-        """Publish held batches, oldest first per partition, until one is refused again.
-        Returns how many were stored."""
-        stored = 0
-        for partition in list(self.held):
-            while batches := self.held.get(partition):
-                # The head stays held while in flight: new batches of the partition queue behind it.
-                head = batches[0]
+    async def retry_held(self, rounds: int = 64) -> int:
+        """Publish held batches in rounds of one per partition (each partition's oldest),
+        until none is left or one is refused again (then back off). Returns how many were stored."""
+        stored, refused = 0, False
+        for _ in range(rounds):
+            heads = [(partition, batches[0]) for partition, batches in self.held.items()]
+            if not heads:
+                break
+            self._refused_now.clear()
+            for _partition, head in heads:  # heads stay held while in flight: new batches queue behind them
                 await self.publisher.publish(head.subject, head.data, head.headers["Nats-Msg-Id"], head.headers)
-                refused_before = self.refused
-                await self.publisher.flush()
-                if self.refused != refused_before:
-                    break  # still full (the head is refused and held already: it is not held twice)
+            await self.publisher.flush()
+            for partition, head in heads:
+                if (partition, head.first_seq) in self._refused_now:
+                    refused = True
+                    continue
+                batches = self.held[partition]
                 batches.remove(head)
                 self.held_bytes -= len(head.data)
                 if not batches:
                     del self.held[partition]
                 stored += 1
-        if self.held:
-            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
-        else:
-            self._retry_delay = _RETRY_FIRST
-        self._retry_at = time.monotonic() + self._retry_delay
+            if refused:
+                break
+        self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX) if refused else _RETRY_FIRST
+        self._retry_at = time.monotonic() + (self._retry_delay if refused else 0.0)
         return stored
 
     def drop_held(self, cause: str) -> int:
@@ -166,7 +185,21 @@ class BatchingPublisher:
         self.refused += 1
         self.last_refusal = str(why)
         _, partition, first = headers["Nats-Msg-Id"].rsplit(":", 2)  # ev:<node>:<boot>:<partition>:<first_seq>
+        self._refused_now.add((int(partition), int(first)))
         self._hold(int(partition), Held(int(first), int(headers.get(EVENTS_HEADER, "0")), subject, data, headers))
+
+    async def _probe(self, every: float = 0.1) -> None:
+        """Ask how much room EVENTS has (at most every ``every`` s while strict)."""
+        assert self.room is not None
+        if self.strict and time.monotonic() - self._probed_at < every:
+            return
+        self._probed_at = time.monotonic()
+        try:
+            room = await self.room()
+        except Exception:  # noqa: BLE001 - unknown (the bus is failing over): careful until known
+            room = 0
+        self._budget = (1 << 62) if room is None else room // 2  # half: other nodes publish too
+        self.strict = self._budget <= 0
 
     def _hold(self, partition: int, batch: Held) -> None:
         batches = self.held.get(partition, [])
@@ -192,12 +225,15 @@ class BatchingPublisher:
         headers[MAX_TIME_HEADER] = str(max(e.time for e in events))
         data = encode_batch(batch)
         self.events += len(events)
-        if partition in self.held:  # behind batches waiting for room: keep the partition in order
+        if self.room is not None and (len(data) > self._budget or self.strict):
+            await self._probe()
+        if partition in self.held or self.strict:  # behind batches waiting, or little room: in order, one at a time
             headers.update({"Nats-Msg-Id": batch.id, EVENTS_HEADER: str(len(events))})
             self._hold(partition, Held(batch.first_seq, len(events), events_subject(partition), data, headers))
             self.batches += 1
             return
         if self.hold_bytes:
             headers[EVENTS_HEADER] = str(len(events))
+        self._budget -= len(data)
         await self.publisher.publish(events_subject(partition), data, batch.id, headers)
         self.batches += 1

@@ -15,24 +15,28 @@ from services.runtime.settings import Settings, SettingsError, load
 
 async def replay_profile_learner(settings: Settings) -> dict[str, Any]:
     """Rebuild each partition's state from EVENTS + COMMANDS up to its snapshot's
-    positions and compare bytes with the snapshot."""
+    positions and compare bytes with the snapshot. The snapshot is the newest of this
+    host's file and the shared copy; when compaction purged the head of the log, the
+    rebuild starts from the shared *base* snapshot the head was purged to."""
     from contracts.subjects import COMMANDS, EVENTS
     from services.profile_learner import core, replay
-    from services.profile_learner.app import core_config, load_snapshots
+    from services.profile_learner.app import core_config, load_snapshots, shared_snapshots
     from services.runtime.bus import connect
     from services.runtime.log import last_seq
 
-    snaps = load_snapshots(settings)
     cfg = core_config(settings)
     totals = replay.Rebuilt()
-    profiles, results = 0, {}
+    profiles, results, bases = 0, {}, 0
     bus = await connect(settings, start_embedded=False, name="vigil-replay")
     try:
+        snaps, base_snaps = await shared_snapshots(bus.js, settings, load_snapshots(settings))
         ends = {EVENTS: await last_seq(bus.js, EVENTS), COMMANDS: await last_seq(bus.js, COMMANDS)}
         for p in range(settings.nats.partitions):
-            snap = snaps.get(p)
-            state = core.State()
-            stats = await replay.rebuild_from_log(bus.js, state, cfg, {}, dict(snap.positions) if snap else ends, p)
+            snap, base = snaps.get(p), base_snaps.get(p)
+            state, start = (base.state, dict(base.positions)) if base else (core.State(), {})
+            bases += base is not None
+            upto = dict(snap.positions) if snap else ends
+            stats = await replay.rebuild_from_log(bus.js, state, cfg, start, upto, p)
             for field in ("events_messages", "commands", "undecodable"):
                 setattr(totals, field, getattr(totals, field) + getattr(stats, field))
             profiles += len(state.profiles)
@@ -51,6 +55,7 @@ async def replay_profile_learner(settings: Settings) -> dict[str, Any]:
         "commands": totals.commands,
         "undecodable": totals.undecodable,
         "profiles": profiles,
+        "from_base_snapshots": bases,
         "result": result,
     }
 

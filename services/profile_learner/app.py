@@ -59,7 +59,7 @@ from services.runtime.files import write_atomically
 from services.runtime.log import ack_floor
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
-from services.runtime.storage import compact, get_snapshot, put_snapshot
+from services.runtime.storage import compaction_due, get_snapshot, purge_upto, put_snapshot
 
 log = logging.getLogger("vigil.profile-learner")
 
@@ -107,8 +107,9 @@ def load_snapshot(path: Path) -> Snapshot | None:
         return None
 
 
-def shared_snapshot_name(partition: int) -> str:
-    return f"profile-learner/partition-{partition}"
+def shared_snapshot_name(partition: int, base: bool = False) -> str:
+    """The partition's latest shared snapshot, or its *base*: the one the log's head was purged to."""
+    return f"profile-learner/partition-{partition}" + (".base" if base else "")
 
 
 def newest(*snaps: Snapshot | None) -> Snapshot | None:
@@ -125,6 +126,23 @@ def load_snapshots(settings: Settings) -> dict[int, Snapshot]:
         if snap is not None:
             out[p] = snap
     return out
+
+
+async def shared_snapshots(
+    js: Any, settings: Settings, local: dict[int, Snapshot]
+) -> tuple[dict[int, Snapshot], dict[int, Snapshot]]:
+    """Every partition's newest snapshot (this host's file or the shared copy) and its
+    shared base snapshot (where compaction purged the log's head to), when there is one."""
+    latest, bases = dict(local), {}
+    for p in range(settings.nats.partitions):
+        shared = await get_snapshot(js, settings.nats.replicas, shared_snapshot_name(p))
+        found = newest(local.get(p), _snap_decoder.decode(shared) if shared else None)
+        if found is not None:
+            latest[p] = found
+        base = await get_snapshot(js, settings.nats.replicas, shared_snapshot_name(p, base=True))
+        if base is not None:
+            bases[p] = _snap_decoder.decode(base)
+    return latest, bases
 
 
 def partition_consumers(partition: int) -> tuple[ConsumerSpec, ConsumerSpec]:
@@ -144,6 +162,9 @@ class Partition:
         self.dirty: set[str] = set()
         self.last_snapshot = 0.0
         self.sub: Any = None
+        # the previous shared snapshot: its inputs are acked by now (this one's are not yet),
+        # so it is the one compaction purges to
+        self.shared: bytes | None = None
 
 
 class ProfileLearner(AppBase):
@@ -278,13 +299,22 @@ class ProfileLearner(AppBase):
         """Store the snapshot where any host reads it, then compact the partition's EVENTS
         below what it covers. A failure costs only this round: the next snapshot retries."""
         assert self._bus is not None
-        covered = _snap_decoder.decode(blob).positions.get(EVENTS, 0)
+        js, replicas = self._bus.js, self.settings.nats.replicas
+        part = self.parts.get(partition)
+        previous, subject = (part.shared if part else None), events_subject(partition)
         try:
-            await put_snapshot(self._bus.js, self.settings.nats.replicas, shared_snapshot_name(partition), blob)
+            await put_snapshot(js, replicas, shared_snapshot_name(partition), blob)
             self.counters["shared_snapshots"] += 1
-            if compact_after:
-                done = await compact(self._bus.js, self.settings, EVENTS, events_subject(partition), covered)
-                self.counters["purged_events_messages"] += done.purged
+            if part is not None:
+                part.shared = blob
+            if not compact_after or previous is None:
+                return
+            # The runner acks a batch after this commit: the previous shared snapshot's inputs are the acked ones.
+            covered = _snap_decoder.decode(previous).positions.get(EVENTS, 0)
+            if await compaction_due(js, self.settings, EVENTS, subject, covered):
+                # the base first: a purged head is always covered by a shared snapshot replay can start from
+                await put_snapshot(js, replicas, shared_snapshot_name(partition, base=True), previous)
+                self.counters["purged_events_messages"] += await purge_upto(js, EVENTS, subject, covered)
         except Exception as exc:  # noqa: BLE001 - the bus may be failing over; retried next snapshot
             self.counters["storage_errors"] += 1
             log.warning("partition %d: shared snapshot or compaction failed: %s", partition, exc)

@@ -64,42 +64,40 @@ async def safe_point(js: JetStreamContext, stream: str, subject: str, covered: i
 # --- compaction ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Compaction:
-    stream: str
-    subject: str
-    safe: int  # the safe point when it ran
-    upto: int  # messages with seq <= upto were purged (0: nothing)
-    purged: int
-    reason: str  # "bytes", "age" or "" (not due)
-
-
-async def compact(
+async def compaction_due(
     js: JetStreamContext, settings: Settings, stream: str, subject: str, covered: int, now: float | None = None
-) -> Compaction:
-    """Purge ``subject`` of ``stream`` below its safe point when it is due: the stream
-    holds ``storage.compact_at`` of its ``max_bytes`` (everything safe goes), or
-    ``max_age`` is set (what is safe *and* older goes)."""
+) -> str:
+    """Why ``subject`` of ``stream`` may be purged up to ``covered`` now ("" if not):
+    the snapshot covering it is shared and every durable reading the subject acked
+    it (the safe point reaches ``covered``), and the stream holds ``storage.compact_at``
+    of its ``max_bytes`` ("bytes") or the message at ``covered`` is older than
+    ``max_age`` ("age"). The purge is always to exactly a snapshot's position, so
+    that snapshot plus the retained log rebuild the state (`vigil replay`)."""
     limits = settings.streams.of(stream)
+    if covered <= 0 or (not limits.max_bytes and not limits.max_age):
+        return ""
+    if await safe_point(js, stream, subject, covered) < covered:
+        return ""  # a durable (running or stopped) has not acknowledged it: it stays
     info = await js.stream_info(stream)
-    by_bytes = bool(limits.max_bytes) and info.state.bytes >= settings.storage.compact_at * limits.max_bytes
-    if not by_bytes and not limits.max_age:
-        return Compaction(stream, subject, 0, 0, 0, "")
-    safe = await safe_point(js, stream, subject, covered)
-    upto, reason = safe, "bytes"
-    if not by_bytes:
+    if limits.max_bytes and info.state.bytes >= settings.storage.compact_at * limits.max_bytes:
+        return "bytes"
+    if limits.max_age:
+        # ``covered`` is the seq of a message of ``subject`` (a position); older than max_age, all below it is
+        found = await _stored_at(js, stream, subject, covered)
         cutoff = (time.time() if now is None else now) - float(limits.max_age)
-        upto, reason = await _last_older_than(js, stream, subject, safe, cutoff), "age"
-    if upto <= 0:
-        return Compaction(stream, subject, safe, 0, 0, reason)
+        if found is not None and found[0] == covered and found[1] < cutoff:
+            return "age"
+    return ""
+
+
+async def purge_upto(js: JetStreamContext, stream: str, subject: str, upto: int) -> int:
+    """Remove the messages of ``subject`` with seq <= ``upto``; returns how many went."""
     before = await _subject_count(js, stream, subject)
     await js.purge_stream(stream, subject=subject, seq=upto + 1)  # purges seq < upto + 1
     purged = before - await _subject_count(js, stream, subject)
     if purged:
-        log.info(
-            "%s %s: purged %d messages up to seq %d (%s; safe point %d)", stream, subject, purged, upto, reason, safe
-        )
-    return Compaction(stream, subject, safe, upto, purged, reason)
+        log.info("%s %s: purged %d messages up to seq %d", stream, subject, purged, upto)
+    return purged
 
 
 async def _subject_count(js: JetStreamContext, stream: str, subject: str) -> int:
@@ -117,18 +115,14 @@ async def _stored_at(js: JetStreamContext, stream: str, subject: str, seq: int) 
     return (int(msg.seq or 0), stamp)
 
 
-async def _last_older_than(js: JetStreamContext, stream: str, subject: str, upto: int, cutoff: float) -> int:
-    """The highest sequence <= ``upto`` of a ``subject`` message stored before ``cutoff``
-    (0: none), by binary search over the stream's sequences (store times grow with them)."""
-    lo, hi, best = 1, upto, 0
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        found = await _stored_at(js, stream, subject, mid)
-        if found is None or found[0] > upto or found[1] >= cutoff:
-            hi = mid - 1
-        else:
-            best, lo = found[0], found[0] + 1
-    return best
+async def room_before_compaction(js: JetStreamContext, settings: Settings, stream: str = "EVENTS") -> int | None:
+    """Bytes ``stream`` takes before it holds ``storage.compact_at`` of its ``max_bytes``
+    (negative past it; None when it is unbounded): how far a publisher may pipeline."""
+    limits = settings.streams.of(stream)
+    if not limits.max_bytes:
+        return None
+    stored = int((await js.stream_info(stream)).state.bytes)
+    return int(settings.storage.compact_at * limits.max_bytes) - stored
 
 
 # --- shared snapshots --------------------------------------------------------------------
