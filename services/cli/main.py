@@ -320,7 +320,12 @@ def status(
         json_line(report)
         return
     console.print(f"NATS: {report['url']}")
-    rows(report["streams"], ["stream", "messages", "bytes", "first_seq", "last_seq"], output, title="streams")
+    rows(
+        report["streams"],
+        ["stream", "messages", "bytes", "limit", "headroom", "first_seq", "last_seq"],
+        output,
+        title="streams (storage: bytes, limit, headroom)",
+    )
     rows(
         report["consumers"],
         ["stream", "consumer", "lag", "pending", "ack_pending", "redelivered", "ack_floor"],
@@ -333,7 +338,8 @@ def status(
     summary = report["summary"]
     console.print(
         f"dead letters: {summary['dead_letters']}   total consumer lag: {summary['total_lag']}   "
-        f"archive backlog: {summary['archive_backlog']}   live services: {len(report['services'])}",
+        f"archive backlog: {summary['archive_backlog']}   archive size: {summary['archive_bytes']} bytes   "
+        f"live services: {len(report['services'])}",
         highlight=False,
     )
     if summary["not_running"]:
@@ -342,11 +348,19 @@ def status(
     console.print("switched off: " + (", ".join(off) if off else "nothing"), highlight=False)
 
 
+def _size(path: Path) -> int:
+    """Bytes of a file on this host (0 when absent: the archive may live on another host)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 async def _status(settings: Settings) -> dict[str, Any]:
     import msgspec
 
     from services.runtime import diagnostics
-    from services.runtime.bus import connect, resolve_url
+    from services.runtime.bus import connect, data_path, resolve_url
     from services.runtime.partitions import owners
 
     url = resolve_url(settings)
@@ -371,6 +385,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
         "dead_letters": next((s["messages"] for s in streams if s["stream"] == "DEADLETTER"), 0),
         "total_lag": sum(c["lag"] for c in consumers),
         "archive_backlog": sum(c["lag"] for c in consumers if c["consumer"].startswith("decision-log-archiver")),
+        "archive_bytes": _size(data_path(settings, settings.archive.path)),
         "not_running": [name for name in SERVICES if name not in live],
         "metrics": diagnostics.metrics_snapshot(beats, consumers),
     }

@@ -445,31 +445,15 @@ async def _kernel_activity(
 # --- propagation checks ------------------------------------------------------------
 
 
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS wildcard match: ``*`` one token, ``>`` the rest."""
-    p, s = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
-            return False
-    return len(p) == len(s)
-
-
-def _covers(config: Any, subject: str) -> bool:
-    filters = list(getattr(config, "filter_subjects", None) or [])
-    if getattr(config, "filter_subject", None):
-        filters.append(config.filter_subject)
-    return not filters or any(subject_matches(f, subject) for f in filters)
-
-
 async def _acked_past(bus: Any, stream: str, prefix: str, seqs: list[tuple[str, int]]) -> tuple[bool, str]:
     """Whether, for every (subject, seq), a consumer named ``prefix…`` that sees the subject acked past seq."""
+    from services.runtime.storage import covers
+
     infos = [ci for ci in await bus.js.consumers_info(stream) if ci.name.startswith(prefix)]
     if not infos:
         return False, f"no {prefix} consumer on {stream}"
     for subject, seq in seqs:
-        floors = [ci.ack_floor.stream_seq for ci in infos if ci.ack_floor and _covers(ci.config, subject)]
+        floors = [ci.ack_floor.stream_seq for ci in infos if ci.ack_floor and covers(ci.config, subject)]
         if not floors or max(floors) < seq:
             return False, f"{prefix} ack floor {max(floors, default=0)} < seq {seq} on {subject}"
     return True, f"{prefix} acked past seq {max(s for _, s in seqs)}"

@@ -59,7 +59,7 @@ from services.runtime.files import write_atomically
 from services.runtime.log import ack_floor
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
 from services.runtime.settings import Settings
-from services.runtime.storage import compaction_due, get_snapshot, purge_upto, put_snapshot
+from services.runtime.storage import check_headroom, compaction_due, get_snapshot, purge_upto, put_snapshot
 
 log = logging.getLogger("vigil.profile-learner")
 
@@ -180,6 +180,7 @@ class ProfileLearner(AppBase):
         self.parts: dict[int, Partition] = {}
         self.interval = float(settings.runtime_security_config.security_profile.snapshot_interval)
         self._bus: Bus | None = None
+        self._headroom_checked = 0.0
         self._loop_of = {f"{self.name}:{c.durable}": (c.stream, p) for p in range(settings.nats.partitions) for c in partition_consumers(p)}
 
     def partition_consumers(self, partition: int) -> tuple[ConsumerSpec, ...]:
@@ -307,7 +308,12 @@ class ProfileLearner(AppBase):
             self.counters["shared_snapshots"] += 1
             if part is not None:
                 part.shared = blob
-            if not compact_after or previous is None:
+            if not compact_after:
+                return
+            if time.monotonic() - self._headroom_checked >= self.interval:
+                self._headroom_checked = time.monotonic()
+                self.counters["storage_decisions"] += len(await check_headroom(self._bus))
+            if previous is None:
                 return
             # The runner acks a batch after this commit: the previous shared snapshot's inputs are the acked ones.
             covered = _snap_decoder.decode(previous).positions.get(EVENTS, 0)

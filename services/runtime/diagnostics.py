@@ -172,11 +172,15 @@ async def stream_report(bus: Bus) -> tuple[list[dict[str, Any]], list[dict[str, 
         except Exception:  # noqa: BLE001 - stream not created yet
             continue
         st = info.state
+        limit = max(int(info.config.max_bytes or 0), 0)  # the limit the stream has (-1: none)
         streams.append(
             {
                 "stream": spec.name,
                 "messages": st.messages,
                 "bytes": st.bytes,
+                "limit": limit,
+                "headroom": f"{100 * max(0.0, 1 - st.bytes / limit):.1f}%" if limit else "-",
+                "max_age_s": float(info.config.max_age or 0),
                 "first_seq": st.first_seq,
                 "last_seq": st.last_seq,
                 "consumers": st.consumer_count,

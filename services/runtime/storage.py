@@ -23,13 +23,18 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import msgspec
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from nats.js.object_store import ObjectStore
 
-from contracts.subjects import SNAPSHOT_OBJECTS, STREAMS, subject_matches
+from contracts.codec import encode_json
+from contracts.decisions import Decision
+from contracts.subjects import SNAPSHOT_BUCKET, SNAPSHOT_OBJECTS, STREAMS, decisions_subject, subject_matches
+from services.runtime.bus import Bus, publish_one
 from services.runtime.settings import Settings
 
 log = logging.getLogger("vigil.storage")
@@ -38,9 +43,10 @@ log = logging.getLogger("vigil.storage")
 # --- the safe point ----------------------------------------------------------------
 
 
-def _filters(info: js_api.ConsumerInfo) -> list[str]:
-    cfg = info.config
-    return list(cfg.filter_subjects or ()) or ([cfg.filter_subject] if cfg.filter_subject else [">"])
+def covers(config: js_api.ConsumerConfig, subject: str) -> bool:
+    """Whether a consumer with this configuration reads ``subject``."""
+    filters = list(config.filter_subjects or ()) + ([config.filter_subject] if config.filter_subject else [])
+    return not filters or any(subject_matches(f, subject) for f in filters)
 
 
 async def durables_floor(js: JetStreamContext, stream: str, subject: str) -> int | None:
@@ -49,7 +55,7 @@ async def durables_floor(js: JetStreamContext, stream: str, subject: str) -> int
     floors = [
         int(info.ack_floor.stream_seq) if info.ack_floor else 0
         for info in await js.consumers_info(stream)
-        if info.config.durable_name and any(subject_matches(f, subject) for f in _filters(info))
+        if info.config.durable_name and covers(info.config, subject)
     ]
     return min(floors) if floors else None
 
@@ -180,3 +186,104 @@ async def usage(js: JetStreamContext, settings: Settings, streams: Sequence[str]
             StreamUsage(name, int(state.bytes), int(state.messages), int(limits.max_bytes), float(limits.max_age))
         )
     return out
+
+
+# --- saying it before it hurts: one decision per headroom crossing ----------------------------
+
+STORAGE_SOURCE = "vigil"
+STORAGE_SUBJECT = decisions_subject(STORAGE_SOURCE)
+
+
+class HeadroomState(msgspec.Struct, frozen=True):
+    """Per stream, in the ``vigil_snapshots`` bucket (``storage.<STREAM>``): below the threshold or
+    not, how many crossings there were (the decision ids count them), and whether the last
+    one's decision is published (``since``: when it was claimed, wall-clock ns)."""
+
+    low: bool = False
+    crossings: int = 0
+    published: bool = True
+    since: int = 0
+
+
+_state_dec = msgspec.json.Decoder(HeadroomState)
+
+
+def crossing(
+    state: HeadroomState, used: StreamUsage, threshold: float, now_ns: int
+) -> tuple[HeadroomState, Decision | None]:
+    """The new state and the decision to publish when the stream's headroom crossed ``threshold``
+    (down: ``warn``; back up: ``recovered``); None when nothing crossed."""
+    low = used.headroom is not None and used.headroom < threshold
+    if low == state.low:
+        return state, None
+    new = HeadroomState(low=low, crossings=state.crossings + 1, published=False, since=now_ns)
+    return new, announcement(new, used, threshold)
+
+
+def announcement(state: HeadroomState, used: StreamUsage, threshold: float) -> Decision:
+    """The decision of a stream's latest crossing (``state``), with the usage seen now."""
+    pct = f"{100 * (used.headroom or 0):.1f}%"
+    return Decision(
+        id=f"storage:{used.stream}:{state.crossings}",
+        time=state.since,
+        source=STORAGE_SOURCE,
+        event_type="storage",
+        action="warn" if state.low else "recovered",
+        rule=f"streams.{used.stream.lower()}.max_bytes",
+        severity="high" if state.low else "info",
+        resource_kind="stream",
+        resource_name=used.stream,
+        message=(
+            f"stream {used.stream}: {used.bytes} of {used.max_bytes} bytes, headroom {pct} "
+            + (f"below {100 * threshold:g}%" if state.low else f"back above {100 * threshold:g}%")
+        ),
+        details={
+            "bytes": used.bytes,
+            "max_bytes": used.max_bytes,
+            "messages": used.messages,
+            "headroom": used.headroom,
+        },
+    )
+
+
+async def check_headroom(bus: Bus, streams: Sequence[str] = (), stale_s: float = 10.0) -> list[Decision]:
+    """Publish one storage decision per crossing of ``storage.headroom_warning``, whoever
+    (and however many) call this. A crossing is first *claimed* by compare-and-set of the
+    stream's state, and only the claimer publishes; it then marks the state published. A
+    claim left unpublished longer than ``stale_s`` (its claimer died) is published by the
+    next observer, under the same id (JetStream drops a duplicate), so none is lost."""
+    kv = await bus.js.key_value(SNAPSHOT_BUCKET)
+    published = []
+    now = time.time_ns()
+    for used in await usage(bus.js, bus.settings, streams):
+        key = f"storage.{used.stream}"
+        try:
+            entry = await kv.get(key)
+            state, revision = _state_dec.decode(entry.value or b"{}"), entry.revision
+        except NotFoundError:  # KeyNotFoundError
+            state, revision = HeadroomState(), None
+        if not state.published and now - state.since < stale_s * 1e9:
+            continue  # claimed by another observer, being published
+        if state.published:
+            state, decision = crossing(state, used, bus.settings.storage.headroom_warning, now)
+            if decision is None:
+                continue
+            revision = await _swap(kv, key, state, revision)  # the claim
+            if revision is None:
+                continue  # another observer claimed this crossing
+        else:
+            decision = announcement(state, used, bus.settings.storage.headroom_warning)  # its claimer died
+        await publish_one(bus, STORAGE_SUBJECT, encode_json(decision), decision.id)
+        await _swap(kv, key, msgspec.structs.replace(state, published=True), revision)
+        published.append(decision)
+        log.warning("%s", decision.message)
+    return published
+
+
+async def _swap(kv: Any, key: str, state: HeadroomState, revision: int | None) -> int | None:
+    """Compare-and-set; the new revision, or None when somebody else wrote the key first."""
+    value = msgspec.json.encode(state)
+    try:
+        return int(await (kv.create(key, value) if revision is None else kv.update(key, value, last=revision)))
+    except Exception:  # noqa: BLE001 - KeyWrongLastSequenceError / key exists: another observer won
+        return None
