@@ -13,6 +13,7 @@ discard *new* and is purged only below its safe point, so
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from services.profile_learner.sim import exec_, start, tick
 from services.runtime import embedded
 from services.runtime.settings import Settings
 from services.runtime.storage import room_before_compaction
-from tests.support import make_settings, open_bus, read_stream, running, wait_for
+from tests.support import make_settings, open_bus, read_stream, running, vigil_process, wait_for
 
 SP = "RUNTIME_SECURITY_CONFIG_SECURITY_PROFILE_"
 ENV = {
@@ -222,3 +223,55 @@ def test_a_stopped_consumer_keeps_everything_it_has_not_acknowledged(nats_server
     assert run["dropped"].get("stream_full", 0) > 0
     assert run["batched"] >= len(events)
     assert run["stored_events"] + run["held"] + sum(run["dropped"].values()) == run["batched"]
+
+
+async def _takeover(first: Settings, second: Settings, events: list[RawEvent], logs: Path) -> dict[str, Any]:
+    """Learner A (its own data dir) runs while the load goes in and compaction purges the
+    head of EVENTS; A is SIGKILLed; learner B, on another data dir (no snapshot files),
+    takes every partition over from the shared snapshots and finishes."""
+    bus = await open_bus(first)
+    try:
+        publishing = asyncio.create_task(_publish(first, bus, events, first.storage.collector_buffer_bytes))
+        with vigil_process(first, "run", "profile-learner", log=logs / "a.log") as a:
+
+            async def purged_and_busy() -> bool:
+                info = await bus.js.stream_info(EVENTS)
+                return info.state.first_seq > 1 and await backlog(bus.js, first.nats.partitions) > 0
+
+            await wait_for(purged_and_busy, timeout=120, interval=0.02)
+            a.send_signal(signal.SIGKILL)
+            a.wait()
+        head = (await bus.js.stream_info(EVENTS)).state.first_seq
+        assert not list((second.data_path / "profile-learner").glob("*.msgpack"))  # B has no local snapshot
+        with vigil_process(second, "run", "profile-learner", log=logs / "b.log") as b:
+            batcher = await publishing
+            await wait_for(lambda: _caught_up(bus, second), timeout=120)
+            b.send_signal(signal.SIGTERM)
+            b.wait(timeout=60)
+        return {
+            "profiles": outputs(await read_stream(bus, PROFILES)),
+            "drift": outputs(await read_stream(bus, DRIFT)),
+            "head_when_killed": head,
+            "dropped": dict(batcher.dropped),
+            "replay": await replay_profile_learner(second),
+        }
+    finally:
+        await bus.close()
+
+
+@pytest.mark.slow
+def test_a_learner_on_another_host_takes_over_from_the_shared_snapshot(
+    nats_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = load()
+    reference = asyncio.run(_reference_run(tmp_path, events))
+    env = {**ENV, "STREAMS_EVENTS_MAX_BYTES": str(BUDGET)}
+    first = make_settings(tmp_path / "host-a", nats_server.url, **env)
+    second = make_settings(tmp_path / "host-b", nats_server.url, **env)
+    run = asyncio.run(_takeover(first, second, events, tmp_path))
+
+    assert run["head_when_killed"] > 1  # the head of the log was purged before the takeover
+    assert run["dropped"] == {}
+    assert run["profiles"] == reference["profiles"]
+    assert run["drift"] == reference["drift"]
+    assert run["replay"]["result"] == "match", run["replay"]
