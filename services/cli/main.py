@@ -339,6 +339,7 @@ def status(
     console.print(
         f"dead letters: {summary['dead_letters']}   total consumer lag: {summary['total_lag']}   "
         f"archive backlog: {summary['archive_backlog']}   archive size: {summary['archive_bytes']} bytes   "
+        f"events archive: {summary['events_archive_bytes']} bytes   "
         f"live services: {len(report['services'])}",
         highlight=False,
     )
@@ -361,6 +362,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
 
     from services.runtime import diagnostics
     from services.runtime.bus import connect, data_path, resolve_url
+    from services.runtime.event_archive import archive_bytes
     from services.runtime.partitions import owners
 
     url = resolve_url(settings)
@@ -386,6 +388,9 @@ async def _status(settings: Settings) -> dict[str, Any]:
         "total_lag": sum(c["lag"] for c in consumers),
         "archive_backlog": sum(c["lag"] for c in consumers if c["consumer"].startswith("decision-log-archiver")),
         "archive_bytes": _size(data_path(settings, settings.archive.path)),
+        "events_archive_bytes": archive_bytes(data_path(settings, settings.storage.archive_dir))
+        if settings.storage.archive_dir
+        else 0,
         "not_running": [name for name in SERVICES if name not in live],
         "metrics": diagnostics.metrics_snapshot(beats, consumers),
     }

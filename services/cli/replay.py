@@ -13,30 +13,35 @@ from services.runtime.errors import VigilError
 from services.runtime.settings import Settings, SettingsError, load
 
 
-async def replay_profile_learner(settings: Settings) -> dict[str, Any]:
+async def replay_profile_learner(settings: Settings, archive: Path | None = None) -> dict[str, Any]:
     """Rebuild each partition's state from EVENTS + COMMANDS up to its snapshot's
     positions and compare bytes with the snapshot. The snapshot is the newest of this
     host's file and the shared copy; when compaction purged the head of the log, the
-    rebuild starts from the shared *base* snapshot the head was purged to."""
+    rebuild starts from the shared *base* snapshot the head was purged to; with ``archive``
+    (a Parquet archive, `storage.archive_dir`) it starts from nothing and reads the
+    archive, then the retained log."""
     from contracts.subjects import COMMANDS, EVENTS
     from services.profile_learner import core, replay
     from services.profile_learner.app import core_config, load_snapshots, shared_snapshots
     from services.runtime.bus import connect
+    from services.runtime.event_archive import read_archive
     from services.runtime.log import last_seq
 
     cfg = core_config(settings)
     totals = replay.Rebuilt()
-    profiles, results, bases = 0, {}, 0
+    profiles, results, bases, archived_rows = 0, {}, 0, 0
     bus = await connect(settings, start_embedded=False, name="vigil-replay")
     try:
         snaps, base_snaps = await shared_snapshots(bus.js, settings, load_snapshots(settings))
         ends = {EVENTS: await last_seq(bus.js, EVENTS), COMMANDS: await last_seq(bus.js, COMMANDS)}
         for p in range(settings.nats.partitions):
-            snap, base = snaps.get(p), base_snaps.get(p)
+            snap, base = snaps.get(p), (None if archive else base_snaps.get(p))
             state, start = (base.state, dict(base.positions)) if base else (core.State(), {})
             bases += base is not None
             upto = dict(snap.positions) if snap else ends
-            stats = await replay.rebuild_from_log(bus.js, state, cfg, start, upto, p)
+            archived = await asyncio.to_thread(read_archive, archive, p) if archive else []
+            archived_rows += len(archived)
+            stats = await replay.rebuild_from_log(bus.js, state, cfg, start, upto, p, archived)
             for field in ("events_messages", "commands", "undecodable"):
                 setattr(totals, field, getattr(totals, field) + getattr(stats, field))
             profiles += len(state.profiles)
@@ -56,6 +61,7 @@ async def replay_profile_learner(settings: Settings) -> dict[str, Any]:
         "undecodable": totals.undecodable,
         "profiles": profiles,
         "from_base_snapshots": bases,
+        "from_archive": archived_rows,
         "result": result,
     }
 
@@ -68,6 +74,9 @@ def register(root: typer.Typer) -> None:
         service: str = typer.Argument(..., help="profile-learner"),
         config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
         output: Format = typer.Option(Format.table, "--output", "-o", help="table or json"),
+        from_archive: Path | None = typer.Option(
+            None, "--from-archive", help="a Parquet archive of EVENTS (storage.archive_dir): rebuild from it + the log"
+        ),
     ) -> None:
         """Rebuild SERVICE's state from the log and report whether it matches its snapshot."""
         try:
@@ -79,7 +88,7 @@ def register(root: typer.Typer) -> None:
             err_console.print(f"[red]error:[/red] replay supports: profile-learner (got {service!r})")
             raise typer.Exit(2)
         try:
-            report = asyncio.run(replay_profile_learner(settings))
+            report = asyncio.run(replay_profile_learner(settings, from_archive))
         except VigilError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from exc

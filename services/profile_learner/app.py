@@ -54,7 +54,8 @@ from contracts.subjects import (
     subject_partition,
 )
 from services.profile_learner import core, replay
-from services.runtime.bus import Bus, unsubscribe_quietly
+from services.runtime.bus import Bus, data_path, unsubscribe_quietly
+from services.runtime.event_archive import archive_range
 from services.runtime.files import write_atomically
 from services.runtime.log import ack_floor
 from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
@@ -320,6 +321,10 @@ class ProfileLearner(AppBase):
             if await compaction_due(js, self.settings, EVENTS, subject, covered):
                 # the base first: a purged head is always covered by a shared snapshot replay can start from
                 await put_snapshot(js, replicas, shared_snapshot_name(partition, base=True), previous)
+                if self.settings.storage.archive_dir:  # and history goes to the archive before it leaves the log
+                    archive = data_path(self.settings, self.settings.storage.archive_dir)
+                    archived = await archive_range(js, archive, EVENTS, subject, partition, covered)
+                    self.counters["archived_events_messages"] += archived
                 self.counters["purged_events_messages"] += await purge_upto(js, EVENTS, subject, covered)
         except Exception as exc:  # noqa: BLE001 - the bus may be failing over; retried next snapshot
             self.counters["storage_errors"] += 1

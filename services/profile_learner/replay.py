@@ -11,7 +11,7 @@ everything at or below a consumer's ack floor already had its outputs stored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -104,6 +104,18 @@ async def read_markers(js: JetStreamContext) -> dict[int, int]:
     return markers
 
 
+async def _events(
+    js: JetStreamContext, after: int, upto: int, partition: int, archived: Sequence[tuple[int, bytes]]
+) -> AsyncIterator[tuple[int, bytes]]:
+    """One partition's EVENTS messages after ``after`` up to ``upto``: the archive's, then the log's."""
+    for seq, data in archived:
+        if after < seq <= upto:
+            yield seq, data
+            after = seq
+    async for seq, _subject, data in read_range(js, EVENTS, after + 1, upto, (events_subject(partition),)):
+        yield seq, data
+
+
 async def rebuild_from_log(
     js: JetStreamContext,
     state: core.State,
@@ -111,9 +123,12 @@ async def rebuild_from_log(
     positions: dict[str, int],
     upto: dict[str, int],
     partition: int,
+    archived: Sequence[tuple[int, bytes]] = (),
 ) -> Rebuilt:
     """Apply one partition's EVENTS and COMMANDS messages after ``positions`` up to
-    ``upto`` (inclusive, stream sequences) to ``state``."""
+    ``upto`` (inclusive, stream sequences) to ``state``. ``archived`` (seq, batch) are
+    EVENTS messages from the Parquet archive, applied before the log's (which resumes
+    after the last of them)."""
     markers = await read_markers(js) if upto.get(COMMANDS, 0) > positions.get(COMMANDS, 0) else {}
     first_command = positions.get(COMMANDS, 0) + 1
     command_filter = (commands_filter(partition),)
@@ -122,8 +137,7 @@ async def rebuild_from_log(
     ]
     inter = Interleaver(commands, markers)
     stats = Rebuilt()
-    first_event = positions.get(EVENTS, 0) + 1
-    async for seq, _subject, data in read_range(js, EVENTS, first_event, upto.get(EVENTS, 0), (events_subject(partition),)):
+    async for seq, data in _events(js, positions.get(EVENTS, 0), upto.get(EVENTS, 0), partition, archived):
         for _cseq, cdata in inter.due_before(seq):
             apply(state, cfg, COMMANDS, cdata, stats)
         apply(state, cfg, EVENTS, data, stats)

@@ -293,6 +293,7 @@ class Storage(_S):
     compact_at: float = 0.5  # EVENTS is purged below its safe point once it holds this fraction of max_bytes
     headroom_warning: float = 0.2  # a storage decision when a stream's free fraction falls below this
     collector_buffer_bytes: Size = Size(64 << 20)  # batches a collector holds while EVENTS refuses writes
+    archive_dir: str = ""  # Parquet archive of raw events before compaction purges them (relative to data_dir; off)
 
 
 def _default_data_dir() -> str:

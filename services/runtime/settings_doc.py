@@ -38,6 +38,7 @@ HONOURED_BY: dict[str, str] = {
     "storage.compact_at": "profile-learner (compaction of its partitions of EVENTS)",
     "storage.headroom_warning": "profile-learner (storage decisions), `vigil status`",
     "storage.collector_buffer_bytes": "collector (held while EVENTS refuses writes; past it: counted drops)",
+    "storage.archive_dir": "profile-learner (archives before it purges), `vigil replay --from-archive`, `vigil status`",
     "collector": "collector",
     "anomaly_detector": "anomaly-detector",
     "anomaly_detector.snapshot_interval": "anomaly-detector, throttler (state snapshots)",
@@ -146,6 +147,18 @@ The default limits reserve 14 GiB of the server's file store in all (EVENTS 8, D
 2, DRIFT, PROFILES and ALERTS 1 each, DEADLETTER 0.5, COMMANDS and MODELS 0.25 each);
 size `streams.events.max_bytes` as rate × 280 B × the outage a consumer must survive
 × 2 (the compaction half).
+
+**History beyond retention.** With `storage.archive_dir` set, the learner writes the
+messages it is about to purge as Parquet first (DuckDB `COPY … (FORMAT parquet)`,
+`<dir>/day=YYYY-MM-DD/partition=<p>/events_<first>_<last>_<i>.parquet`, one row per
+EVENTS message: sequence, subject, id, latest event time, the msgpack batch as
+stored). `vigil replay profile-learner --from-archive DIR` rebuilds every partition
+from the archive plus the retained log and compares with the snapshots. The archive
+is written on the learner's host (a volume every learner host mounts, or synced to
+object storage like the decision export); `vigil status` shows its size. At the
+rate above it grows as EVENTS would without limits (~242 GB/day at 10k events/s,
+before Parquet's compression of the already compact msgpack), so it is off by
+default.
 
 **Saying it before it hurts.** `vigil status` shows every stream's bytes, limit and
 headroom (free fraction). When a stream's headroom falls below

@@ -13,6 +13,7 @@ discard *new* and is purged only below its safe point, so
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,9 +30,10 @@ from services.cli.replay import replay_profile_learner
 from services.profile_learner.app import ProfileLearner, backlog
 from services.profile_learner.sim import exec_, start, tick
 from services.runtime import embedded
+from services.runtime.event_archive import read_archive
 from services.runtime.settings import Settings
 from services.runtime.storage import room_before_compaction
-from tests.support import make_settings, open_bus, read_stream, running, vigil_process, wait_for
+from tests.support import make_settings, open_bus, read_stream, run_vigil, running, vigil_process, wait_for
 
 SP = "RUNTIME_SECURITY_CONFIG_SECURITY_PROFILE_"
 ENV = {
@@ -88,7 +90,7 @@ async def _publish(settings: Settings, bus: Any, events: list[RawEvent], hold_by
     return batcher
 
 
-async def _bounded_run(settings: Settings, events: list[RawEvent]) -> dict[str, Any]:
+async def _bounded_run(settings: Settings, events: list[RawEvent], archive: Path | None = None) -> dict[str, Any]:
     bus = await open_bus(settings)
     peak = 0
     sampling = True
@@ -118,6 +120,10 @@ async def _bounded_run(settings: Settings, events: list[RawEvent]) -> dict[str, 
             "refused": batcher.refused,
             "dropped": dict(batcher.dropped),
             "replay": await replay_profile_learner(settings),
+            "archive_replay": await replay_profile_learner(settings, archive) if archive else None,
+            "archived": app.counters["archived_events_messages"],
+            "retained": info.state.messages,
+            "last_seq": info.state.last_seq,
         }
     finally:
         await bus.close()
@@ -275,3 +281,30 @@ def test_a_learner_on_another_host_takes_over_from_the_shared_snapshot(
     assert run["profiles"] == reference["profiles"]
     assert run["drift"] == reference["drift"]
     assert run["replay"]["result"] == "match", run["replay"]
+
+
+@pytest.mark.slow
+def test_history_beyond_retention_is_archived_and_replays_from_the_archive(nats_server: Any, tmp_path: Path) -> None:
+    events = load(rounds=800)
+    archive = tmp_path / "vigil" / "events-archive"
+    settings = make_settings(
+        tmp_path / "vigil",
+        nats_server.url,
+        STREAMS_EVENTS_MAX_BYTES=str(BUDGET),
+        STORAGE_ARCHIVE_DIR="events-archive",
+        **ENV,
+    )
+    run = asyncio.run(_bounded_run(settings, events, archive))
+
+    assert run["dropped"] == {} and run["purged"] > 0
+    # every message EVENTS ever stored is in the archive or still in the stream, once
+    rows = sum(len(read_archive(archive, p)) for p in range(settings.nats.partitions))
+    assert rows + run["retained"] == run["last_seq"]
+    assert sorted(d.name for d in archive.iterdir()) and all(d.name.startswith("day=") for d in archive.iterdir())
+    replay = run["archive_replay"]
+    assert replay["result"] == "match", replay  # from nothing: the archive, then the retained log
+    assert replay["from_archive"] == rows and replay["from_base_snapshots"] == 0
+    # the same through the command line
+    cli = run_vigil(settings, "replay", "profile-learner", "--from-archive", str(archive), "-o", "json")
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert json.loads(cli.stdout)["result"] == "match"
