@@ -249,6 +249,8 @@ class Publisher:
         # With ``on_full``, a message refused because its stream is full is handed to it
         # (not retried here, not an error of flush): the caller holds it and retries later.
         self.on_full = on_full
+        self.wait_when_full = False  # the runner: a full output stream holds its inputs unacked
+        self.full_waits = 0  # rounds spent waiting for a full stream to have room
         self._window = asyncio.Semaphore(window)
         self._ack_timeout = ack_timeout
         self._retries = retries
@@ -324,41 +326,54 @@ class Publisher:
             fut.set_result(ack)
 
     async def flush(self) -> list[PubAck]:
-        """Wait until everything published since the last flush is stored."""
+        """Wait until everything published since the last flush is stored. With
+        ``wait_when_full``, refusals of a full stream are retried until it has room
+        (back-pressure: they do not use up ``retries``)."""
         pending, self._unflushed = self._unflushed, []
         acks: list[PubAck | None] = [None] * len(pending)
         todo = list(range(len(pending)))
-        for attempt in range(self._retries + 1):
-            if not todo:
-                break
+        attempt = waits = 0
+        while todo:
             futs = [pending[i][0] for i in todo]
             await asyncio.wait(futs, timeout=self._ack_timeout)
             retry: list[int] = []
+            errors: list[BaseException | None] = []
             for i in todo:
                 fut = pending[i][0]
                 if fut.done() and fut.exception() is None:
                     acks[i] = fut.result()
                     continue
-                full = fut.exception() if fut.done() else None
-                if isinstance(full, StreamFull) and self.on_full is not None:
+                error = fut.exception() if fut.done() else None
+                if isinstance(error, StreamFull) and self.on_full is not None:
                     _, subject, data, hdrs = pending[i]
-                    self.on_full(subject, data, hdrs, full)
+                    self.on_full(subject, data, hdrs, error)
                     continue
-                if fut.done() and attempt == self._retries:
-                    raise fut.exception()  # type: ignore[misc]
                 if not fut.done():
                     fut.cancel()
                 retry.append(i)
-            if retry and attempt < self._retries:
-                log.warning("republishing %d unacknowledged messages (attempt %d)", len(retry), attempt + 1)
-                await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
-                for i in retry:
-                    _, subject, data, hdrs = pending[i]
-                    fut = await self._send(subject, data, hdrs)
-                    pending[i] = (fut, subject, data, hdrs)
+                errors.append(error)
+            if not retry:
+                break
+            full = self.wait_when_full and all(isinstance(e, StreamFull) for e in errors)
+            if full:
+                waits += 1
+                self.full_waits += 1
+                if waits == 1 or waits % 30 == 0:
+                    log.warning("%d messages refused, stream full (%s); waiting for room", len(retry), errors[0])
+            elif attempt == self._retries:
+                first = next((e for e in errors if e is not None), None)
+                if first is not None:
+                    raise first
+                raise PublishError(f"{len(retry)} messages not acknowledged after {self._retries} retries")
+            else:
+                attempt += 1
+                log.warning("republishing %d unacknowledged messages (attempt %d)", len(retry), attempt)
+            await asyncio.sleep(min(0.05 * 2 ** (waits if full else attempt - 1), 2.0))
+            for i in retry:
+                _, subject, data, hdrs = pending[i]
+                fut = await self._send(subject, data, hdrs)
+                pending[i] = (fut, subject, data, hdrs)
             todo = retry
-        if todo:
-            raise PublishError(f"{len(todo)} messages not acknowledged after {self._retries} retries")
         result = [a for a in acks if a is not None]
         self.published += len(result)
         self.duplicates += sum(1 for a in result if a.duplicate)

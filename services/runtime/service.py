@@ -298,6 +298,7 @@ class Runner:
         failures = 0
         expected = 1
         async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
+            pub.wait_when_full = True  # a full output stream: back-pressure (inputs stay unacked), never an exit
             while not (self.stopping.is_set() or stop.is_set()):
                 try:
                     msgs = await self._fetch(sub, 0.5)
