@@ -284,8 +284,9 @@ class Streams(_S):
     models: StreamLimits = StreamLimits(max_bytes=Size(256 << 20))
 
     def of(self, stream: str) -> StreamLimits:
-        """The limits of a stream by its name (``EVENTS`` → ``streams.events``)."""
-        limits: StreamLimits = getattr(self, stream.lower())
+        """The limits of a stream by its name (``EVENTS`` → ``streams.events``); none for a
+        stream that is not Vigil's (a test's, an extension's)."""
+        limits: StreamLimits = getattr(self, stream.lower(), StreamLimits())
         return limits
 
 
