@@ -7,8 +7,10 @@ restarts and crashes:
   stored) takes a snapshot — state + the stream sequence it reflects, encoded
   at once, written and fsynced in the background — at most every
   ``snapshot_interval`` wall-clock seconds; ``stop`` writes a last one.
-  A snapshot is a file under ``<data_dir>/<app name>/``, replaced atomically.
-- ``start`` loads the snapshot, then re-applies *silently* (outputs discarded:
+  A snapshot is a file under ``<data_dir>/<app name>/``, replaced atomically,
+  and the same bytes in the shared object store (``vigil_snapshot_objects``,
+  ``<app name>/snapshot``), so an instance on another host starts from it.
+- ``start`` loads the newest of the two, then re-applies *silently* (outputs discarded:
   they are stored already) every input from the snapshot's position up to the
   durable consumer's ack floor, so a crash between snapshots loses nothing.
   The runner (``stateful = True``) then resumes the consumer right after that.
@@ -29,6 +31,7 @@ from services.runtime.files import write_atomically
 from services.runtime.log import ack_floor, read_range
 from services.runtime.service import AppBase
 from services.runtime.settings import Settings
+from services.runtime.storage import get_snapshot, put_snapshot
 
 log = logging.getLogger("vigil.snapshots")
 
@@ -48,6 +51,7 @@ class SnapshotApp(AppBase):
         self.snapshot_path = settings.data_path / self.name / "snapshot.bin"
         self._last_snapshot = 0.0
         self._writing: asyncio.Task[None] | None = None
+        self._bus: Bus | None = None
 
     # --- to be provided by the app ---
     def export_state(self) -> bytes:
@@ -64,7 +68,9 @@ class SnapshotApp(AppBase):
         if self.gc_threshold is not None:
             gc.set_threshold(*self.gc_threshold)
         (spec,) = self.consumers
+        self._bus = bus
         self._load()
+        await self._load_shared(bus)
         position = self.positions.get(spec.stream, 0)
         floor = await ack_floor(bus.js, spec.stream, spec.durable)
         replayed = 0
@@ -99,14 +105,32 @@ class SnapshotApp(AppBase):
     # --- the file ---
     def _load(self) -> None:
         try:
-            blob = self.snapshot_path.read_bytes()
+            self._adopt(self.snapshot_path.read_bytes(), str(self.snapshot_path))
         except FileNotFoundError:
             return
+
+    async def _load_shared(self, bus: Bus) -> None:
+        """The shared copy, when it reflects more of the log than this host's file."""
+        try:
+            blob = await get_snapshot(bus.js, self.settings.nats.replicas, self.shared_name)
+        except Exception as exc:  # noqa: BLE001 - the store unreachable: the local file and the log suffice
+            log.warning("%s: shared snapshot unavailable (%s)", self.name, exc)
+            return
+        if blob is not None:
+            self._adopt(blob, "the shared store", only_if_newer=True)
+
+    @property
+    def shared_name(self) -> str:
+        return f"{self.name}/snapshot"
+
+    def _adopt(self, blob: bytes, where: str, only_if_newer: bool = False) -> None:
         if not blob.startswith(_HEADER):
-            log.warning("%s: ignoring unreadable snapshot %s", self.name, self.snapshot_path)
+            log.warning("%s: ignoring unreadable snapshot in %s", self.name, where)
             return
         head, _, state = blob[len(_HEADER) :].partition(b"\n")
         stream, _, seq = head.decode().partition(" ")
+        if only_if_newer and int(seq) <= self.positions.get(stream, 0):
+            return
         self.restore_state(state)
         self.positions[stream] = int(seq)
 
@@ -117,5 +141,13 @@ class SnapshotApp(AppBase):
     async def _write(self, blob: bytes) -> None:
         await asyncio.to_thread(write_atomically, self.snapshot_path, blob)
         self.counters["snapshots"] += 1
+        if self._bus is None:
+            return
+        try:
+            await put_snapshot(self._bus.js, self.settings.nats.replicas, self.shared_name, blob)
+            self.counters["shared_snapshots"] += 1
+        except Exception as exc:  # noqa: BLE001 - the next snapshot tries again; the file is written
+            self.counters["storage_errors"] += 1
+            log.warning("%s: shared snapshot failed: %s", self.name, exc)
 
 
