@@ -176,8 +176,9 @@ async def _drifts_are(bus: object, expected: list[tuple[str, str, str, bool, str
     return got == expected
 
 
-def busy_trace(images: int = 40, rounds: int = 1500) -> list[RawEvent]:
-    """Images learn for 12 s, then repeat known behaviour with a novel one now and then."""
+def busy_trace(images: int = 40, rounds: int = 1500, repeats: str = "/bin/known") -> list[RawEvent]:
+    """Images learn for 12 s, then repeat known behaviour with a novel one now and then.
+    ``repeats`` may name the round (``"/usr/bin/known-{r7}"``: 7 paths learned nowhere, drift)."""
     events: list[RawEvent] = []
     for i in range(images):
         events += [start(0, f"img{i}", "v1", cid=f"c{i}"), exec_(6, f"img{i}", "v1", "/bin/known", cid=f"c{i}")]
@@ -185,7 +186,7 @@ def busy_trace(images: int = 40, rounds: int = 1500) -> list[RawEvent]:
     for r in range(rounds):
         t = 20 + r * 0.01
         for i in range(images):
-            path = f"/bin/new{r}" if r % 97 == 0 else "/bin/known"
+            path = f"/bin/new{r}" if r % 97 == 0 else repeats.format(r7=r % 7)
             events.append(exec_(t, f"img{i}", "v1", path, cid=f"c{i}"))
         if r % 100 == 0:
             events.append(tick(t))

@@ -28,11 +28,11 @@ from contracts.events import EVENT_TYPES, RawEvent
 from contracts.subjects import DRIFT, EVENTS, PROFILES
 from services.cli.replay import replay_profile_learner
 from services.profile_learner.app import ProfileLearner, backlog
-from services.profile_learner.sim import exec_, start, tick
 from services.runtime import embedded
 from services.runtime.event_archive import read_archive
 from services.runtime.settings import Settings
 from services.runtime.storage import room_before_compaction
+from tests.integration.test_profile_learner import busy_trace
 from tests.support import make_settings, open_bus, read_stream, run_vigil, running, vigil_process, wait_for
 
 SP = "RUNTIME_SECURITY_CONFIG_SECURITY_PROFILE_"
@@ -47,19 +47,14 @@ BUDGET = 1 << 20  # EVENTS max_bytes in the bounded runs
 
 
 def load(images: int = 30, rounds: int = 1500) -> list[RawEvent]:
-    """Images learn, become stable, then repeat known behaviour with novel execs now and then (drift)."""
-    events: list[RawEvent] = []
-    for i in range(images):
-        events += [start(0, f"img{i}", "v1", cid=f"c{i}"), exec_(6, f"img{i}", "v1", "/bin/known", cid=f"c{i}")]
-    events.append(tick(20))
-    for r in range(rounds):
-        t = 20 + r * 0.01
-        for i in range(images):
-            path = f"/bin/new{r}" if r % 97 == 0 else f"/usr/bin/known-{r % 7}"
-            events.append(exec_(t, f"img{i}", "v1", path, cid=f"c{i}"))
-        if r % 100 == 0:
-            events.append(tick(t))
-    return events
+    """Images learn, become stable, then repeat behaviour never learned (drift) and novel execs now and then."""
+    return busy_trace(images, rounds, repeats="/usr/bin/known-{r7}")
+
+
+def collector_batcher(pub: Any, bus: Any, settings: Settings, boot: str, hold_bytes: int) -> BatchingPublisher:
+    """The collector's batching publisher: held batches, and pipelined only while EVENTS has room."""
+    room = (lambda: room_before_compaction(bus.js, settings)) if hold_bytes else None
+    return BatchingPublisher(pub, "n1", boot, settings.nats.partitions, 200, hold_bytes=hold_bytes, room=room)
 
 
 def outputs(msgs: Sequence[Any]) -> list[tuple[str, str, bytes]]:
@@ -69,15 +64,7 @@ def outputs(msgs: Sequence[Any]) -> list[tuple[str, str, bytes]]:
 async def _publish(settings: Settings, bus: Any, events: list[RawEvent], hold_bytes: int) -> BatchingPublisher:
     """What the collector does: batches, held while EVENTS refuses them, retried."""
     async with bus.publisher() as pub:
-        batcher = BatchingPublisher(
-            pub,
-            "n1",
-            "boot-storage",
-            settings.nats.partitions,
-            200,
-            hold_bytes=hold_bytes,
-            room=lambda: room_before_compaction(bus.js, settings),
-        )
+        batcher = collector_batcher(pub, bus, settings, "boot-storage", hold_bytes)
         for i in range(0, len(events), 3000):
             await batcher.add_all(events[i : i + 3000])
             await batcher.drain()
@@ -181,15 +168,7 @@ async def _stopped_consumer_run(settings: Settings, events: list[RawEvent]) -> d
         app = ProfileLearner(settings)
         async with running(app, settings):
             async with bus.publisher() as pub:
-                batcher = BatchingPublisher(
-                    pub,
-                    "n1",
-                    "boot-stop",
-                    settings.nats.partitions,
-                    200,
-                    hold_bytes=64 << 10,
-                    room=lambda: room_before_compaction(bus.js, settings),
-                )
+                batcher = collector_batcher(pub, bus, settings, "boot-stop", 64 << 10)
                 for i in range(0, len(events), 500):  # a drain per 500 events, as a live collector's timer does
                     await batcher.add_all(events[i : i + 500])  # never waits for room
                     await batcher.drain()
