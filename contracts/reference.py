@@ -68,7 +68,9 @@ def render() -> str:
         "|---|---|---|---|",
     ]
     for spec in subjects.STREAMS:
-        keep = f"{spec.max_age_s / 86400:g} days" if spec.max_age_s else "forever (the log is the source of truth)"
+        keep = f"`streams.{spec.name.lower()}.max_bytes` / `max_age` (discard new)"
+        if spec.name == subjects.EVENTS:
+            keep += "; compacted below its safe point only"
         out.append(f"| {spec.name} | `{'`, `'.join(spec.subjects)}` | {keep} | {spec.description} |")
     out += ["", "## Subjects", "", "| subject | encoding | messages | what it carries |", "|---|---|---|---|"]
     for subject, enc, tps, what in CHANNELS:

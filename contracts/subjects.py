@@ -120,7 +120,7 @@ class StreamSpec:
     name: str
     subjects: tuple[str, ...]
     description: str
-    max_age_s: float = 0  # 0 = keep forever (the log is the source of truth)
+    # limits are settings (streams.<name>.max_age / max_bytes, services/runtime/settings.py)
 
 
 STREAMS: tuple[StreamSpec, ...] = (
@@ -130,7 +130,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(COMMANDS, ("vigil.commands.*.*",), "operator and evictor commands to the learner, by partition"),
     StreamSpec(ALERTS, ("vigil.alerts.*",), "anomaly alerts, raw and throttled"),
     StreamSpec(DECISIONS, ("vigil.decisions.*",), "every security decision"),
-    StreamSpec(DEADLETTER, ("vigil.dlq.*",), "inputs a service could not use, with reasons", max_age_s=7 * 86400),
+    StreamSpec(DEADLETTER, ("vigil.dlq.*",), "inputs a service could not use, with reasons"),
     StreamSpec(MODELS, ("vigil.models.*.*",), "behaviour modelling requests and their status"),
 )
 
