@@ -122,7 +122,9 @@ it (ack floor), and the partition's learner snapshot, stored in the shared
 learner that owns a partition purges that partition's subject below the safe point
 after each shared snapshot, once EVENTS holds `storage.compact_at` of its
 `max_bytes`, or for the messages older than `streams.events.max_age` (JetStream's own
-age expiry ignores consumers, so it is not used on EVENTS). A stopped consumer holds
+age expiry ignores consumers, so it is not used on EVENTS). Only durable consumers that exist
+protect anything (a service never started has none: start every reader of EVENTS
+before loading it, as `vigil up` does). A stopped consumer holds
 the safe point back: EVENTS then fills and refuses writes; the collector holds the
 refused batches in memory (up to `storage.collector_buffer_bytes`, in order, retried
 with the same ids) and past that drops new batches, counting the events
