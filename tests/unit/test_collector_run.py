@@ -172,3 +172,29 @@ def test_events_tail_prints_trace_shaped_json(settings: Settings, tmp_path: Path
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [o["file"]["path"] for o in lines] == ["/x3", "/x4"]
     assert trace.from_obj(lines[0]) == events[3]
+
+
+def test_a_full_events_stream_never_stops_the_collector_and_every_event_is_stored_or_counted(
+    settings: Settings,
+) -> None:
+    """EVENTS at a 256 KiB limit, nobody consuming: the collector keeps taking events,
+    holds what it cannot store yet (refused, or queued one batch per partition once
+    EVENTS is past compact_at) up to its 64 KiB buffer, drops the rest counted by
+    cause, and finishes (the synthetic source, like the kernel's, is never made to wait)."""
+    s = make_settings(
+        Path(settings.data_dir),
+        settings.nats.url,
+        COLLECTOR_SOURCE="synthetic",
+        COLLECTOR_SYNTHETIC_EVENTS="20000",
+        COLLECTOR_SYNTHETIC_RATE="200000",
+        COLLECTOR_NODE="n1",
+        STREAMS_EVENTS_MAX_BYTES="256KiB",
+        STORAGE_COLLECTOR_BUFFER_BYTES="64KiB",
+    )
+    stats = asyncio.run(run_collector(s))
+    stored = sum(len(b.events) for b in asyncio.run(batches(s)))  # type: ignore[attr-defined]
+    dropped = {k: v for k, v in stats.items() if k.startswith("dropped_")}
+    assert stats["records"] == 20000
+    assert dropped.get("dropped_stream_full", 0) > 0 and stored > 0
+    assert stats["held_batches"] == 0  # what was still held at the end was given up, counted
+    assert stored + sum(dropped.values()) == stats["events"]  # ticks included: every event stored or counted
