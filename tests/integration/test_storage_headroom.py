@@ -66,3 +66,28 @@ def test_a_storage_decision_is_published_once_per_crossing(nats_server: Any, tmp
     alerts = next(row for row in status["streams"] if row["stream"] == ALERTS)
     assert alerts["limit"] == LIMIT and alerts["headroom"].endswith("%") and float(alerts["headroom"][:-1]) < 50
     assert "archive_bytes" in status["summary"]
+
+
+def test_a_crossing_claimed_by_an_observer_that_died_is_published_by_the_next(nats_server: Any, tmp_path: Path) -> None:
+    import msgspec
+
+    from contracts.subjects import SNAPSHOT_BUCKET
+    from services.runtime.storage import HeadroomState
+
+    settings = make_settings(
+        tmp_path / "vigil", nats_server.url, STREAMS_ALERTS_MAX_BYTES=str(LIMIT), STORAGE_HEADROOM_WARNING="0.5"
+    )
+
+    async def scenario() -> list[Any]:
+        bus = await open_bus(settings)
+        try:
+            await _fill(bus, LIMIT * 0.6)
+            kv = await bus.js.key_value(SNAPSHOT_BUCKET)  # claimed crossing 1, never published (its claimer died)
+            await kv.put("storage.ALERTS", msgspec.json.encode(HeadroomState(low=True, crossings=1, published=False)))
+            await check_headroom(bus, [ALERTS], stale_s=0)
+            await check_headroom(bus, [ALERTS], stale_s=0)  # published now: nothing more
+            return [decode_json("decision", m.data) for m in await read_stream(bus, DECISIONS, STORAGE_SUBJECT)]
+        finally:
+            await bus.close()
+
+    assert [(d.id, d.action) for d in asyncio.run(scenario())] == [("storage:ALERTS:1", "warn")]
