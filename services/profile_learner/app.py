@@ -313,7 +313,8 @@ class ProfileLearner(AppBase):
                 return
             if time.monotonic() - self._headroom_checked >= self.interval:
                 self._headroom_checked = time.monotonic()
-                self.counters["storage_decisions"] += len(await check_headroom(self._bus))
+                decided = await check_headroom(self._bus)  # (awaited first: `x[k] += await …` loses updates)
+                self.counters["storage_decisions"] += len(decided)
             if previous is None:
                 return
             # The runner acks a batch after this commit: the previous shared snapshot's inputs are the acked ones.
@@ -325,7 +326,8 @@ class ProfileLearner(AppBase):
                     archive = data_path(self.settings, self.settings.storage.archive_dir)
                     archived = await archive_range(js, archive, EVENTS, subject, partition, covered)
                     self.counters["archived_events_messages"] += archived
-                self.counters["purged_events_messages"] += await purge_upto(js, EVENTS, subject, covered)
+                purged = await purge_upto(self._bus.nc, EVENTS, subject, covered)
+                self.counters["purged_events_messages"] += purged
         except Exception as exc:  # noqa: BLE001 - the bus may be failing over; retried next snapshot
             self.counters["storage_errors"] += 1
             log.warning("partition %d: shared snapshot or compaction failed: %s", partition, exc)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
@@ -35,6 +36,7 @@ from contracts.codec import encode_json
 from contracts.decisions import Decision
 from contracts.subjects import SNAPSHOT_BUCKET, SNAPSHOT_OBJECTS, STREAMS, decisions_subject, subject_matches
 from services.runtime.bus import Bus, publish_one
+from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
 
 log = logging.getLogger("vigil.storage")
@@ -96,19 +98,23 @@ async def compaction_due(
     return ""
 
 
-async def purge_upto(js: JetStreamContext, stream: str, subject: str, upto: int) -> int:
-    """Remove the messages of ``subject`` with seq <= ``upto``; returns how many went."""
-    before = await _subject_count(js, stream, subject)
-    await js.purge_stream(stream, subject=subject, seq=upto + 1)  # purges seq < upto + 1
-    purged = before - await _subject_count(js, stream, subject)
+class PurgeError(VigilError):
+    """JetStream refused a purge."""
+
+
+async def purge_upto(nc: Client, stream: str, subject: str, upto: int) -> int:
+    """Remove the messages of ``subject`` with seq <= ``upto``; returns how many went (JetStream's
+    own count: nats-py's ``purge_stream`` returns only a flag, and counting around it races
+    with the publishers)."""
+    request = msgspec.json.encode({"filter": subject, "seq": upto + 1})  # purges seq < upto + 1
+    reply = await nc.request(f"$JS.API.STREAM.PURGE.{stream}", request, timeout=10)
+    answer = msgspec.json.decode(reply.data)
+    if not isinstance(answer, dict) or answer.get("error") or not answer.get("success"):
+        raise PurgeError(f"purge of {stream} {subject} up to {upto} refused: {answer}")
+    purged = int(answer.get("purged", 0))
     if purged:
         log.info("%s %s: purged %d messages up to seq %d", stream, subject, purged, upto)
     return purged
-
-
-async def _subject_count(js: JetStreamContext, stream: str, subject: str) -> int:
-    info = await js.stream_info(stream, subjects_filter=subject)
-    return int((info.state.subjects or {}).get(subject, 0))
 
 
 async def _stored_at(js: JetStreamContext, stream: str, subject: str, seq: int) -> tuple[int, float] | None:

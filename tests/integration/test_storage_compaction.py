@@ -153,6 +153,7 @@ def test_a_small_events_budget_loses_nothing_and_replay_matches(nats_server: Any
     assert bounded["drift"] == reference["drift"]
     assert bounded["peak"] <= BUDGET and bounded["stored_bytes"] <= BUDGET
     assert bounded["purged"] > 0 and bounded["first_seq"] > 1  # compaction did make the room
+    assert bounded["purged"] + bounded["retained"] == bounded["last_seq"]  # and nothing else removed a message
     replay = bounded["replay"]
     assert replay["result"] == "match", replay
     assert replay["from_base_snapshots"] > 0  # rebuilt from the base the head was purged to, plus the retained log
