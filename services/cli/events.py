@@ -15,8 +15,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import typer
+from nats.js import api
 
+from contracts.subjects import EVENTS, EVENTS_ALL
 from services.cli.common import settings_or_exit
 from services.cli.output import Format, err_console, json_line, rows
 from services.runtime.errors import VigilError
@@ -26,7 +29,6 @@ NAME = "events"
 app = typer.Typer(help="Raw runtime events (tail).", no_args_is_help=True)
 
 COLUMNS = ["time", "kind", "node", "container", "image", "pid", "comm", "detail"]
-
 
 
 def matches(obj: dict[str, Any], kind: str | None, image: str | None, container: str | None, node: str | None) -> bool:
@@ -83,40 +85,60 @@ def objects(payloads: Iterable[bytes]) -> Iterator[dict[str, Any]]:
 
 
 async def _tail(settings: Settings, follow: bool, last: int, filters: dict[str, Any], output: Format) -> None:
-    from contracts.subjects import EVENTS
-    from services.runtime.bus import connect
+    from services.runtime.bus import connect, unsubscribe_quietly
 
     bus = await connect(settings, start_embedded=False, name="vigil-events")
-    kept: deque[dict[str, Any]] = deque(maxlen=max(last, 1))
-    seen_ticks: set[str] = set()
     try:
-        sub = await bus.js.pull_subscribe("vigil.events.*", stream=EVENTS)
-        caught_up = False
-        while True:
-            try:
-                msgs = await sub.fetch(500, timeout=1.0 if not caught_up else 5.0)
-            except Exception:  # noqa: BLE001 - nats TimeoutError: nothing new
-                msgs = []
-            if not msgs and not caught_up:
-                caught_up = True
-                _emit(list(kept), output)
-                kept.clear()
-                if not follow:
-                    return
-            for m in msgs:
-                await m.ack()
-            for obj in objects(m.data for m in msgs):
-                if obj["kind"] == "tick":  # ticks go to every partition: print each once
-                    if obj["time"] in seen_ticks or filters.get("kind") != "tick":
-                        continue
-                    seen_ticks.add(obj["time"])
-                if matches(obj, **filters):
-                    if caught_up:
-                        _emit([obj], output)
-                    else:
-                        kept.append(obj)
+        end = (await bus.js.stream_info(EVENTS)).state.last_seq  # what is stored now: the history to read
+        config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0)
+        sub = await bus.js.pull_subscribe(EVENTS_ALL, stream=EVENTS, config=config)
+        try:
+            keep = _Matcher(filters)
+            _emit(await _history(sub, end, last, keep), output)
+            while follow:
+                for obj in keep(await _next(sub, timeout=5.0)):
+                    _emit([obj], output)
+        finally:
+            await unsubscribe_quietly(sub)
     finally:
         await bus.close()
+
+
+async def _history(sub: Any, end: int, last: int, keep: _Matcher) -> list[dict[str, Any]]:
+    """The last ``last`` matching events stored up to stream sequence ``end``."""
+    from services.runtime.fetch import batches_until
+
+    kept: deque[dict[str, Any]] = deque(maxlen=max(last, 1))
+    async for msgs in batches_until(sub, end):
+        kept.extend(keep(msgs))
+    return list(kept) if last > 0 else []
+
+
+async def _next(sub: Any, timeout: float) -> list[Any]:
+    try:
+        return list(await sub.fetch(500, timeout=timeout))
+    except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from inside nats-py's fetch
+        return []
+
+
+class _Matcher:
+    """The events of some messages that pass the filters; a clock tick (sent to every
+    partition) once, and only when ticks are asked for."""
+
+    def __init__(self, filters: dict[str, Any]) -> None:
+        self.filters = filters
+        self.seen_ticks: set[str] = set()
+
+    def __call__(self, msgs: list[Any]) -> list[dict[str, Any]]:
+        out = []
+        for obj in objects(m.data for m in msgs):
+            if obj["kind"] == "tick":
+                if obj["time"] in self.seen_ticks or self.filters.get("kind") != "tick":
+                    continue
+                self.seen_ticks.add(obj["time"])
+            if matches(obj, **self.filters):
+                out.append(obj)
+        return out
 
 
 def _emit(objs: list[dict[str, Any]], output: Format) -> None:
@@ -146,6 +168,6 @@ def tail(
         asyncio.run(_tail(settings_or_exit(config), follow, last, filters, output))
     except KeyboardInterrupt:
         pass
-    except (VigilError, OSError) as exc:
+    except (VigilError, OSError, nats.errors.Error) as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -105,6 +105,15 @@ async def retry_transient(what: str, op: Callable[[], Awaitable[T]], timeout: fl
             delay = min(delay * 2, 2.0)
 
 
+async def _on_error(exc: Exception) -> None:
+    """nats-py's error callback: one line, no traceback. A drain that timed out while
+    closing is not worth a line (what it left unacked is redelivered by JetStream)."""
+    if isinstance(exc, nats.errors.DrainTimeoutError):
+        log.debug("closing: %s", type(exc).__name__)
+        return
+    log.warning("nats: %s: %s", type(exc).__name__, exc)
+
+
 def resolve_url(settings: Settings) -> str | None:
     """Where the bus is: configured URL, else the embedded server `vigil up` runs."""
     return settings.nats.url or embedded.read_url(settings.data_path)
@@ -124,6 +133,7 @@ async def connect(settings: Settings, *, start_embedded: bool = True, name: str 
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "drain_timeout": 5,
+        "error_cb": _on_error,
         "pending_size": 64 * 1024 * 1024,  # what may be buffered while reconnecting to another node
     }
     if settings.nats.credentials:

@@ -1,0 +1,113 @@
+"""Every read command against a live Vigil under load, as a user runs it in a pipe.
+
+`vigil up` runs everything with the synthetic source offering 200 events/s, so
+the EVENTS stream never runs dry while a command reads it. Each read command
+must exit 0, print no traceback and no error on stderr, and return: the time
+bound is a hang detector (a tail that waits for the stream to go quiet never
+returns), far above what a command takes, not a speed assertion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.registry import SERVICES
+
+pytestmark = pytest.mark.slow
+
+HANG = 30.0  # s: a command still running after this is stuck, not slow
+IMAGE = "synthetic/app-0"
+
+READS = [
+    ("status",),
+    ("status", "-o", "json"),
+    ("events", "tail", "-n", "3"),
+    ("events", "tail", "-n", "3", "-o", "json"),
+    ("events", "tail", "--kind", "exec", "-n", "2"),
+    ("alerts", "list"),
+    ("alerts", "list", "--raw", "-o", "json"),
+    ("profiles", "list"),
+    ("profiles", "list", "-o", "json"),
+    ("profiles", "show", IMAGE),
+    ("decisions", "sql", "SELECT action, count(*) FROM decisions GROUP BY ALL"),
+    ("workloads", "list"),
+    ("models", "list"),
+    ("config", "show"),
+]
+
+
+def _vigil(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True, text=True, timeout=HANG
+    )
+
+
+def _wait(predicate, timeout: float = 120.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def _loaded(env: dict[str, str]) -> bool:
+    """Every service heartbeats, events flow and the synthetic image has a profile."""
+    proc = _vigil(env, "status", "-o", "json")
+    if proc.returncode != 0:
+        return False
+    report = json.loads(proc.stdout)
+    events = next((s["messages"] for s in report["streams"] if s["stream"] == "EVENTS"), 0)
+    live = {s["service"] for s in report["services"]} >= {*SERVICES, "collector"}
+    profiles = _vigil(env, "profiles", "list", "-o", "json")
+    return live and events > 0 and IMAGE in profiles.stdout
+
+
+@pytest.fixture(scope="module")
+def live_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    tmp = tmp_path_factory.mktemp("live")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env |= {
+        "VIGIL_DATA_DIR": str(tmp / "data"),
+        "VIGIL_NATS_PORT": "-1",
+        "VIGIL_COLLECTOR_SOURCE": "synthetic",
+        "VIGIL_COLLECTOR_SYNTHETIC_RATE": "200",
+        "VIGIL_TELEMETRY_HEARTBEAT_INTERVAL": "0.5",
+        "VIGIL_SELF_TEST_ENABLED": "false",
+    }
+    log_path = tmp / "up.log"
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "services.cli.main", "up"], env=env, stdout=log, stderr=log, start_new_session=True
+        )
+    try:
+        _wait(lambda: (tmp / "data" / "run" / "nats.url").exists())
+        _wait(lambda: _loaded(env))
+        yield env
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        up.wait(60)
+
+
+@pytest.mark.parametrize("args", READS, ids=[" ".join(a) for a in READS])
+def test_a_read_command_returns_cleanly_while_events_keep_arriving(live_env: dict[str, str], args: tuple[str, ...]) -> None:
+    proc = _vigil(live_env, *args)  # raises TimeoutExpired past HANG: a hang
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr.lower(), proc.stderr
+
+
+def test_a_table_in_a_pipe_is_not_wrapped(live_env: dict[str, str]) -> None:
+    out = _vigil(live_env, "status").stdout
+    assert "│" not in out and "profile-learner-p0" in out  # plain columns; a consumer name on one line
+    header = next(line for line in out.splitlines() if line.split()[:2] == ["stream", "consumer"])
+    assert header.split() == ["stream", "consumer", "lag", "pending", "ack_pending", "redelivered", "ack_floor"]

@@ -1,0 +1,40 @@
+"""`vigil events tail` against a real nats-server: the last N matching events, in
+order, then exit 0 with nothing on stderr (no drain-timeout traceback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from contracts import trace
+from contracts.events import ClockTicked, Container, ExecObserved, Process
+from services.runtime.settings import Settings
+from tests.support import run_vigil
+
+T0 = 1_767_225_600_000_000_000
+
+
+def test_tail_prints_the_last_matching_events_and_exits_cleanly(settings: Settings, tmp_path: Path) -> None:
+    events = [
+        ExecObserved(
+            time=T0 + i,
+            node="n1",
+            container=Container(id=f"c{i % 2}", image_name="nginx" if i % 2 else "redis", image_tag="1"),
+            process=Process(pid=100 + i, path=f"/bin/t{i}"),
+        )
+        for i in range(20)
+    ] + [ClockTicked(time=T0 + 10**9, node="n1")]
+    path = tmp_path / "trace.jsonl"
+    path.write_bytes(b"".join(trace.write(events)))
+    assert run_vigil(settings, "collect", "--from", str(path)).returncode == 0
+
+    tail = run_vigil(settings, "events", "tail", "-n", "3", "--image", "nginx", "-o", "json")
+    assert tail.returncode == 0 and tail.stderr == "", tail.stderr
+    assert [json.loads(line)["process"]["pid"] for line in tail.stdout.splitlines()] == [115, 117, 119]
+
+    ticks = run_vigil(settings, "events", "tail", "--kind", "tick", "-o", "json")
+    assert len(ticks.stdout.splitlines()) == 1  # published to every partition, printed once
+
+    table = run_vigil(settings, "events", "tail", "-n", "2")
+    assert table.returncode == 0 and table.stderr == "", table.stderr
+    assert [line.split()[1] for line in table.stdout.splitlines()] == ["kind", "exec", "exec"]
