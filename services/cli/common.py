@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from services.cli.output import Format, err_console
-from services.runtime.settings import Settings, SettingsError, load
+from services.runtime.settings import Loaded, Settings, SettingsError, load
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: $VIGIL_CONFIG or ./vigil.yaml)")
 OutputOpt = typer.Option(Format.table, "--output", "-o", help="table or json")
@@ -31,3 +31,15 @@ def setup_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def load_quietly_or_exit(config: Path | None) -> Loaded:
+    """Settings with their sources, for the commands that report on a possibly broken
+    system (self-test, flare)."""
+    # An unreachable bus is a named check / a bus-error.txt here, not a traceback per reconnect attempt.
+    logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
+    try:
+        return load(config)
+    except SettingsError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
