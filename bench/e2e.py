@@ -56,9 +56,8 @@ from contracts.subjects import ALERTS_OUT, ALERTS_RAW, DECISIONS
 from services.profile_learner.app import backlog
 from services.registry import SERVICES
 from services.runtime import embedded
-from services.runtime.bus import Bus, connect
+from services.runtime.bus import Bus, connect, ensure_buckets
 from services.runtime.partitions import owners
-from services.runtime.service import ensure_buckets
 from services.runtime.settings import Settings, load_settings
 
 NS = 1_000_000_000

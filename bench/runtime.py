@@ -21,8 +21,8 @@ from contracts.codec import decode_batch, encode_batch
 from contracts.events import Container, EventBatch, FileAccess, FileOpened, Process
 from contracts.subjects import EVENTS, ConsumerSpec
 from services.runtime import embedded
-from services.runtime.bus import connect
-from services.runtime.service import AppBase, Incoming, Outgoing, Runner, ensure_buckets
+from services.runtime.bus import connect, ensure_buckets
+from services.runtime.service import AppBase, Incoming, Outgoing, Runner
 from services.runtime.settings import load_settings
 
 T0 = 1_767_225_600_000_000_000

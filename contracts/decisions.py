@@ -64,7 +64,6 @@ class Decision(Struct, frozen=True, kw_only=True, tag_field="kind", tag="decisio
     dry_run: bool | None = None  # admission: the request's dryRun; None for other decisions
 
 
-
 def about_container(
     container: Container, *, image_name: str | None = None, image_tag: str | None = None, **fields: Any
 ) -> Decision:
@@ -82,6 +81,7 @@ def about_container(
         pod=container.pod,
         **fields,
     )
+
 
 class GatekeeperDecision(Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
     """One line of Gatekeeper's decision log, as proposed in the seed."""

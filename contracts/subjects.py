@@ -59,14 +59,14 @@ def partition_of(key: str, partitions: int) -> int:
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS wildcard match: ``*`` one token, ``>`` the rest."""
-    p, s = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
+    """Whether a NATS subject filter (``*`` one token, ``>`` the rest) matches a subject."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token_ in enumerate(want):
+        if token_ == ">":
+            return len(have) > i
+        if i >= len(have) or (token_ != "*" and token_ != have[i]):
             return False
-    return len(p) == len(s)
+    return len(want) == len(have)
 
 
 def events_subject(partition: int) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from contracts.errors import VigilError
 from contracts.events import RAW_EVENT_TYPES, RawEvent
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -23,7 +24,7 @@ _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
 
 
-class TraceError(ValueError):
+class TraceError(VigilError, ValueError):
     """A trace line that is not a valid raw event; ``line`` is 1-based."""
 
     def __init__(self, line: int, reason: str) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from services.runtime.bus import Bus, connect
-from services.runtime.service import AppBase, Runner, ensure_buckets
+from services.runtime.bus import Bus, connect, ensure_buckets
+from services.runtime.service import AppBase, Runner
 from services.runtime.settings import Settings, load_settings
 
 

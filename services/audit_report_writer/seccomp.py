@@ -23,6 +23,7 @@ from typing import Literal
 import msgspec
 from msgspec import Struct
 
+from contracts.errors import VigilError
 from contracts.models import BehaviourModel
 
 SeccompAction = Literal[
@@ -105,7 +106,7 @@ class LinuxSeccomp(_Oci):
     syscalls: list[LinuxSyscall] = []
 
 
-class SeccompInvalid(ValueError):
+class SeccompInvalid(VigilError, ValueError):
     """A profile that is not a valid OCI LinuxSeccomp."""
 
 

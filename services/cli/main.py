@@ -209,8 +209,7 @@ def _supervise(supervisor: Supervisor, settings: Settings, env: dict[str, str]) 
 async def _prepare_bus(settings: Settings, url: str) -> None:
     import msgspec
 
-    from services.runtime.bus import connect
-    from services.runtime.service import ensure_buckets
+    from services.runtime.bus import connect, ensure_buckets
 
     bus = await connect(msgspec.structs.replace(settings, nats=msgspec.structs.replace(settings.nats, url=url)))
     try:

@@ -105,6 +105,28 @@ async def retry_transient(what: str, op: Callable[[], Awaitable[T]], timeout: fl
             delay = min(delay * 2, 2.0)
 
 
+async def ensure_buckets(bus: Bus) -> None:
+    """Create every KV bucket Vigil uses (heartbeats, workloads, snapshots, leases) that is missing."""
+    from nats.js.api import KeyValueConfig
+
+    from contracts.subjects import HEARTBEAT_BUCKET, LEASE_BUCKET, SNAPSHOT_BUCKET, WORKLOAD_BUCKET
+
+    ttl = float(bus.settings.telemetry.heartbeat_interval) * 3
+    wanted: dict[str, Any] = {
+        HEARTBEAT_BUCKET: KeyValueConfig(bucket=HEARTBEAT_BUCKET, ttl=ttl, replicas=bus.settings.nats.replicas),
+        WORKLOAD_BUCKET: KeyValueConfig(bucket=WORKLOAD_BUCKET, history=5, replicas=bus.settings.nats.replicas),
+        SNAPSHOT_BUCKET: KeyValueConfig(
+            bucket=SNAPSHOT_BUCKET, history=1, replicas=bus.settings.nats.replicas, max_value_size=-1
+        ),
+        LEASE_BUCKET: KeyValueConfig(bucket=LEASE_BUCKET, history=1, replicas=bus.settings.nats.replicas),
+    }
+    for name, config in wanted.items():
+        try:
+            await bus.js.key_value(name)
+        except Exception:  # noqa: BLE001 - bucket missing
+            await bus.js.create_key_value(config)
+
+
 async def _on_error(exc: Exception) -> None:
     """nats-py's error callback: one line, no traceback. A drain that timed out while
     closing is not worth a line (what it left unacked is redelivered by JetStream)."""

@@ -24,8 +24,10 @@ import msgspec
 import yaml
 from msgspec import Struct, field
 
+from contracts.errors import VigilError
 
-class SettingsError(ValueError):
+
+class SettingsError(VigilError, ValueError):
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"config key {key}: {reason}")
         self.key = key

@@ -14,8 +14,7 @@ import msgspec
 import pytest
 
 from services.runtime import embedded
-from services.runtime.bus import connect, retry_transient
-from services.runtime.service import ensure_buckets
+from services.runtime.bus import connect, ensure_buckets, retry_transient
 from services.runtime.settings import Settings
 from tests.integration.echo_app import ECHO_STREAM
 from tests.integration.test_runtime import _publish, _start_echo
