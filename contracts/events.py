@@ -7,8 +7,9 @@ Invariants:
   (node, boot, partition); the identity of an event is ``(node, boot,
   partition, first_seq + index)``; the batch id is the ``Nats-Msg-Id`` of the
   message, so a batch published twice is stored once.
-- Tags carry the version (``exec.v1``). A breaking change is a new tag plus an
-  upcaster in :mod:`contracts.upcast`; new fields come only with defaults.
+- Tags carry the version (``exec.v1``); new fields come only with defaults. A
+  breaking change would be a new tag plus a pure upcaster from the old one (none
+  exists yet: every tag is still at ``v1``).
 """
 
 from __future__ import annotations

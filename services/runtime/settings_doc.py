@@ -40,6 +40,9 @@ HONOURED_BY: dict[str, str] = {
     "decision_intake.gatekeeper_dir": "`vigil intake`, `vigil up` (starts the intake when set: follows the directory)",
     "decision_intake.gatekeeper_poll_interval": "`vigil intake` (the directory follower)",
     "archive": "decision-log-archiver",
+    "archive.retry_initial": "every service (the runner's commit retry: first backoff, with jitter)",
+    "archive.retry_max": "every service (the runner's commit retry: longest backoff); decision-log-archiver "
+    "(how often it tries again to open an archive it could not open)",
     "audit_reports": "audit-report-writer",
     "self_test.enabled": "`vigil up` (runs `vigil self-test` once services are up)",
     "telemetry": "every service (exporter, heartbeats, log level)",
