@@ -71,7 +71,8 @@ def from_obj(obj: Any) -> RawEvent:
     if not _MIN_NS <= time <= _MAX_NS:
         raise ValueError(f"time out of range: {obj['time']!r}")
     fields = dict(obj, kind=tag, time=time)
-    return msgspec.convert(fields, RawEvent)  # type: ignore[arg-type]
+    event: RawEvent = msgspec.convert(fields, RawEvent)
+    return event
 
 
 def to_obj(event: RawEvent) -> dict[str, Any]:

@@ -133,7 +133,7 @@ async def heartbeat_pids(settings: Settings, service: str) -> set[int]:
         pids = set()
         for key in keys:
             if key.startswith(service + "."):
-                pids.add(decode_json("heartbeat", (await kv.get(key)).value).pid)
+                pids.add(decode_json("heartbeat", (await kv.get(key)).value or b"").pid)
         return pids
     finally:
         await bus.close()

@@ -190,7 +190,7 @@ async def _stored(settings: Settings, subject: str, start: dt.datetime) -> list[
         end = (await bus.js.stream_info(ALERTS)).state.last_seq
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_TIME,
-            opt_start_time=start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            opt_start_time=start,
             ack_policy=api.AckPolicy.NONE,
             inactive_threshold=30.0,
         )

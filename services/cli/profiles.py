@@ -49,7 +49,9 @@ async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
 
     async def ask(p: int) -> dict[str, Any] | None:
         try:
-            return msgspec.json.decode((await bus.nc.request(query_profiles_subject(p), request, timeout=3)).data)
+            reply = await bus.nc.request(query_profiles_subject(p), request, timeout=3)
+            answer: dict[str, Any] = msgspec.json.decode(reply.data)
+            return answer
         except Exception:  # noqa: BLE001 - no responder / timeout
             return None
 
@@ -245,7 +247,7 @@ def set_state(
         raise typer.Exit(2)
     cmd = SetState(
         id=f"cli:{uuid.uuid4()}", image_name=normalize_name(image), image_tag=tag, state=state, event_type=event_type
-    )  # type: ignore[arg-type]
+    )
     _publish(settings_or_exit(config), cmd)
 
 

@@ -33,7 +33,7 @@ class Backoff:
 
     def delay(self, quick_exits: int) -> float:
         """The wait before a restart, after ``quick_exits`` (>= 1) short runs in a row."""
-        return min(self.initial * 2 ** (quick_exits - 1), self.maximum)
+        return min(self.initial * 2.0 ** (quick_exits - 1), self.maximum)
 
 
 @dataclass
