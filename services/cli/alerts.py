@@ -25,7 +25,7 @@ import typer
 
 from contracts.alerts import Alert, AlertMessage, AlertThreshold, alert_decoder
 from contracts.subjects import ALERTS, ALERTS_OUT, ALERTS_RAW
-from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
+from services.cli.common import ConfigOpt, OutputOpt, fail, settings_or_exit
 from services.cli.output import Format, console, err_console, json_line
 from services.runtime.errors import VigilError
 from services.runtime.settings import Duration, Settings
@@ -92,8 +92,7 @@ def tail(
     except KeyboardInterrupt:
         pass
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 async def _tail(settings: Settings, subject: str, keep: Filter, fmt: Format, count: int) -> None:
@@ -149,14 +148,12 @@ def list_(
     try:
         window = Duration.parse(since)
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] --since: {exc}")
-        raise typer.Exit(2) from exc
+        fail(f"--since: {exc}", 2)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=float(window))
     try:
         alerts = asyncio.run(_stored(settings, ALERTS_RAW if raw else ALERTS_OUT, start))
     except (VigilError, nats.errors.Error) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     shown = [a for a in alerts if Filter(container, image, rule)(a)]
     for alert in shown:
         emit(alert, output)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -21,8 +21,13 @@ def settings_or_exit(config: Optional[Path] = None) -> Settings:  # noqa: UP045 
     try:
         return load(config).settings
     except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Say what went wrong on stderr and exit with ``code`` (1: it failed, 2: bad usage)."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
 
 
 def setup_logging(settings: Settings) -> None:
@@ -41,5 +46,4 @@ def load_quietly_or_exit(config: Path | None) -> Loaded:
     try:
         return load(config)
     except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)

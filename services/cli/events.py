@@ -20,8 +20,8 @@ import typer
 from nats.js import api
 
 from contracts.subjects import EVENTS, EVENTS_ALL
-from services.cli.common import settings_or_exit
-from services.cli.output import Format, err_console, json_line, rows
+from services.cli.common import fail, settings_or_exit
+from services.cli.output import Format, json_line, rows
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
 
@@ -169,5 +169,4 @@ def tail(
     except KeyboardInterrupt:
         pass
     except (VigilError, OSError, nats.errors.Error) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import typer
 
-from services.cli.common import ConfigOpt, load_quietly_or_exit
-from services.cli.output import console, err_console
+from services.cli.common import ConfigOpt, fail, load_quietly_or_exit
+from services.cli.output import console
 from services.runtime.settings import Loaded, Settings
 
 
@@ -46,8 +46,7 @@ def flare(
         try:
             status = send_flare(target, send, case_id)
         except Exception as exc:  # noqa: BLE001 - the bundle stays on disk
-            err_console.print(f"[red]error:[/red] sending failed: {exc}; the bundle is at {target}")
-            raise typer.Exit(1) from exc
+            fail(f"sending failed: {exc}; the bundle is at {target}")
         console.print(f"sent to {send}: HTTP {status}")
 
 

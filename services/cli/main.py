@@ -20,7 +20,7 @@ from typing import Any
 import typer
 
 from services.cli import alerts, decisions, events, flare, intake, models, profiles, replay, workloads
-from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit, setup_logging
+from services.cli.common import ConfigOpt, OutputOpt, fail, settings_or_exit, setup_logging
 from services.cli.output import Format, console, err_console, rows
 from services.cli.self_test import self_test, spawn_self_test
 from services.registry import SERVICES
@@ -48,8 +48,7 @@ def config_show(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> 
     try:
         loaded = load(config)
     except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
     from services.runtime.settings import flatten
 
     values = dict(flatten(loaded.settings))
@@ -91,13 +90,11 @@ def run(
     try:
         service_app = build(service, settings)
     except KeyError as exc:
-        err_console.print(f"[red]error:[/red] {exc.args[0]}")
-        raise typer.Exit(2) from exc
+        fail(f"{exc.args[0]}", 2)
     try:
         asyncio.run(serve(service_app, settings))
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 def _service_list(settings: Settings) -> list[str]:
@@ -167,8 +164,7 @@ def _embedded_or_configured(settings: Settings) -> tuple[embedded.EmbeddedServer
         return None, settings.nats.url
     data = settings.data_path
     if embedded.read_url(data):
-        err_console.print(f"[red]error:[/red] Vigil already runs with data dir {data} (see {embedded.url_file(data)})")
-        raise typer.Exit(1)
+        fail(f"Vigil already runs with data dir {data} (see {embedded.url_file(data)})")
     server = embedded.start(data, port=settings.nats.port, monitor_port=settings.nats.monitor_port, own_group=True)
     embedded.write_url(data, server.url)
     return server, server.url
@@ -237,13 +233,11 @@ def collect(
         asyncio.run(run_collector(settings))
         return
     if not from_.exists():
-        err_console.print(f"[red]error:[/red] no such trace: {from_}")
-        raise typer.Exit(2)
+        fail(f"no such trace: {from_}", 2)
     try:
         stats = asyncio.run(_collect_trace(settings, from_, boot))
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(
         f"published {stats['events']} events in {stats['batches']} batches "
         f"({stats['duplicates']} duplicate batches dropped by JetStream) in {stats['seconds']:.2f}s"
@@ -304,8 +298,7 @@ def status(
     try:
         report = asyncio.run(_status(settings))
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     missing = sorted(set(require) - {s["service"] for s in report["services"]})
     if require:
         if missing:
@@ -318,6 +311,10 @@ def status(
 
         json_line(report)
         return
+    _print_status(report, output)
+
+
+def _print_status(report: dict[str, Any], output: Format) -> None:
     console.print(f"NATS: {report['url']}")
     rows(report["streams"], ["stream", "messages", "bytes", "first_seq", "last_seq"], output, title="streams")
     rows(
@@ -342,8 +339,6 @@ def status(
 
 
 async def _status(settings: Settings) -> dict[str, Any]:
-    import msgspec
-
     from services.runtime import diagnostics
     from services.runtime.bus import connect, resolve_url
     from services.runtime.partitions import owners
@@ -373,23 +368,29 @@ async def _status(settings: Settings) -> dict[str, Any]:
         "not_running": [name for name in SERVICES if name not in live],
         "metrics": diagnostics.metrics_snapshot(beats, consumers),
     }
-    rsc = settings.runtime_security_config
-    switches = {
-        "runtime_security_config.enabled": rsc.enabled,
-        "runtime_security_config.network.enabled": rsc.network.enabled,
-        **{f"runtime_security_config.event_types.{k}": v for k, v in msgspec.structs.asdict(rsc.event_types).items()},
-        "alert_throttling": settings.alert_throttling,
-        "decision_intake.enabled": settings.decision_intake.enabled,
-    }
     return {
         "url": url,
         "streams": streams,
         "consumers": consumers,
         "services": services,
         "summary": summary,
-        "switches": switches,
+        "switches": _switches(settings),
         "partitions": partitions,
         "identity": diagnostics.identity_report(beats),
+    }
+
+
+def _switches(settings: Settings) -> dict[str, bool]:
+    """Every on/off switch and its value (`vigil status` names those that are off)."""
+    import msgspec
+
+    rsc = settings.runtime_security_config
+    return {
+        "runtime_security_config.enabled": rsc.enabled,
+        "runtime_security_config.network.enabled": rsc.network.enabled,
+        **{f"runtime_security_config.event_types.{k}": v for k, v in msgspec.structs.asdict(rsc.event_types).items()},
+        "alert_throttling": settings.alert_throttling,
+        "decision_intake.enabled": settings.decision_intake.enabled,
     }
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 
-from services.cli.output import Format, console, err_console, json_line
+from services.cli.common import fail
+from services.cli.output import Format, console, json_line
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings, SettingsError, load
 
@@ -68,16 +69,13 @@ def register(root: typer.Typer) -> None:
         try:
             settings = load(config).settings
         except SettingsError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
+            fail(str(exc), 2)
         if service != "profile-learner":
-            err_console.print(f"[red]error:[/red] replay supports: profile-learner (got {service!r})")
-            raise typer.Exit(2)
+            fail(f"replay supports: profile-learner (got {service!r})", 2)
         try:
             report = asyncio.run(replay_profile_learner(settings))
         except VigilError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
+            fail(str(exc))
         if output == Format.json:
             json_line(report)
         else:

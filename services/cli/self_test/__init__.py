@@ -20,8 +20,8 @@ from pathlib import Path
 
 import typer
 
-from services.cli.common import ConfigOpt, load_quietly_or_exit
-from services.cli.output import console, err_console
+from services.cli.common import ConfigOpt, fail, load_quietly_or_exit
+from services.cli.output import console
 from services.cli.self_test.checks import SelfTestReport, run_self_test
 from services.cli.self_test.workload import SELF_TEST_IMAGE
 
@@ -36,8 +36,7 @@ def self_test(
     """Trigger test activity and check it propagates: collector/trace → bus → learner, decision → archive."""
     settings = load_quietly_or_exit(config).settings
     if path not in ("auto", "kernel", "trace"):
-        err_console.print(f"[red]error:[/red] --path must be auto, kernel or trace, got {path!r}")
-        raise typer.Exit(2)
+        fail(f"--path must be auto, kernel or trace, got {path!r}", 2)
     report = asyncio.run(run_self_test(settings, path=path, timeout=timeout))
     if report.path:
         console.print(f"activity path: {report.path}")

@@ -217,13 +217,27 @@ async def _trace_activity(
     return seqs
 
 
+def _workload_kinds(events: list[Any], src: str, dst: str, dns: str) -> set[str]:
+    """Which of the test workload's activities (exec, open, dns) these raw events show."""
+    from contracts.events import DnsQueried, ExecObserved, FileOpened
+
+    kinds = set()
+    for ev in events:
+        if isinstance(ev, FileOpened) and ev.file.path in (src, dst):
+            kinds.add("open")
+        elif isinstance(ev, DnsQueried) and ev.dns.name.rstrip(".") == dns:
+            kinds.add("dns")
+        elif isinstance(ev, ExecObserved) and src in ev.process.argv:
+            kinds.add("exec")
+    return kinds
+
+
 async def _kernel_activity(
     bus: Any, tmp: Path, nonce: str, timeout: float, report: SelfTestReport, want: set[str] | None = None
 ) -> list[tuple[str, int]]:
     """Run the workload while a core subscription watches EVENTS for its activity as the
     kernel collector reports it (a JetStream publish is also delivered to core subscribers)."""
-    from contracts.codec import decode_batch
-    from contracts.events import DnsQueried, ExecObserved, FileOpened
+    from contracts.codec import ContractError, decode_batch
     from contracts.subjects import EVENTS, EVENTS_ALL
 
     src, dst = str(tmp / "input.txt"), str(tmp / "output.txt")
@@ -233,26 +247,19 @@ async def _kernel_activity(
 
     async def on_msg(msg: Any) -> None:
         try:
-            batch = decode_batch(msg.data)
-        except Exception:  # noqa: BLE001 - not ours to judge
+            kinds = _workload_kinds(decode_batch(msg.data).events, src, dst, dns)
+        except ContractError:  # not ours to judge
             return
-        for ev in batch.events:
-            if isinstance(ev, FileOpened) and ev.file.path in (src, dst):
-                seen.add("open")
-                subjects.add(msg.subject)
-            elif isinstance(ev, DnsQueried) and ev.dns.name.rstrip(".") == dns:
-                seen.add("dns")
-                subjects.add(msg.subject)
-            elif isinstance(ev, ExecObserved) and src in ev.process.argv:
-                seen.add("exec")
-                subjects.add(msg.subject)
+        seen.update(kinds)
+        if kinds:
+            subjects.add(msg.subject)
 
+    want = {"exec", "open", "dns"} if want is None else want
     sub = await bus.nc.subscribe(EVENTS_ALL, cb=on_msg)
     try:
         workload = await asyncio.to_thread(run_workload, tmp, nonce)
         report.add("test workload", workload.ran, workload.detail)
         deadline = time.monotonic() + timeout
-        want = {"exec", "open", "dns"} if want is None else want
         while not want <= seen and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     finally:
@@ -268,7 +275,6 @@ async def _kernel_activity(
         return []
     last = (await bus.js.stream_info(EVENTS)).state.last_seq
     return [(s, last) for s in sorted(subjects)]
-
 
 
 # --- propagation checks ------------------------------------------------------------
