@@ -207,7 +207,7 @@ class Archiver(AppBase):
                 raise Invalid(f"decision cannot be archived: {exc}") from exc
             self._stage(row, payload, seq)
 
-    def _stage(self, row: core.Row, data: bytes, seq: int) -> None:
+    def _stage(self, row: Any, data: bytes, seq: int) -> None:  # a core.Row
         """Add a decision to the batch, keyed by id: one insert may not carry the same key
         twice, and a later copy in the batch replaces an earlier one."""
         if not row.id:

@@ -14,12 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from services.registry import SERVICES
+from tests.support import vigil_in, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,19 +45,7 @@ READS = [
 
 
 def _vigil(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True, text=True, timeout=HANG
-    )
-
-
-def _wait(predicate, timeout: float = 120.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
+    return vigil_in(env, *args, timeout=HANG)
 
 
 def _loaded(env: dict[str, str]) -> bool:
@@ -90,8 +78,8 @@ def live_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
             [sys.executable, "-m", "services.cli.main", "up"], env=env, stdout=log, stderr=log, start_new_session=True
         )
     try:
-        _wait(lambda: (tmp / "data" / "run" / "nats.url").exists())
-        _wait(lambda: _loaded(env))
+        wait_until(lambda: (tmp / "data" / "run" / "nats.url").exists())
+        wait_until(lambda: _loaded(env), timeout=120)
         yield env
     finally:
         os.killpg(up.pid, signal.SIGINT)
