@@ -248,7 +248,8 @@ class Archiver(AppBase):
             con.execute(f"UPDATE {core.POSITIONS} SET seq = greatest(seq, ?) WHERE stream = ?", [seq, stream])
             return False
         con.execute(
-            f"INSERT INTO {core.POSITIONS} VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = greatest(seq, excluded.seq)",
+            f"INSERT INTO {core.POSITIONS} VALUES (?, ?) "
+            "ON CONFLICT (stream) DO UPDATE SET seq = greatest(seq, excluded.seq)",
             [stream, seq],
         )
         return True

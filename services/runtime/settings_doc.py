@@ -21,7 +21,8 @@ DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 # operator's question "what does switching this off stop?" is answered here.
 HONOURED_BY: dict[str, str] = {
     "data_dir": "every command",
-    "runtime_security_config.enabled": "collector (`vigil up` does not start it), profile-learner (learns and reports nothing)",
+    "runtime_security_config.enabled": "collector (`vigil up` does not start it), "
+    "profile-learner (learns and reports nothing)",
     "runtime_security_config.network.enabled": "collector (no connect/DNS probes), profile-learner (drops connect/dns)",
     "runtime_security_config.event_types": "collector (probe not attached), profile-learner (event type ignored)",
     "runtime_security_config.security_profile": "profile-learner, version-evictor",
