@@ -25,7 +25,7 @@ import typer
 
 from contracts.alerts import Alert, AlertMessage, AlertThreshold, alert_decoder
 from contracts.subjects import ALERTS, ALERTS_OUT, ALERTS_RAW
-from services.cli.common import ConfigOpt, OutputOpt, fail, settings_or_exit
+from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit
 from services.cli.output import Format, console, err_console, json_line
 from services.runtime.errors import VigilError
 from services.runtime.settings import Duration, Settings
@@ -179,10 +179,10 @@ async def _stored(settings: Settings, subject: str, start: dt.datetime) -> list[
     up to what was stored when the read began."""
     from nats.js import api
 
-    from services.runtime.bus import connect, unsubscribe_quietly
+    from services.runtime.bus import unsubscribe_quietly
     from services.runtime.fetch import batches_until
 
-    bus = await connect(settings, start_embedded=False, name="vigil-alerts-list")
+    bus = await reach_bus(settings, "vigil-alerts-list")
     try:
         end = (await bus.js.stream_info(ALERTS)).state.last_seq
         config = api.ConsumerConfig(

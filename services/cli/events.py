@@ -20,7 +20,7 @@ import typer
 from nats.js import api
 
 from contracts.subjects import EVENTS, EVENTS_ALL
-from services.cli.common import fail, settings_or_exit
+from services.cli.common import fail, reach_bus, settings_or_exit
 from services.cli.output import Format, json_line, rows
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
@@ -85,9 +85,9 @@ def objects(payloads: Iterable[bytes]) -> Iterator[dict[str, Any]]:
 
 
 async def _tail(settings: Settings, follow: bool, last: int, filters: dict[str, Any], output: Format) -> None:
-    from services.runtime.bus import connect, unsubscribe_quietly
+    from services.runtime.bus import unsubscribe_quietly
 
-    bus = await connect(settings, start_embedded=False, name="vigil-events")
+    bus = await reach_bus(settings, "vigil-events")
     try:
         end = (await bus.js.stream_info(EVENTS)).state.last_seq  # what is stored now: the history to read
         config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0)

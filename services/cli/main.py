@@ -20,7 +20,7 @@ from typing import Any
 import typer
 
 from services.cli import alerts, decisions, events, flare, intake, models, profiles, replay, workloads
-from services.cli.common import ConfigOpt, OutputOpt, fail, settings_or_exit, setup_logging
+from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit, setup_logging
 from services.cli.output import Format, console, err_console, rows
 from services.cli.self_test import self_test, spawn_self_test
 from services.registry import SERVICES
@@ -340,7 +340,7 @@ def _print_status(report: dict[str, Any], output: Format) -> None:
 
 async def _status(settings: Settings) -> dict[str, Any]:
     from services.runtime import diagnostics
-    from services.runtime.bus import connect, resolve_url
+    from services.runtime.bus import resolve_url
     from services.runtime.partitions import owners
 
     url = resolve_url(settings)
@@ -348,7 +348,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
         raise VigilError(
             f"Vigil is not running (no VIGIL_NATS_URL, nothing in {settings.data_path}); start it with `vigil up`"
         )
-    bus = await connect(settings, start_embedded=False, name="vigil-status")
+    bus = await reach_bus(settings, "vigil-status")
     try:
         streams, consumers = await diagnostics.stream_report(bus)
         beats = await diagnostics.heartbeats(bus)

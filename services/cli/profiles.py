@@ -20,7 +20,7 @@ from contracts import trace
 from contracts.events import EVENT_TYPES
 from contracts.profiles import PROFILE_STATES, Command, ResetProfile, SetState
 from contracts.workloads import normalize_name
-from services.cli.common import ConfigOpt, OutputOpt, fail, settings_or_exit
+from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit
 from services.cli.output import Format, console, err_console, json_line, rows
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
@@ -38,10 +38,9 @@ async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
 
     from contracts.subjects import partition_of, query_profiles_subject
     from services.profile_learner.app import load_snapshots, summaries
-    from services.runtime.bus import connect
 
     try:
-        bus = await connect(settings, start_embedded=False, name="vigil-profiles")
+        bus = await reach_bus(settings, "vigil-profiles")
     except (VigilError, OSError, Exception):  # noqa: BLE001 - no bus: read the snapshots
         return None
     partitions = [partition_of(image, settings.nats.partitions)] if image else list(range(settings.nats.partitions))
@@ -205,9 +204,8 @@ def _publish(settings: Settings, cmd: Command) -> None:
     async def go() -> None:
         from contracts.codec import encode_json
         from contracts.subjects import commands_subject
-        from services.runtime.bus import connect
 
-        bus = await connect(settings, start_embedded=False, name="vigil-profiles")
+        bus = await reach_bus(settings, "vigil-profiles")
         try:
             await bus.ensure_streams()
             await bus.js.publish(
@@ -455,9 +453,8 @@ def _publish_many(settings: Settings, build: Any) -> list[Any]:
     async def go() -> list[Any]:
         from contracts.codec import encode_json
         from contracts.subjects import commands_subject
-        from services.runtime.bus import connect
 
-        bus = await connect(settings, start_embedded=False, name="vigil-profiles")
+        bus = await reach_bus(settings, "vigil-profiles")
         try:
             await bus.ensure_streams()
             cmds = build(min(IMPORT_MAX_BYTES, bus.nc.max_payload // 4))

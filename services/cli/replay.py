@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from services.cli.common import fail
+from services.cli.common import fail, reach_bus
 from services.cli.output import Format, console, json_line
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings, SettingsError, load
@@ -20,14 +20,13 @@ async def replay_profile_learner(settings: Settings) -> dict[str, Any]:
     from contracts.subjects import COMMANDS, EVENTS
     from services.profile_learner import core, replay
     from services.profile_learner.app import core_config, load_snapshots
-    from services.runtime.bus import connect
     from services.runtime.log import last_seq
 
     snaps = load_snapshots(settings)
     cfg = core_config(settings)
     totals = replay.Rebuilt()
     profiles, results = 0, {}
-    bus = await connect(settings, start_embedded=False, name="vigil-replay")
+    bus = await reach_bus(settings, "vigil-replay")
     try:
         ends = {EVENTS: await last_seq(bus.js, EVENTS), COMMANDS: await last_seq(bus.js, COMMANDS)}
         for p in range(settings.nats.partitions):

@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from contracts.workloads import Workload
-from services.cli.common import ConfigOpt, OutputOpt, fail, settings_or_exit
+from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit
 from services.cli.output import Format, console, rows
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
@@ -33,9 +33,8 @@ COLUMNS = ["container", "image_name", "image_tag", "name", "pod", "namespace", "
 
 async def _with_bucket(settings: Settings, action: Any) -> Any:
     from collector.workloads import bucket
-    from services.runtime.bus import connect
 
-    bus = await connect(settings, start_embedded=False, name="vigil-workloads")
+    bus = await reach_bus(settings, "vigil-workloads")
     try:
         return await action(await bucket(bus.js))
     finally:

@@ -133,7 +133,9 @@ async def _on_error(exc: Exception) -> None:
     if isinstance(exc, nats.errors.DrainTimeoutError):
         log.debug("closing: %s", type(exc).__name__)
         return
-    log.warning("nats: %s: %s", type(exc).__name__, exc)
+    # A server not (yet) reachable is retried: a service's log says so (INFO), a command
+    # (no logging set up: warnings only) says it once, when it gives up.
+    log.log(logging.INFO if isinstance(exc, OSError) else logging.WARNING, "nats: %s: %s", type(exc).__name__, exc)
 
 
 def resolve_url(settings: Settings) -> str | None:

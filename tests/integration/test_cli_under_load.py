@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -98,3 +99,15 @@ def test_a_table_in_a_pipe_is_not_wrapped(live_env: dict[str, str]) -> None:
     assert "│" not in out and "profile-learner-p0" in out  # plain columns; a consumer name on one line
     header = next(line for line in out.splitlines() if line.split()[:2] == ["stream", "consumer"])
     assert header.split() == ["stream", "consumer", "lag", "pending", "ack_pending", "redelivered", "ack_floor"]
+
+
+@pytest.mark.parametrize("args", [("status",), ("events", "tail", "-n", "3"), ("alerts", "list")], ids=" ".join)
+def test_a_read_command_with_no_server_answering_says_so_and_exits_1(tmp_path, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as s:  # a port nothing listens on any more
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env |= {"VIGIL_DATA_DIR": str(tmp_path), "VIGIL_NATS_URL": f"nats://127.0.0.1:{port}"}
+    proc = _vigil(env, *args)  # nats-py alone would retry for ever: a hang
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"error: no NATS server answered at nats://127.0.0.1:{port} within 10 s"]
