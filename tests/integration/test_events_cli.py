@@ -4,12 +4,15 @@ order, then exit 0 with nothing on stderr (no drain-timeout traceback)."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from contracts import trace
 from contracts.events import ClockTicked, Container, ExecObserved, Process
 from services.runtime.settings import Settings
-from tests.support import run_vigil
+from tests.support import run_vigil, service_env
 
 T0 = 1_767_225_600_000_000_000
 
@@ -38,3 +41,38 @@ def test_tail_prints_the_last_matching_events_and_exits_cleanly(settings: Settin
     table = run_vigil(settings, "events", "tail", "-n", "2")
     assert table.returncode == 0 and table.stderr == "", table.stderr
     assert [line.split()[1] for line in table.stdout.splitlines()] == ["kind", "exec", "exec"]
+
+
+def test_follow_prints_new_events_and_ctrl_c_ends_it_cleanly(settings: Settings, tmp_path: Path) -> None:
+    def trace_of(first: int) -> Path:
+        path = tmp_path / f"trace-{first}.jsonl"
+        events = [
+            ExecObserved(
+                time=T0 + i,
+                node="n1",
+                container=Container(id="c1", image_name="nginx", image_tag="1"),
+                process=Process(pid=i, path="/bin/sh"),
+            )
+            for i in range(first, first + 3)
+        ]
+        path.write_bytes(b"".join(trace.write(events)))
+        return path
+
+    assert run_vigil(settings, "collect", "--from", str(trace_of(100))).returncode == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", "events", "tail", "-f", "-n", "1", "-o", "json"],
+        env=service_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["process"]["pid"] == 102  # the last stored one
+        assert run_vigil(settings, "collect", "--from", str(trace_of(200))).returncode == 0
+        assert [json.loads(proc.stdout.readline())["process"]["pid"] for _ in range(3)] == [200, 201, 202]
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
