@@ -10,8 +10,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from contracts.events import (
+    Container,
+    ContainerStarted,
+    ContainerStopped,
+    DnsQueried,
+    DnsQuery,
+    ExecObserved,
+    FileAccess,
+    FileOpened,
+    Process,
+    RawEvent,
+)
 from services.runtime.settings import Settings
 
 SELF_TEST_IMAGE = "vigil-self-test"
@@ -72,18 +83,9 @@ def run_workload(tmp: Path, nonce: str) -> Workload:
     )
 
 
-def trace_events(workload: Workload, settings: Settings, nonce: str) -> list[Any]:
-    from contracts.events import (
-        Container,
-        ContainerStarted,
-        ContainerStopped,
-        DnsQueried,
-        DnsQuery,
-        ExecObserved,
-        FileAccess,
-        FileOpened,
-        Process,
-    )
+def trace_events(workload: Workload, settings: Settings, nonce: str) -> list[RawEvent]:
+    """The workload's activity as the raw events the kernel collector would publish,
+    in a container of its own (image ``vigil-self-test``) that starts and stops."""
 
     node = settings.node_name
     t0, t1 = workload.started_ns, max(workload.ended_ns, workload.started_ns + 5)
