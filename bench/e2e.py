@@ -272,7 +272,9 @@ async def measure(
         return len(owned) == settings.nats.partitions and len(set(owned.values())) == split
 
     took = await _until(learners_split, 60, 0.1)
-    print(f"  {learners} learner instance(s) own the {settings.nats.partitions} partitions after {took:.1f}s", flush=True)
+    print(
+        f"  {learners} learner instance(s) own the {settings.nats.partitions} partitions after {took:.1f}s", flush=True
+    )
     bench = Bench(bus, settings, pids)
     await bus.nc.subscribe(ALERTS_OUT, cb=bench.on_alert)
     await bus.nc.subscribe("vigil.drift.*", cb=bench.on_hop)

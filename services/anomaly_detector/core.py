@@ -358,7 +358,12 @@ def title(drift: Drift) -> str:
 
 def _decision(drift: Drift, **kw: Any) -> Decision:
     return about_container(
-        drift.container, image_name=drift.image_name, image_tag=drift.image_tag, source="anomaly", event_type="anomaly", **kw
+        drift.container,
+        image_name=drift.image_name,
+        image_tag=drift.image_tag,
+        source="anomaly",
+        event_type="anomaly",
+        **kw,
     )
 
 

@@ -72,7 +72,6 @@ async def read_subject(settings: Settings, stream: str, subject: str) -> list[by
     from nats.js import api
     from nats.js.errors import NotFoundError
 
-
     bus = await reach_bus(settings, "vigil-models")
     try:
         config = api.ConsumerConfig(

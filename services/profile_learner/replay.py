@@ -118,12 +118,15 @@ async def rebuild_from_log(
     first_command = positions.get(COMMANDS, 0) + 1
     command_filter = (commands_filter(partition),)
     commands = [
-        (seq, data) async for seq, _, data in read_range(js, COMMANDS, first_command, upto.get(COMMANDS, 0), command_filter)
+        (seq, data)
+        async for seq, _, data in read_range(js, COMMANDS, first_command, upto.get(COMMANDS, 0), command_filter)
     ]
     inter = Interleaver(commands, markers)
     stats = Rebuilt()
     first_event = positions.get(EVENTS, 0) + 1
-    async for seq, _subject, data in read_range(js, EVENTS, first_event, upto.get(EVENTS, 0), (events_subject(partition),)):
+    async for seq, _subject, data in read_range(
+        js, EVENTS, first_event, upto.get(EVENTS, 0), (events_subject(partition),)
+    ):
         for _cseq, cdata in inter.due_before(seq):
             apply(state, cfg, COMMANDS, cdata, stats)
         apply(state, cfg, EVENTS, data, stats)

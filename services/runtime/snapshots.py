@@ -117,5 +117,3 @@ class SnapshotApp(AppBase):
     async def _write(self, blob: bytes) -> None:
         await asyncio.to_thread(write_atomically, self.snapshot_path, blob)
         self.counters["snapshots"] += 1
-
-

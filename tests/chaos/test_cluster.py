@@ -29,6 +29,7 @@ def cluster(tmp_path: Path) -> Iterator[embedded.Cluster]:
 
 async def _ready(settings: Settings) -> None:
     """Until the cluster has a meta leader and the R3 streams exist."""
+
     async def attempt() -> bool:
         try:
             bus = await connect(settings, start_embedded=False)

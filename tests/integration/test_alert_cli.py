@@ -48,7 +48,9 @@ def test_list_since_prints_stored_alerts_as_json_lines_with_filters(settings: Se
     every = run_vigil(settings, "alerts", "list", "--since", "10m", "-o", "json")
     assert every.returncode == 0, every.stderr
     assert [json.loads(line)["id"] for line in every.stdout.splitlines()] == ["a1", "a2", "t1"]
-    web = run_vigil(settings, "alerts", "list", "--since", "10m", "--container", "c1", "--rule", "anomaly_detection", "-o", "json")
+    web = run_vigil(
+        settings, "alerts", "list", "--since", "10m", "--container", "c1", "--rule", "anomaly_detection", "-o", "json"
+    )
     assert [json.loads(line)["id"] for line in web.stdout.splitlines()] == ["a1"]
     by_image = run_vigil(settings, "alerts", "list", "--since", "10m", "--image", "mysql:8", "-o", "json")
     (line,) = by_image.stdout.splitlines()

@@ -88,7 +88,9 @@ def live_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
 
 
 @pytest.mark.parametrize("args", READS, ids=[" ".join(a) for a in READS])
-def test_a_read_command_returns_cleanly_while_events_keep_arriving(live_env: dict[str, str], args: tuple[str, ...]) -> None:
+def test_a_read_command_returns_cleanly_while_events_keep_arriving(
+    live_env: dict[str, str], args: tuple[str, ...]
+) -> None:
     proc = _vigil(live_env, *args)  # raises TimeoutExpired past HANG: a hang
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "error" not in proc.stderr.lower(), proc.stderr

@@ -60,7 +60,11 @@ def test_each_value_lands_in_its_own_column() -> None:
     from_row = dict(zip(core.STORED, core.row_of(row, 7), strict=True))
     assert from_row == stored
     for name, value in values.items():
-        expected = msgspec.json.encode(value).decode() if isinstance(value, dict) and name in ("input", "details") else value
+        expected = (
+            msgspec.json.encode(value).decode() if isinstance(value, dict) and name in ("input", "details") else value
+        )
         got = stored[_column(name)]
-        assert (list(got) if isinstance(value, tuple) else got) == (list(value) if isinstance(value, tuple) else expected), name
+        assert (list(got) if isinstance(value, tuple) else got) == (
+            list(value) if isinstance(value, tuple) else expected
+        ), name
     assert stored["stream_seq"] == 7
