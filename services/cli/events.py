@@ -10,7 +10,6 @@ contract field names), ``-o table`` a summary line per event. Without
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from nats.js import api
 from contracts.subjects import EVENTS, EVENTS_ALL
 from services.cli.common import fail, reach_bus, settings_or_exit
 from services.cli.output import Format, json_line, rows
+from services.runtime.bus import Bus
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
 
@@ -89,29 +89,51 @@ async def _tail(settings: Settings, follow: bool, last: int, filters: dict[str, 
 
     bus = await reach_bus(settings, "vigil-events")
     try:
-        end = (await bus.js.stream_info(EVENTS)).state.last_seq  # what is stored now: the history to read
-        config = api.ConsumerConfig(ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0)
-        sub = await bus.js.pull_subscribe(EVENTS_ALL, stream=EVENTS, config=config)
+        state = (await bus.js.stream_info(EVENTS)).state  # what is stored now: the history to read
+        keep = _Matcher(filters)
+        _emit(await _history(bus, state.first_seq, state.last_seq, last, keep), output)
+        if not follow:
+            return
+        sub = await _reader(bus, state.last_seq + 1)
         try:
-            keep = _Matcher(filters)
-            _emit(await _history(sub, end, last, keep), output)
-            while follow:
-                for obj in keep(await _next(sub, timeout=5.0)):
-                    _emit([obj], output)
+            while True:
+                _emit(keep(await _next(sub, timeout=5.0)), output)
         finally:
             await unsubscribe_quietly(sub)
     finally:
         await bus.close()
 
 
-async def _history(sub: Any, end: int, last: int, keep: _Matcher) -> list[dict[str, Any]]:
-    """The last ``last`` matching events stored up to stream sequence ``end``."""
+async def _reader(bus: Bus, start: int) -> Any:
+    """An ephemeral pull consumer of EVENTS from stream sequence ``start`` (nothing acked,
+    nothing left behind)."""
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(start, 1),
+        inactive_threshold=30.0,
+    )
+    return await bus.js.pull_subscribe(EVENTS_ALL, stream=EVENTS, config=config)
+
+
+async def _history(bus: Bus, first: int, end: int, last: int, keep: _Matcher) -> list[dict[str, Any]]:
+    """The last ``last`` matching events stored from ``first`` up to ``end``, read backwards
+    in growing windows: a long stream is read only as far back as the events need."""
+    from services.runtime.bus import unsubscribe_quietly
     from services.runtime.fetch import batches_until
 
-    kept: deque[dict[str, Any]] = deque(maxlen=max(last, 1))
-    async for msgs in batches_until(sub, end):
-        kept.extend(keep(msgs))
-    return list(kept) if last > 0 else []
+    found: list[dict[str, Any]] = []  # oldest first
+    stop, window = end, max(last, 64)
+    while last > 0 and stop >= max(first, 1) and len(found) < last:
+        start = max(first, stop - window + 1, 1)
+        sub = await _reader(bus, start)
+        try:
+            chunk = [obj async for msgs in batches_until(sub, stop) for obj in keep(msgs)]
+        finally:
+            await unsubscribe_quietly(sub)
+        found = chunk + found
+        stop, window = start - 1, window * 4
+    return found[-last:] if last > 0 else []
 
 
 async def _next(sub: Any, timeout: float) -> list[Any]:

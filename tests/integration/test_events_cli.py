@@ -76,3 +76,29 @@ def test_follow_prints_new_events_and_ctrl_c_ends_it_cleanly(settings: Settings,
     finally:
         proc.kill()
     assert proc.returncode == 0 and "Traceback" not in err, err
+
+
+def test_tail_reads_back_only_as_far_as_the_matching_events_are(settings: Settings, tmp_path: Path) -> None:
+    """One event per message: a tail reads the stream backwards in growing windows, so
+    the last events come from the end and a rare match from as far back as it is."""
+    events = [
+        ExecObserved(
+            time=T0 + i,
+            node="n1",
+            container=Container(id="early" if i < 2 else "late", image_name="nginx", image_tag="1"),
+            process=Process(pid=100 + i, path="/bin/sh"),
+        )
+        for i in range(300)
+    ]
+    path = tmp_path / "trace.jsonl"
+    path.write_bytes(b"".join(trace.write(events)))
+    assert run_vigil(settings, "collect", "--from", str(path), VIGIL_COLLECTOR_BATCH_SIZE="1").returncode == 0
+
+    def pids(*args: str) -> list[int]:
+        tail = run_vigil(settings, "events", "tail", "-o", "json", *args)
+        assert tail.returncode == 0 and tail.stderr == "", tail.stderr
+        return [json.loads(line)["process"]["pid"] for line in tail.stdout.splitlines()]
+
+    assert pids("-n", "3") == [397, 398, 399]
+    assert pids("-n", "3", "--container", "early") == [100, 101]  # all there are, from the stream's start
+    assert pids("-n", "299", "--container", "late") == list(range(102, 400))  # two windows, in order
