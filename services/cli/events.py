@@ -1,10 +1,15 @@
 """`vigil events tail`: raw runtime events from the EVENTS stream.
 
-Reads through an ephemeral pull consumer (nothing durable is left behind),
-decodes each msgpack batch and prints matching events: ``-o json`` gives one
-trace-format object per line (DESIGN.md: bare ``kind``, RFC3339 ``time``,
-contract field names), ``-o table`` a summary line per event. Without
-``--follow`` it prints the last ``--last`` matching events and exits.
+Reads through ephemeral pull consumers (nothing acked, nothing durable left
+behind), decodes each msgpack batch and prints matching events: ``-o json``
+gives one trace-format object per line (DESIGN.md: bare ``kind``, RFC3339
+``time``, contract field names), ``-o table`` a summary line per event.
+
+It first prints the last ``--last`` matching events of what the stream held when
+it started (read backwards in growing windows, so a long stream is read only as
+far back as needed; events arriving meanwhile are not waited for: on a live node
+the stream never runs dry), then exits, or with ``--follow`` prints new events
+as they arrive until Ctrl-C.
 """
 
 from __future__ import annotations
