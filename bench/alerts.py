@@ -35,8 +35,7 @@ from contracts.events import Container, ExecObserved, Process
 from contracts.profiles import Drift, DriftBatch
 from contracts.subjects import ALERTS_OUT, ALERTS_RAW, DECISIONS, drift_subject, partition_of
 from services.runtime import embedded
-from services.runtime.bus import Bus, connect
-from services.runtime.service import ensure_buckets
+from services.runtime.bus import Bus, connect, ensure_buckets
 from services.runtime.settings import Settings, load_settings
 
 CONTAINERS = 200

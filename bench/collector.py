@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import functools
 import os
 import resource
 import secrets
@@ -57,7 +58,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -360,11 +361,11 @@ def overhead(openloop: Path, forkloop: Path, quick: bool) -> None:
     for loop, (argv, n, tool) in loops.items():
         results: dict[str, float] = {}
         bcc_label = [""]
-        setups = [
+        setups: list[tuple[str, Callable[[], AbstractContextManager[Any]]]] = [
             ("bare", nothing),
             ("vigil dedup on", lambda: vigil(True)),
             ("vigil dedup off", lambda: vigil(False)),
-            ("bcc", lambda tool=tool, out=bcc_label: bcc_tool(tool, out)),
+            ("bcc", functools.partial(bcc_tool, tool, bcc_label)),
         ]
         for label, setup in setups:
             with cgroup() as cg, setup():

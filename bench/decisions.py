@@ -33,8 +33,8 @@ from services.decision_intake.directory import Follower
 from services.decision_log_archiver import core, query
 from services.decision_log_archiver.app import DURABLE, Archiver
 from services.runtime import embedded
-from services.runtime.bus import Bus, Publisher, connect
-from services.runtime.service import Incoming, Runner, ensure_buckets
+from services.runtime.bus import Bus, Publisher, connect, ensure_buckets
+from services.runtime.service import Incoming, Runner
 from services.runtime.settings import Settings, load_settings
 
 

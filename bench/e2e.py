@@ -56,9 +56,8 @@ from contracts.subjects import ALERTS_OUT, ALERTS_RAW, DECISIONS
 from services.profile_learner.app import backlog
 from services.registry import SERVICES
 from services.runtime import embedded
-from services.runtime.bus import Bus, connect
+from services.runtime.bus import Bus, connect, ensure_buckets
 from services.runtime.partitions import owners
-from services.runtime.service import ensure_buckets
 from services.runtime.settings import Settings, load_settings
 
 NS = 1_000_000_000
@@ -273,7 +272,9 @@ async def measure(
         return len(owned) == settings.nats.partitions and len(set(owned.values())) == split
 
     took = await _until(learners_split, 60, 0.1)
-    print(f"  {learners} learner instance(s) own the {settings.nats.partitions} partitions after {took:.1f}s", flush=True)
+    print(
+        f"  {learners} learner instance(s) own the {settings.nats.partitions} partitions after {took:.1f}s", flush=True
+    )
     bench = Bench(bus, settings, pids)
     await bus.nc.subscribe(ALERTS_OUT, cb=bench.on_alert)
     await bus.nc.subscribe("vigil.drift.*", cb=bench.on_hop)

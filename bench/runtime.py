@@ -18,11 +18,11 @@ from pathlib import Path
 
 from collector.publisher import BatchingPublisher
 from contracts.codec import decode_batch, encode_batch
-from contracts.events import Container, EventBatch, FileAccess, FileOpened, Process
+from contracts.events import Container, EventBatch, FileAccess, FileOpened, Process, RawEvent
 from contracts.subjects import EVENTS, ConsumerSpec
 from services.runtime import embedded
-from services.runtime.bus import connect
-from services.runtime.service import AppBase, Incoming, Outgoing, Runner, ensure_buckets
+from services.runtime.bus import connect, ensure_buckets
+from services.runtime.service import AppBase, Incoming, Outgoing, Runner
 from services.runtime.settings import load_settings
 
 T0 = 1_767_225_600_000_000_000
@@ -107,7 +107,7 @@ def main() -> None:
     n = 200_000 if args.quick else args.events
     events = synthetic(n)
     payloads = [
-        encode_batch(EventBatch(node="n1", boot="raw", first_seq=i, events=events[i : i + args.batch]))
+        encode_batch(EventBatch(node="n1", boot="raw", first_seq=i, events=list[RawEvent](events[i : i + args.batch])))
         for i in range(0, n, args.batch)
     ]
     with tempfile.TemporaryDirectory() as tmp:

@@ -208,7 +208,7 @@ def decode(data: bytes, stats: DecodeStats) -> Record | None:
 def encode(name: str, **values: object) -> bytes:
     """Pack a record from field values (tests and the ABI check); missing fields are zero."""
     fields = LAYOUTS[name]
-    defaults = {f: (b"" if fmt.endswith("s") else 0) for f, fmt in fields}
+    defaults: dict[str, object] = {f: (b"" if fmt.endswith("s") else 0) for f, fmt in fields}
     defaults.update({"size": STRUCTS[name].size})
     defaults.update(values)
     return STRUCTS[name].pack(*(defaults[f] for f, _ in fields))

@@ -111,4 +111,4 @@ class Hold:
 
 def with_identity(event: RawEvent, w: Workload) -> RawEvent:
     c: Container = event.container  # type: ignore[union-attr]
-    return msgspec.structs.replace(event, container=container_of(w, c.cgroup_id, c.id))  # type: ignore[type-var]
+    return msgspec.structs.replace(event, container=container_of(w, c.cgroup_id, c.id))

@@ -51,8 +51,7 @@ from contracts.codec import encode_json
 from contracts.decisions import Heartbeat
 from contracts.events import ClockTicked, ContainerStarted, ContainerStopped, RawEvent
 from contracts.subjects import HEARTBEAT_BUCKET, PROFILES, stream_spec
-from services.runtime.bus import Bus, connect
-from services.runtime.service import ensure_buckets
+from services.runtime.bus import Bus, connect, ensure_buckets
 from services.runtime.settings import Settings
 from services.runtime.storage import room_before_compaction
 

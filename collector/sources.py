@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts import trace
+from contracts.errors import VigilError
 from contracts.events import (
     ConnectObserved,
     Container,
@@ -35,7 +36,7 @@ from contracts.events import (
 KINDS = ("exec", "open", "dns", "connect", "syscalls")
 
 
-class SourceError(ValueError):
+class SourceError(VigilError, ValueError):
     pass
 
 

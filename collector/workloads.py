@@ -20,13 +20,14 @@ from typing import Any
 import yaml
 
 from contracts import workloads as wl
+from contracts.errors import VigilError
 from contracts.subjects import WORKLOAD_BUCKET
 from contracts.workloads import Workload
 
 log = logging.getLogger("vigil.collector.workloads")
 
 
-class WorkloadFileError(ValueError):
+class WorkloadFileError(VigilError, ValueError):
     pass
 
 

@@ -13,13 +13,14 @@ import msgspec
 
 from contracts.alerts import AlertMessage
 from contracts.decisions import DeadLetter, DecisionBatch, DecisionMessage, GatekeeperDecision, Heartbeat
+from contracts.errors import VigilError
 from contracts.events import EventBatch
 from contracts.profiles import Command, DriftBatch, ProfileEvent
 
 T = TypeVar("T")
 
 
-class ContractError(ValueError):
+class ContractError(VigilError, ValueError):
     """A payload that does not match its contract."""
 
 

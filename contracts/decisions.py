@@ -16,6 +16,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct, field
 
+from contracts.events import Container
+
 DecisionSource = Literal["anomaly", "throttle", "gatekeeper", "intake", "self_test"]
 
 
@@ -60,6 +62,25 @@ class Decision(Struct, frozen=True, kw_only=True, tag_field="kind", tag="decisio
     request_user_uid: str = ""
     request_user_groups: tuple[str, ...] = ()
     dry_run: bool | None = None  # admission: the request's dryRun; None for other decisions
+
+
+def about_container(
+    container: Container, *, image_name: str | None = None, image_tag: str | None = None, **fields: Any
+) -> Decision:
+    """A Vigil verdict about one container (anomaly, throttle): the decision's resource
+    is the container (kind ``Container``, its namespace and name), with its image
+    (``image_name``/``image_tag`` when the caller's differ, e.g. a profile's version
+    tag), id and pod; ``fields`` are the rest of the :class:`Decision`."""
+    return Decision(
+        resource_kind="Container",
+        resource_namespace=container.namespace,
+        resource_name=container.name,
+        image_name=container.image_name if image_name is None else image_name,
+        image_tag=container.image_tag if image_tag is None else image_tag,
+        container_id=container.id,
+        pod=container.pod,
+        **fields,
+    )
 
 
 class GatekeeperDecision(Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):

@@ -7,8 +7,9 @@ Invariants:
   (node, boot, partition); the identity of an event is ``(node, boot,
   partition, first_seq + index)``; the batch id is the ``Nats-Msg-Id`` of the
   message, so a batch published twice is stored once.
-- Tags carry the version (``exec.v1``). A breaking change is a new tag plus an
-  upcaster in :mod:`contracts.upcast`; new fields come only with defaults.
+- Tags carry the version (``exec.v1``); new fields come only with defaults. A
+  breaking change would be a new tag plus a pure upcaster from the old one (none
+  exists yet: every tag is still at ``v1``).
 """
 
 from __future__ import annotations
@@ -71,50 +72,50 @@ class _Raw(Struct, frozen=True, kw_only=True, gc=False, tag_field="kind"):
     node: str = ""
 
 
-class ExecObserved(_Raw, tag="exec.v1"):
+class ExecObserved(_Raw, frozen=True, tag="exec.v1"):
     container: Container
     process: Process
 
 
-class ExitObserved(_Raw, tag="exit.v1"):
+class ExitObserved(_Raw, frozen=True, tag="exit.v1"):
     container: Container
     process: Process
     exit_code: int = 0
 
 
-class FileOpened(_Raw, tag="open.v1"):
+class FileOpened(_Raw, frozen=True, tag="open.v1"):
     container: Container
     process: Process
     file: FileAccess
 
 
-class ConnectObserved(_Raw, tag="connect.v1"):
+class ConnectObserved(_Raw, frozen=True, tag="connect.v1"):
     container: Container
     process: Process
     net: NetConnect
 
 
-class DnsQueried(_Raw, tag="dns.v1"):
+class DnsQueried(_Raw, frozen=True, tag="dns.v1"):
     container: Container
     process: Process
     dns: DnsQuery
 
 
-class SyscallsObserved(_Raw, tag="syscalls.v1"):
+class SyscallsObserved(_Raw, frozen=True, tag="syscalls.v1"):
     container: Container
     process: Process
     syscalls: list[str]
 
 
-class ContainerStarted(_Raw, tag="container_start.v1"):
+class ContainerStarted(_Raw, frozen=True, tag="container_start.v1"):
     container: Container
 
 
-class ContainerStopped(_Raw, tag="container_stop.v1"):
+class ContainerStopped(_Raw, frozen=True, tag="container_stop.v1"):
     container: Container
 
 
-class EventsLost(_Raw, tag="lost.v1"):
+class EventsLost(_Raw, frozen=True, tag="lost.v1"):
     """The kernel side lost some of this container's behaviour: ``records``
     dropped on a full ring buffer, ``syscalls`` not recorded on a full syscall
     map. A profile learned while its containers lost events may be missing
@@ -125,7 +126,7 @@ class EventsLost(_Raw, tag="lost.v1"):
     syscalls: int = 0
 
 
-class ClockTicked(_Raw, tag="tick.v1"):
+class ClockTicked(_Raw, frozen=True, tag="tick.v1"):
     """Advances event time for idle workloads; published by every node each second."""
 
 

@@ -40,7 +40,7 @@ class _ModelMessage(Struct, frozen=True, kw_only=True, tag_field="kind", omit_de
     time: int  # event time, ns
 
 
-class StartModeling(_ModelMessage, kw_only=True, tag="models.start.v1"):
+class StartModeling(_ModelMessage, frozen=True, kw_only=True, tag="models.start.v1"):
     """Command: model ``image_name[:image_tag]`` for ``duration`` ns of event time from ``time``.
 
     ``image_tag`` empty = every tag; ``containers`` empty = every container
@@ -54,7 +54,7 @@ class StartModeling(_ModelMessage, kw_only=True, tag="models.start.v1"):
     annotations: dict[str, str] = {}
 
 
-class ModelStatusChanged(_ModelMessage, kw_only=True, tag="models.status.v1"):
+class ModelStatusChanged(_ModelMessage, frozen=True, kw_only=True, tag="models.status.v1"):
     """Event: a request's status moved. ``files`` are paths relative to the data dir."""
 
     request_id: str

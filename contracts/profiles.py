@@ -27,7 +27,7 @@ class _ProfileEvent(Struct, frozen=True, kw_only=True, tag_field="kind", omit_de
     image_tag: str = ""
 
 
-class VersionFirstSeen(_ProfileEvent, tag="profile.version_first_seen.v1"):
+class VersionFirstSeen(_ProfileEvent, frozen=True, tag="profile.version_first_seen.v1"):
     """A new image tag seen for a profile. ``versions`` is every version the
     profile holds right after it (image tag -> last seen, event time ns): the
     version-evictor decides on it alone, so it needs no other input."""
@@ -36,7 +36,7 @@ class VersionFirstSeen(_ProfileEvent, tag="profile.version_first_seen.v1"):
     versions: dict[str, int] = {}
 
 
-class BehaviourAdded(_ProfileEvent, tag="profile.behaviour_added.v1"):
+class BehaviourAdded(_ProfileEvent, frozen=True, tag="profile.behaviour_added.v1"):
     """One behaviour inserted into a version. ``behaviour`` is the canonical key:
 
     - exec: the executable path; ``lineage`` holds ancestors + executable
@@ -57,23 +57,23 @@ class BehaviourAdded(_ProfileEvent, tag="profile.behaviour_added.v1"):
     lineage: list[str] = []
 
 
-class StateChanged(_ProfileEvent, tag="profile.state_changed.v1"):
+class StateChanged(_ProfileEvent, frozen=True, tag="profile.state_changed.v1"):
     event_type: EventType
     old_state: ProfileState
     new_state: ProfileState
     reason: str = ""  # "stable_period", "time_threshold", "size_threshold", "operator", "import"
 
 
-class VersionEvicted(_ProfileEvent, tag="profile.version_evicted.v1"):
+class VersionEvicted(_ProfileEvent, frozen=True, tag="profile.version_evicted.v1"):
     last_seen: int = 0
     reason: str = "max_image_tags"
 
 
-class ProfileReset(_ProfileEvent, tag="profile.reset.v1"):
+class ProfileReset(_ProfileEvent, frozen=True, tag="profile.reset.v1"):
     pass
 
 
-class CommandApplied(_ProfileEvent, tag="profile.command_applied.v1"):
+class CommandApplied(_ProfileEvent, frozen=True, tag="profile.command_applied.v1"):
     """Marker: the learner applied command ``command_id`` (COMMANDS stream
     sequence ``command_seq``) right after EVENTS stream sequence ``events_seq``,
     at event time ``time``. `vigil replay profile-learner` interleaves commands
@@ -96,22 +96,22 @@ class _Command(Struct, frozen=True, kw_only=True, tag_field="kind", omit_default
     image_name: str
 
 
-class SetState(_Command, tag="command.set_state.v1"):
+class SetState(_Command, frozen=True, tag="command.set_state.v1"):
     image_tag: str
     state: ProfileState
     event_type: EventType | None = None  # None: every event type
 
 
-class ResetProfile(_Command, tag="command.reset_profile.v1"):
+class ResetProfile(_Command, frozen=True, tag="command.reset_profile.v1"):
     image_tag: str | None = None  # None: the whole profile
 
 
-class EvictVersion(_Command, tag="command.evict_version.v1"):
+class EvictVersion(_Command, frozen=True, tag="command.evict_version.v1"):
     image_tag: str
     last_seen: int = 0
 
 
-class ImportBehaviour(_Command, tag="command.import_behaviour.v1"):
+class ImportBehaviour(_Command, frozen=True, tag="command.import_behaviour.v1"):
     """Add behaviour to a version (``vigil profiles import``): ``behaviours`` per event type,
     each in :class:`BehaviourAdded`'s terms (see :class:`LearnedBehaviour`). The learner
     inserts what the version does not know yet (union; nothing is removed or replaced) and

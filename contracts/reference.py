@@ -21,13 +21,28 @@ CHANNELS: tuple[tuple[str, str, tuple[Any, ...], str], ...] = (
     ("vigil.events.<partition>", "msgpack", (events.EventBatch,), "raw runtime events from collectors, batched"),
     ("vigil.drift.<partition>", "msgpack", (profiles.DriftBatch,), "behaviour not in a stable profile"),
     ("vigil.profiles.<image>", "JSON", profiles.ProfileEvent.__args__, "profile life-cycle events"),
-    ("vigil.commands.<partition>.<image>", "JSON", profiles.Command.__args__, "operator and version-evictor commands, on the image's partition"),
+    (
+        "vigil.commands.<partition>.<image>",
+        "JSON",
+        profiles.Command.__args__,
+        "operator and version-evictor commands, on the image's partition",
+    ),
     (subjects.ALERTS_RAW, "JSON", (alerts.Alert,), "anomaly alerts before throttling"),
     (subjects.ALERTS_OUT, "JSON", (alerts.Alert, alerts.AlertThreshold), "alerts after per-container throttling"),
     (subjects.ALERTS_CLOCK, "JSON", (alerts.AlertClock,), "the detector's event-time watermark for the throttler"),
-    ("vigil.decisions.<source>", "JSON", decisions.DecisionMessage.__args__, "every security decision and audit markers"),
+    (
+        "vigil.decisions.<source>",
+        "JSON",
+        decisions.DecisionMessage.__args__,
+        "every security decision and audit markers",
+    ),
     ("vigil.decisions.<source>", "JSON", (decisions.DecisionBatch,), "several of those in one message, in order"),
-    (subjects.INTAKE_DECISIONS, "JSON", (decisions.GatekeeperDecision,), "Gatekeeper-shaped decisions from NATS publishers"),
+    (
+        subjects.INTAKE_DECISIONS,
+        "JSON",
+        (decisions.GatekeeperDecision,),
+        "Gatekeeper-shaped decisions from NATS publishers",
+    ),
     (subjects.INTAKE_DECISIONS, "JSON", (decisions.GatekeeperAuditEvent,), "Gatekeeper audit run markers"),
     (subjects.INTAKE_DECISIONS, "JSON", (decisions.ExportMsg,), "Gatekeeper's violation export as it ships"),
     (subjects.INTAKE_DECISIONS, "JSON", (decisions.DaprCloudEvent,), "the same wrapped by Dapr (pubsub.jetstream)"),
@@ -83,7 +98,7 @@ def render() -> str:
         tag = tp.__struct_config__.tag
         out += [f"### {name}", ""]
         if tag:
-            out += [f"Tag `{tp.__struct_config__.tag_field}: \"{tag}\"`.", ""]
+            out += [f'Tag `{tp.__struct_config__.tag_field}: "{tag}"`.', ""]
         if doc:
             out += [doc, ""]
         out += ["```json", json.dumps(components[ref["$ref"].rsplit("/", 1)[-1]], indent=2, sort_keys=True), "```", ""]

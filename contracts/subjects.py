@@ -31,6 +31,7 @@ DECISIONS = "DECISIONS"
 DEADLETTER = "DEADLETTER"
 MODELS = "MODELS"
 MODELS_REQUESTS = "vigil.models.requests.*"
+EVENTS_ALL = "vigil.events.*"  # every partition of EVENTS
 
 ALERTS_RAW = "vigil.alerts.raw"
 ALERTS_OUT = "vigil.alerts.out"
@@ -124,7 +125,7 @@ class StreamSpec:
 
 
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec(EVENTS, ("vigil.events.*",), "raw runtime events, msgpack batches, partitioned by image"),
+    StreamSpec(EVENTS, (EVENTS_ALL,), "raw runtime events, msgpack batches, partitioned by image"),
     StreamSpec(DRIFT, ("vigil.drift.*",), "behaviour not in a stable profile"),
     StreamSpec(PROFILES, ("vigil.profiles.*",), "profile life-cycle events"),
     StreamSpec(COMMANDS, ("vigil.commands.*.*",), "operator and evictor commands to the learner, by partition"),

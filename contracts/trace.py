@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from contracts.errors import VigilError
 from contracts.events import RAW_EVENT_TYPES, RawEvent
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -23,7 +24,7 @@ _json_decode = msgspec.json.Decoder().decode
 _json_encode = msgspec.json.Encoder().encode
 
 
-class TraceError(ValueError):
+class TraceError(VigilError, ValueError):
     """A trace line that is not a valid raw event; ``line`` is 1-based."""
 
     def __init__(self, line: int, reason: str) -> None:
@@ -70,7 +71,8 @@ def from_obj(obj: Any) -> RawEvent:
     if not _MIN_NS <= time <= _MAX_NS:
         raise ValueError(f"time out of range: {obj['time']!r}")
     fields = dict(obj, kind=tag, time=time)
-    return msgspec.convert(fields, RawEvent)  # type: ignore[arg-type]
+    event: RawEvent = msgspec.convert(fields, RawEvent)
+    return event
 
 
 def to_obj(event: RawEvent) -> dict[str, Any]:

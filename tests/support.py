@@ -16,8 +16,8 @@ from typing import Any
 
 import msgspec
 
-from services.runtime.bus import Bus, connect
-from services.runtime.service import AppBase, Runner, ensure_buckets
+from services.runtime.bus import Bus, connect, ensure_buckets
+from services.runtime.service import AppBase, Runner
 from services.runtime.settings import Settings, load_settings
 
 
@@ -135,10 +135,29 @@ async def heartbeat_pids(settings: Settings, service: str) -> set[int]:
         pids = set()
         for key in keys:
             if key.startswith(service + "."):
-                pids.add(decode_json("heartbeat", (await kv.get(key)).value).pid)
+                pids.add(decode_json("heartbeat", (await kv.get(key)).value or b"").pid)
         return pids
     finally:
         await bus.close()
+
+
+def vigil_in(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`vigil ARGS…` to completion in exactly this environment, output captured as text
+    (past ``timeout`` it raises ``TimeoutExpired``: a hang)."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2) -> Any:
+    """Poll a predicate (from a test that is not async) until it is truthy; fail on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def run_vigil(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

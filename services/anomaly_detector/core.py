@@ -37,12 +37,13 @@ import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import Any
 
 from msgspec import Struct
 from msgspec.structs import replace
 
 from contracts.alerts import Alert, AlertClock, Severity
-from contracts.decisions import Decision
+from contracts.decisions import Decision, about_container
 from contracts.events import ClockTicked, DnsQueried, FileOpened, RawEvent
 from contracts.profiles import Drift, DriftBatch
 
@@ -355,19 +356,14 @@ def title(drift: Drift) -> str:
     return f"unexpected {drift.event_type} {drift.behaviour} in {drift.image_name}:{drift.image_tag} ({why})"
 
 
-def _decision(drift: Drift, **kw: object) -> Decision:
-    c = drift.container
-    return Decision(
-        source="anomaly",
-        event_type="anomaly",
+def _decision(drift: Drift, **kw: Any) -> Decision:
+    return about_container(
+        drift.container,
         image_name=drift.image_name,
         image_tag=drift.image_tag,
-        container_id=c.id,
-        pod=c.pod,
-        resource_kind="Container",
-        resource_namespace=c.namespace,
-        resource_name=c.name,
-        **kw,  # type: ignore[arg-type]
+        source="anomaly",
+        event_type="anomaly",
+        **kw,
     )
 
 

@@ -197,12 +197,12 @@ def classify(model: BehaviourModel) -> Egress:
             elif not _within(block, LINK_LOCAL):
                 eg.public.add((proto, rule.port))
     eg.resolver = bool(model.network.dns)
-    for rule in model.network.dns:
-        name = rule.name.rstrip(".").lower()
+    for dns in model.network.dns:
+        name = dns.name.rstrip(".").lower()
         if _FQDN.match(name) and len(name) <= 250:
             eg.names.append(name)
         else:
-            eg.notes.append(f"dns {rule.name!r}: not a name a policy can match")
+            eg.notes.append(f"dns {dns.name!r}: not a name a policy can match")
     eg.names = sorted(set(eg.names))
     return eg
 

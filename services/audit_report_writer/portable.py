@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from contracts.errors import VigilError
 from contracts.events import EVENT_TYPES, EventType
 from contracts.profiles import BehaviourAdded, ImportBehaviour, LearnedBehaviour, LearnedType, ProfileDocument
 
@@ -27,7 +28,7 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ProfileDocument)
 
 
-class DocumentInvalid(ValueError):
+class DocumentInvalid(VigilError, ValueError):
     """Text that is not a profile document."""
 
 

@@ -23,6 +23,7 @@ from typing import Literal
 import msgspec
 from msgspec import Struct
 
+from contracts.errors import VigilError
 from contracts.models import BehaviourModel
 
 SeccompAction = Literal[
@@ -81,21 +82,21 @@ class _Oci(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_d
     pass
 
 
-class LinuxSeccompArg(_Oci):
+class LinuxSeccompArg(_Oci, frozen=True):
     index: int
     value: int
     op: SeccompOperator
     value_two: int = 0
 
 
-class LinuxSyscall(_Oci):
+class LinuxSyscall(_Oci, frozen=True):
     names: list[str]
     action: SeccompAction
     errno_ret: int | None = None
     args: list[LinuxSeccompArg] = []
 
 
-class LinuxSeccomp(_Oci):
+class LinuxSeccomp(_Oci, frozen=True):
     default_action: SeccompAction
     default_errno_ret: int | None = None
     architectures: list[SeccompArch] = []
@@ -105,7 +106,7 @@ class LinuxSeccomp(_Oci):
     syscalls: list[LinuxSyscall] = []
 
 
-class SeccompInvalid(ValueError):
+class SeccompInvalid(VigilError, ValueError):
     """A profile that is not a valid OCI LinuxSeccomp."""
 
 

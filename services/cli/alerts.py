@@ -4,7 +4,9 @@
 subscription through faststream, as a downstream tool would write it: nothing
 is stored, no consumer left behind); ``list --since``
 reads what the ALERTS stream stored on that subject in the last DURATION (an
-ephemeral consumer starting at that wall-clock store time). Both filter by
+ephemeral consumer starting at that wall-clock store time: which messages to read
+is a question about the stream) and states the span of the alerts' own event
+time (what they are about: a replayed trace's alerts are from when it was recorded). Both filter by
 container, image and rule, and print ``-o table`` lines or ``-o json`` (one
 contract object per line, AlertThreshold included).
 """
@@ -18,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.errors
 import typer
 
 from contracts.alerts import Alert, AlertMessage, AlertThreshold, alert_decoder
 from contracts.subjects import ALERTS, ALERTS_OUT, ALERTS_RAW
-from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
+from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit
 from services.cli.output import Format, console, err_console, json_line
 from services.runtime.errors import VigilError
 from services.runtime.settings import Duration, Settings
@@ -72,7 +75,6 @@ def emit(alert: AlertMessage, fmt: Format) -> None:
         console.print(table_line(alert), highlight=False, soft_wrap=True)
 
 
-
 @app.command("tail")
 def tail(
     container: str | None = ContainerOpt,
@@ -90,8 +92,7 @@ def tail(
     except KeyboardInterrupt:
         pass
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 async def _tail(settings: Settings, subject: str, keep: Filter, fmt: Format, count: int) -> None:
@@ -147,49 +148,56 @@ def list_(
     try:
         window = Duration.parse(since)
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] --since: {exc}")
-        raise typer.Exit(2) from exc
+        fail(f"--since: {exc}", 2)
     start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=float(window))
-    alerts = asyncio.run(_stored(settings, ALERTS_RAW if raw else ALERTS_OUT, start))
+    try:
+        alerts = asyncio.run(_stored(settings, ALERTS_RAW if raw else ALERTS_OUT, start))
+    except (VigilError, nats.errors.Error) as exc:
+        fail(str(exc))
     shown = [a for a in alerts if Filter(container, image, rule)(a)]
     for alert in shown:
         emit(alert, output)
     if output == Format.table:
-        err_console.print(f"{len(shown)} alerts since {start.isoformat(timespec='seconds')}")
+        err_console.print(summary(shown, since), highlight=False)
+
+
+def summary(alerts: list[AlertMessage], since: str) -> str:
+    """How many alerts, over which span of *event* time (the alerts' own times: a replayed
+    trace's alerts are from when it was recorded), among those stored in the last ``since``."""
+    if not alerts:
+        return f"0 alerts stored in the last {since}"
+    first, last = min(a.time for a in alerts), max(a.time for a in alerts)
+    return f"{len(alerts)} alerts, event time {_utc(first)} to {_utc(last)} (stored in the last {since})"
+
+
+def _utc(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 async def _stored(settings: Settings, subject: str, start: dt.datetime) -> list[AlertMessage]:
+    """The alerts the ALERTS stream stored on ``subject`` since ``start`` (store time),
+    up to what was stored when the read began."""
     from nats.js import api
 
-    from services.runtime.bus import connect
+    from services.runtime.bus import unsubscribe_quietly
+    from services.runtime.fetch import batches_until
 
-    bus = await connect(settings, start_embedded=False, name="vigil-alerts-list")
+    bus = await reach_bus(settings, "vigil-alerts-list")
     try:
+        end = (await bus.js.stream_info(ALERTS)).state.last_seq
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.BY_START_TIME,
-            opt_start_time=start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            opt_start_time=start,
             ack_policy=api.AckPolicy.NONE,
             inactive_threshold=30.0,
         )
         sub = await bus.js.pull_subscribe(subject, stream=ALERTS, config=config)
         try:
-            return list(_decoded(await _drain(sub)))
+            return [alert async for msgs in batches_until(sub, end) for alert in _decoded(msgs)]
         finally:
-            await sub.unsubscribe()
+            await unsubscribe_quietly(sub)
     finally:
         await bus.close()
-
-
-async def _drain(sub: Any) -> list[Any]:
-    msgs: list[Any] = []
-    while True:
-        try:
-            batch = await sub.fetch(500, timeout=1.0)
-        except Exception:  # noqa: BLE001 - nats TimeoutError: nothing more stored
-            return msgs
-        msgs.extend(batch)
-        if batch and batch[-1].metadata.num_pending == 0:
-            return msgs
 
 
 def _decoded(msgs: list[Any]) -> Iterator[AlertMessage]:

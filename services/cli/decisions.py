@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from services.cli.common import ConfigOpt
+from services.cli.common import ConfigOpt, fail
 
 NAME = "decisions"
 app = typer.Typer(help="The decision archive (sql, export).", no_args_is_help=True)
@@ -40,8 +40,7 @@ def _run(request: Any, config: Path | None) -> Any:
         err_console.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(3) from exc
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 @app.command("sql")

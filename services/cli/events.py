@@ -1,24 +1,32 @@
 """`vigil events tail`: raw runtime events from the EVENTS stream.
 
-Reads through an ephemeral pull consumer (nothing durable is left behind),
-decodes each msgpack batch and prints matching events: ``-o json`` gives one
-trace-format object per line (DESIGN.md: bare ``kind``, RFC3339 ``time``,
-contract field names), ``-o table`` a summary line per event. Without
-``--follow`` it prints the last ``--last`` matching events and exits.
+Reads through ephemeral pull consumers (nothing acked, nothing durable left
+behind), decodes each msgpack batch and prints matching events: ``-o json``
+gives one trace-format object per line (DESIGN.md: bare ``kind``, RFC3339
+``time``, contract field names), ``-o table`` a summary line per event.
+
+It first prints the last ``--last`` matching events of what the stream held when
+it started (read backwards in growing windows, so a long stream is read only as
+far back as needed; events arriving meanwhile are not waited for: on a live node
+the stream never runs dry), then exits, or with ``--follow`` prints new events
+as they arrive until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import typer
+from nats.js import api
 
-from services.cli.common import settings_or_exit
-from services.cli.output import Format, err_console, json_line, rows
+from contracts.subjects import EVENTS, EVENTS_ALL
+from services.cli.common import fail, reach_bus, settings_or_exit
+from services.cli.output import Format, json_line, rows
+from services.runtime.bus import Bus
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
 
@@ -26,7 +34,6 @@ NAME = "events"
 app = typer.Typer(help="Raw runtime events (tail).", no_args_is_help=True)
 
 COLUMNS = ["time", "kind", "node", "container", "image", "pid", "comm", "detail"]
-
 
 
 def matches(obj: dict[str, Any], kind: str | None, image: str | None, container: str | None, node: str | None) -> bool:
@@ -83,40 +90,82 @@ def objects(payloads: Iterable[bytes]) -> Iterator[dict[str, Any]]:
 
 
 async def _tail(settings: Settings, follow: bool, last: int, filters: dict[str, Any], output: Format) -> None:
-    from contracts.subjects import EVENTS
-    from services.runtime.bus import connect
+    from services.runtime.bus import unsubscribe_quietly
 
-    bus = await connect(settings, start_embedded=False, name="vigil-events")
-    kept: deque[dict[str, Any]] = deque(maxlen=max(last, 1))
-    seen_ticks: set[str] = set()
+    bus = await reach_bus(settings, "vigil-events")
     try:
-        sub = await bus.js.pull_subscribe("vigil.events.*", stream=EVENTS)
-        caught_up = False
-        while True:
-            try:
-                msgs = await sub.fetch(500, timeout=1.0 if not caught_up else 5.0)
-            except Exception:  # noqa: BLE001 - nats TimeoutError: nothing new
-                msgs = []
-            if not msgs and not caught_up:
-                caught_up = True
-                _emit(list(kept), output)
-                kept.clear()
-                if not follow:
-                    return
-            for m in msgs:
-                await m.ack()
-            for obj in objects(m.data for m in msgs):
-                if obj["kind"] == "tick":  # ticks go to every partition: print each once
-                    if obj["time"] in seen_ticks or filters.get("kind") != "tick":
-                        continue
-                    seen_ticks.add(obj["time"])
-                if matches(obj, **filters):
-                    if caught_up:
-                        _emit([obj], output)
-                    else:
-                        kept.append(obj)
+        state = (await bus.js.stream_info(EVENTS)).state  # what is stored now: the history to read
+        keep = _Matcher(filters)
+        _emit(await _history(bus, state.first_seq, state.last_seq, last, keep), output)
+        if not follow:
+            return
+        sub = await _reader(bus, state.last_seq + 1)
+        try:
+            while True:
+                _emit(keep(await _next(sub, timeout=5.0)), output)
+        finally:
+            await unsubscribe_quietly(sub)
     finally:
         await bus.close()
+
+
+async def _reader(bus: Bus, start: int) -> Any:
+    """An ephemeral pull consumer of EVENTS from stream sequence ``start`` (nothing acked,
+    nothing left behind)."""
+    config = api.ConsumerConfig(
+        ack_policy=api.AckPolicy.NONE,
+        deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(start, 1),
+        inactive_threshold=30.0,
+    )
+    return await bus.js.pull_subscribe(EVENTS_ALL, stream=EVENTS, config=config)
+
+
+async def _history(bus: Bus, first: int, end: int, last: int, keep: _Matcher) -> list[dict[str, Any]]:
+    """The last ``last`` matching events stored from ``first`` up to ``end``, read backwards
+    in growing windows: a long stream is read only as far back as the events need."""
+    from services.runtime.bus import unsubscribe_quietly
+    from services.runtime.fetch import batches_until
+
+    found: list[dict[str, Any]] = []  # oldest first
+    stop, window = end, max(last, 64)
+    while last > 0 and stop >= max(first, 1) and len(found) < last:
+        start = max(first, stop - window + 1, 1)
+        sub = await _reader(bus, start)
+        try:
+            chunk = [obj async for msgs in batches_until(sub, stop) for obj in keep(msgs)]
+        finally:
+            await unsubscribe_quietly(sub)
+        found = chunk + found
+        stop, window = start - 1, window * 4
+    return found[-last:] if last > 0 else []
+
+
+async def _next(sub: Any, timeout: float) -> list[Any]:
+    try:
+        return list(await sub.fetch(500, timeout=timeout))
+    except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from inside nats-py's fetch
+        return []
+
+
+class _Matcher:
+    """The events of some messages that pass the filters; a clock tick (sent to every
+    partition) once, and only when ticks are asked for."""
+
+    def __init__(self, filters: dict[str, Any]) -> None:
+        self.filters = filters
+        self.seen_ticks: set[str] = set()
+
+    def __call__(self, msgs: list[Any]) -> list[dict[str, Any]]:
+        out = []
+        for obj in objects(m.data for m in msgs):
+            if obj["kind"] == "tick":
+                if obj["time"] in self.seen_ticks or self.filters.get("kind") != "tick":
+                    continue
+                self.seen_ticks.add(obj["time"])
+            if matches(obj, **self.filters):
+                out.append(obj)
+        return out
 
 
 def _emit(objs: list[dict[str, Any]], output: Format) -> None:
@@ -146,6 +195,5 @@ def tail(
         asyncio.run(_tail(settings_or_exit(config), follow, last, filters, output))
     except KeyboardInterrupt:
         pass
-    except (VigilError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    except (VigilError, OSError, nats.errors.Error) as exc:
+        fail(str(exc))

@@ -6,7 +6,10 @@ import asyncio
 import signal
 from pathlib import Path
 
+import msgspec
 import typer
+
+from services.runtime.settings import Settings
 
 
 def register(root: typer.Typer) -> None:
@@ -34,50 +37,56 @@ def intake(
     {"ok":false,"reason":…}. Files are followed as Gatekeeper writes,
     renames and deletes them, each line stored once.
     """
-    from services.cli.common import settings_or_exit, setup_logging
-    from services.cli.output import console, err_console
-    from services.decision_intake.app import serve, socket_path
+    from services.cli.common import fail, settings_or_exit, setup_logging
+    from services.cli.output import console
+    from services.decision_intake.app import socket_path
     from services.runtime.errors import VigilError
 
-    settings = settings_or_exit(config)
+    settings = _with_mode(settings_or_exit(config), mode)
     directory = gatekeeper_dir or (
         Path(settings.decision_intake.gatekeeper_dir) if settings.decision_intake.gatekeeper_dir else None
     )
     listen = socket is not None or (settings.decision_intake.enabled and gatekeeper_dir is None)
     if not listen and directory is None:
-        err_console.print(
-            "[red]error:[/red] the intake is off: pass --socket PATH or --gatekeeper-dir PATH, "
-            "or set decision_intake.enabled or decision_intake.gatekeeper_dir"
-        )
-        raise typer.Exit(2)
-    if mode is not None:
-        import msgspec
-
-        try:
-            int(mode, 8)
-        except ValueError as exc:
-            err_console.print(f"[red]error:[/red] --mode {mode!r} is not an octal mode like 0600")
-            raise typer.Exit(2) from exc
-        settings = msgspec.structs.replace(
-            settings, decision_intake=msgspec.structs.replace(settings.decision_intake, socket_mode=mode)
+        fail(
+            "the intake is off: pass --socket PATH or --gatekeeper-dir PATH, "
+            "or set decision_intake.enabled or decision_intake.gatekeeper_dir",
+            2,
         )
     setup_logging(settings)
     path = socket_path(settings, socket) if listen else None
-
-    async def main() -> dict[str, int]:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
-        return dict(await serve(settings, path, stopping, gatekeeper_dir=directory))
-
     if path is not None:
         console.print(f"decision intake on {path}", highlight=False)
     if directory is not None:
         console.print(f"decision intake following {directory}", highlight=False)
     try:
-        counters = asyncio.run(main())
+        counters = asyncio.run(_serve(settings, path, directory))
     except (VigilError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(f"intake stopped: {counters}", highlight=False)
+
+
+def _with_mode(settings: Settings, mode: str | None) -> Settings:
+    """The settings with ``--mode`` as ``decision_intake.socket_mode`` (an octal mode, or exit 2)."""
+    from services.cli.common import fail
+
+    if mode is None:
+        return settings
+    try:
+        int(mode, 8)
+    except ValueError:
+        fail(f"--mode {mode!r} is not an octal mode like 0600", 2)
+    return msgspec.structs.replace(
+        settings, decision_intake=msgspec.structs.replace(settings.decision_intake, socket_mode=mode)
+    )
+
+
+async def _serve(settings: Settings, path: Path | None, directory: Path | None) -> dict[str, int]:
+    """Run the intake until SIGTERM or SIGINT; returns its counters."""
+    from services.decision_intake.app import serve
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    return dict(await serve(settings, path, stopping, gatekeeper_dir=directory))

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,21 +19,25 @@ from typing import Any
 
 import typer
 
-from services.cli import alerts, decisions, events, intake, models, ops, profiles, replay, workloads
-from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit, setup_logging
+from services.cli import alerts, decisions, events, flare, intake, models, profiles, replay, workloads
+from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit, setup_logging
 from services.cli.output import Format, console, err_console, rows
+from services.cli.self_test import self_test, spawn_self_test
 from services.registry import SERVICES
 from services.runtime import embedded
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings, SettingsError, env_name, load, schema, type_name
+from services.runtime.supervisor import Supervisor
 
 app = typer.Typer(help="Vigil: runtime security for container workloads.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 for _mod in (profiles, alerts, decisions, models, workloads, events):
     app.add_typer(_mod.app, name=_mod.NAME)
-for _mod in (ops, replay, intake):
+for _mod in (replay, intake):
     _mod.register(app)
+app.command("self-test")(self_test)
+app.command("flare")(flare.flare)
 
 # --- config -----------------------------------------------------------------------
 
@@ -45,8 +48,7 @@ def config_show(config: Path | None = ConfigOpt, output: Format = OutputOpt) -> 
     try:
         loaded = load(config)
     except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
     from services.runtime.settings import flatten
 
     values = dict(flatten(loaded.settings))
@@ -88,13 +90,11 @@ def run(
     try:
         service_app = build(service, settings)
     except KeyError as exc:
-        err_console.print(f"[red]error:[/red] {exc.args[0]}")
-        raise typer.Exit(2) from exc
+        fail(f"{exc.args[0]}", 2)
     try:
         asyncio.run(serve(service_app, settings))
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 def _service_list(settings: Settings) -> list[str]:
@@ -132,47 +132,57 @@ def up(config: Path | None = ConfigOpt) -> None:
     settings = settings_or_exit(config)
     data = settings.data_path
     data.mkdir(parents=True, exist_ok=True)
-    server = None
-    url = settings.nats.url
-    if not url:
-        if embedded.read_url(data):
-            err_console.print(
-                f"[red]error:[/red] Vigil already runs with data dir {data} (see {embedded.url_file(data)})"
-            )
-            raise typer.Exit(1)
-        server = embedded.start(data, port=settings.nats.port, monitor_port=settings.nats.monitor_port, own_group=True)
-        url = server.url
-        embedded.write_url(data, url)
-    asyncio.run(_prepare_bus(settings, url))
-    console.print(f"[bold]Vigil[/bold] data in {data}")
-    console.print(f"NATS: {url}" + (" (embedded, JetStream in " + str(data / "nats") + ")" if server else ""))
-    env = {**os.environ, "VIGIL_NATS_URL": url, "VIGIL_DATA_DIR": str(data)}
-    if config:
-        env["VIGIL_CONFIG"] = str(config)
-    logs = data / "logs"
-    logs.mkdir(exist_ok=True)
-    names = _service_list(settings)
-    if settings.decision_intake.enabled or settings.decision_intake.gatekeeper_dir:
-        names.append(INTAKE)  # the socket and the directory follower are off unless configured
-    children: dict[str, subprocess.Popen[bytes]] = {}
-
-    def spawn(name: str) -> None:
-        log_file = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        command = ["intake"] if name == INTAKE else ["run", name]
-        children[name] = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.main", *command],
-            env=env,
-            stdout=log_file,
-            stderr=log_file,
-            process_group=0,  # a terminal's Ctrl-C reaches `up` alone: services drain first, NATS stops last
+    server, url = _embedded_or_configured(settings)
+    try:
+        asyncio.run(_prepare_bus(settings, url))
+        console.print(f"[bold]Vigil[/bold] data in {data}", highlight=False)
+        where = f" (embedded, JetStream in {data / 'nats'})" if server else ""
+        console.print(f"NATS: {url}{where}", highlight=False)
+        env = {**os.environ, "VIGIL_NATS_URL": url, "VIGIL_DATA_DIR": str(data)}
+        if config:
+            env["VIGIL_CONFIG"] = str(config)
+        names = _service_list(settings)
+        if settings.decision_intake.enabled or settings.decision_intake.gatekeeper_dir:
+            names.append(INTAKE)  # the socket and the directory follower are off unless configured
+        supervisor = Supervisor(
+            {name: [sys.executable, "-m", "services.cli.main", *_command(name)] for name in names},
+            env,
+            data / "logs",
+            say=lambda line: console.print(f"  {line}", highlight=False),
         )
+        _supervise(supervisor, settings, env)
+    finally:
+        if server is not None:
+            server.stop()
+            embedded.url_file(data).unlink(missing_ok=True)
+        console.print("stopped.")
 
-    for name in names:
-        spawn(name)
-        console.print(f"  started {name:<24} pid {children[name].pid:<8} log {logs / (name + '.log')}")
+
+def _embedded_or_configured(settings: Settings) -> tuple[embedded.EmbeddedServer | None, str]:
+    """The configured bus, or an embedded server started (and recorded) for this data dir."""
+    if settings.nats.url:
+        return None, settings.nats.url
+    data = settings.data_path
+    if embedded.read_url(data):
+        fail(f"Vigil already runs with data dir {data} (see {embedded.url_file(data)})")
+    server = embedded.start(data, port=settings.nats.port, monitor_port=settings.nats.monitor_port, own_group=True)
+    embedded.write_url(data, server.url)
+    return server, server.url
+
+
+def _command(name: str) -> list[str]:
+    return ["intake"] if name == INTAKE else ["run", name]
+
+
+def _supervise(supervisor: Supervisor, settings: Settings, env: dict[str, str]) -> None:
+    """Start every service, restart those that exit (with back-off) until a signal, then stop them."""
+    supervisor.start_all()
+    for name, child in supervisor.children.items():
+        pid = child.proc.pid if child.proc else 0
+        console.print(f"  started {name:<24} pid {pid:<8} log {supervisor.log_path(name)}", highlight=False)
     console.print("Ctrl-C stops everything.")
     if settings.self_test.enabled:
-        ops.spawn_self_test(env)  # prints `Runtime self test: OK` or the failed checks once services are up
+        spawn_self_test(env)  # prints `Runtime self test: OK` or the failed checks once services are up
     stopping = False
 
     def on_signal(*_: Any) -> None:
@@ -184,33 +194,18 @@ def up(config: Path | None = ConfigOpt) -> None:
     try:
         while not stopping:
             time.sleep(0.5)
-            for name, proc in list(children.items()):
-                if proc.poll() is not None and not stopping:
-                    console.print(f"  {name} exited with {proc.returncode}; restarting")
-                    time.sleep(1)
-                    spawn(name)
+            if not stopping:
+                supervisor.poll()
     finally:
         console.print("stopping services…")
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in children.items():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                console.print(f"  {name} did not stop in time; killing")
-                proc.kill()
-        if server is not None:
-            server.stop()
-            embedded.url_file(data).unlink(missing_ok=True)
-        console.print("stopped.")
+        for name in supervisor.stop():
+            console.print(f"  {name} did not stop in time; killed")
 
 
 async def _prepare_bus(settings: Settings, url: str) -> None:
     import msgspec
 
-    from services.runtime.bus import connect
-    from services.runtime.service import ensure_buckets
+    from services.runtime.bus import connect, ensure_buckets
 
     bus = await connect(msgspec.structs.replace(settings, nats=msgspec.structs.replace(settings.nats, url=url)))
     try:
@@ -238,13 +233,11 @@ def collect(
         asyncio.run(run_collector(settings))
         return
     if not from_.exists():
-        err_console.print(f"[red]error:[/red] no such trace: {from_}")
-        raise typer.Exit(2)
+        fail(f"no such trace: {from_}", 2)
     try:
         stats = asyncio.run(_collect_trace(settings, from_, boot))
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(
         f"published {stats['events']} events in {stats['batches']} batches "
         f"({stats['duplicates']} duplicate batches dropped by JetStream) in {stats['seconds']:.2f}s"
@@ -305,8 +298,7 @@ def status(
     try:
         report = asyncio.run(_status(settings))
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     missing = sorted(set(require) - {s["service"] for s in report["services"]})
     if require:
         if missing:
@@ -319,6 +311,10 @@ def status(
 
         json_line(report)
         return
+    _print_status(report, output)
+
+
+def _print_status(report: dict[str, Any], output: Format) -> None:
     console.print(f"NATS: {report['url']}")
     rows(
         report["streams"],
@@ -358,10 +354,8 @@ def _size(path: Path) -> int:
 
 
 async def _status(settings: Settings) -> dict[str, Any]:
-    import msgspec
-
     from services.runtime import diagnostics
-    from services.runtime.bus import connect, data_path, resolve_url
+    from services.runtime.bus import data_path, resolve_url
     from services.runtime.event_archive import archive_bytes
     from services.runtime.partitions import owners
 
@@ -370,7 +364,7 @@ async def _status(settings: Settings) -> dict[str, Any]:
         raise VigilError(
             f"Vigil is not running (no VIGIL_NATS_URL, nothing in {settings.data_path}); start it with `vigil up`"
         )
-    bus = await connect(settings, start_embedded=False, name="vigil-status")
+    bus = await reach_bus(settings, "vigil-status")
     try:
         streams, consumers = await diagnostics.stream_report(bus)
         beats = await diagnostics.heartbeats(bus)
@@ -394,23 +388,29 @@ async def _status(settings: Settings) -> dict[str, Any]:
         "not_running": [name for name in SERVICES if name not in live],
         "metrics": diagnostics.metrics_snapshot(beats, consumers),
     }
-    rsc = settings.runtime_security_config
-    switches = {
-        "runtime_security_config.enabled": rsc.enabled,
-        "runtime_security_config.network.enabled": rsc.network.enabled,
-        **{f"runtime_security_config.event_types.{k}": v for k, v in msgspec.structs.asdict(rsc.event_types).items()},
-        "alert_throttling": settings.alert_throttling,
-        "decision_intake.enabled": settings.decision_intake.enabled,
-    }
     return {
         "url": url,
         "streams": streams,
         "consumers": consumers,
         "services": services,
         "summary": summary,
-        "switches": switches,
+        "switches": _switches(settings),
         "partitions": partitions,
         "identity": diagnostics.identity_report(beats),
+    }
+
+
+def _switches(settings: Settings) -> dict[str, bool]:
+    """Every on/off switch and its value (`vigil status` names those that are off)."""
+    import msgspec
+
+    rsc = settings.runtime_security_config
+    return {
+        "runtime_security_config.enabled": rsc.enabled,
+        "runtime_security_config.network.enabled": rsc.network.enabled,
+        **{f"runtime_security_config.event_types.{k}": v for k, v in msgspec.structs.asdict(rsc.event_types).items()},
+        "alert_throttling": settings.alert_throttling,
+        "decision_intake.enabled": settings.decision_intake.enabled,
     }
 
 

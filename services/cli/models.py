@@ -32,8 +32,8 @@ from contracts.models import OPT_OUT_PREFIX, OPT_OUT_VALUE, ModelMessage, ModelS
 from contracts.profiles import ProfileEvent
 from contracts.subjects import MODELS, PROFILES, models_request_subject, profiles_subject
 from contracts.workloads import parse_image
-from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
-from services.cli.output import Format, console, err_console, rows
+from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit
+from services.cli.output import Format, console, rows
 from services.runtime.errors import VigilError
 from services.runtime.settings import Duration, Settings
 
@@ -72,9 +72,7 @@ async def read_subject(settings: Settings, stream: str, subject: str) -> list[by
     from nats.js import api
     from nats.js.errors import NotFoundError
 
-    from services.runtime.bus import connect
-
-    bus = await connect(settings, start_embedded=False, name="vigil-models")
+    bus = await reach_bus(settings, "vigil-models")
     try:
         config = api.ConsumerConfig(
             deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0
@@ -136,8 +134,7 @@ def _run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 @app.command("start")
@@ -156,8 +153,7 @@ def start(
         length = Duration.parse(duration)
         begin = parse_start(start_at)
     except ValueError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
     name, tag = parse_image(image, default_tag="")  # no tag: every tag
     req = StartModeling(
         id=f"model:{uuid.uuid4().hex[:12]}",
@@ -171,9 +167,8 @@ def start(
 
     async def publish() -> None:
         from contracts.codec import encode_json
-        from services.runtime.bus import connect
 
-        bus = await connect(settings, start_embedded=False, name="vigil-models")
+        bus = await reach_bus(settings, "vigil-models")
         try:
             await bus.ensure_streams()
             await bus.js.publish(models_request_subject(name), encode_json(req), headers={"Nats-Msg-Id": req.id})

@@ -20,7 +20,7 @@ from contracts import trace
 from contracts.events import EVENT_TYPES
 from contracts.profiles import PROFILE_STATES, Command, ResetProfile, SetState
 from contracts.workloads import normalize_name
-from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
+from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit
 from services.cli.output import Format, console, err_console, json_line, rows
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
@@ -38,10 +38,9 @@ async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
 
     from contracts.subjects import partition_of, query_profiles_subject
     from services.profile_learner.app import load_snapshots, summaries
-    from services.runtime.bus import connect
 
     try:
-        bus = await connect(settings, start_embedded=False, name="vigil-profiles")
+        bus = await reach_bus(settings, "vigil-profiles")
     except (VigilError, OSError, Exception):  # noqa: BLE001 - no bus: read the snapshots
         return None
     partitions = [partition_of(image, settings.nats.partitions)] if image else list(range(settings.nats.partitions))
@@ -49,7 +48,9 @@ async def _ask(settings: Settings, image: str | None) -> dict[str, Any] | None:
 
     async def ask(p: int) -> dict[str, Any] | None:
         try:
-            return msgspec.json.decode((await bus.nc.request(query_profiles_subject(p), request, timeout=3)).data)
+            reply = await bus.nc.request(query_profiles_subject(p), request, timeout=3)
+            answer: dict[str, Any] = msgspec.json.decode(reply.data)
+            return answer
         except Exception:  # noqa: BLE001 - no responder / timeout
             return None
 
@@ -98,8 +99,7 @@ def _read(settings: Settings, image: str | None) -> dict[str, Any]:
     try:
         return _answer(settings, image)
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 def _states_text(states: dict[str, str]) -> str:
@@ -134,8 +134,7 @@ def show(
     UTC in the table, ns since the epoch with -o json)."""
     prof = _read(settings_or_exit(config), image).get("profile")
     if prof is None:
-        err_console.print(f"[red]error:[/red] no profile for image {image!r}")
-        raise typer.Exit(1)
+        fail(f"no profile for image {image!r}")
     if output == Format.json:
         json_line(prof)
         return
@@ -183,13 +182,11 @@ def readiness(
 
     gens = list(GENERATORS) if generator == "all" else [generator]
     if any(g not in GENERATORS for g in gens):
-        err_console.print(f"[red]error:[/red] --generator must be one of {', '.join(GENERATORS)} or all")
-        raise typer.Exit(2)
+        fail(f"--generator must be one of {', '.join(GENERATORS)} or all", 2)
     try:
         found = verdicts(settings_or_exit(config), image, gens)
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     if output == Format.json:
         for v in found:
             json_line({**v._asdict(), "checks": [c._asdict() for c in v.checks]})
@@ -207,9 +204,8 @@ def _publish(settings: Settings, cmd: Command) -> None:
     async def go() -> None:
         from contracts.codec import encode_json
         from contracts.subjects import commands_subject
-        from services.runtime.bus import connect
 
-        bus = await connect(settings, start_embedded=False, name="vigil-profiles")
+        bus = await reach_bus(settings, "vigil-profiles")
         try:
             await bus.ensure_streams()
             await bus.js.publish(
@@ -223,8 +219,7 @@ def _publish(settings: Settings, cmd: Command) -> None:
     try:
         asyncio.run(go())
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(f"sent {cmd.id}")
 
 
@@ -238,14 +233,12 @@ def set_state(
 ) -> None:
     """Force a version's state (all event types, or one)."""
     if state not in PROFILE_STATES:
-        err_console.print(f"[red]error:[/red] state must be one of {', '.join(PROFILE_STATES)}")
-        raise typer.Exit(2)
+        fail(f"state must be one of {', '.join(PROFILE_STATES)}", 2)
     if event_type is not None and event_type not in EVENT_TYPES:
-        err_console.print(f"[red]error:[/red] event type must be one of {', '.join(EVENT_TYPES)}")
-        raise typer.Exit(2)
+        fail(f"event type must be one of {', '.join(EVENT_TYPES)}", 2)
     cmd = SetState(
         id=f"cli:{uuid.uuid4()}", image_name=normalize_name(image), image_tag=tag, state=state, event_type=event_type
-    )  # type: ignore[arg-type]
+    )
     _publish(settings_or_exit(config), cmd)
 
 
@@ -298,36 +291,41 @@ def export(
     import sys
 
     from contracts.workloads import parse_image
-    from services.audit_report_writer import model_files, modeling
-    from services.cli.models import learned_events
+    from services.audit_report_writer import model_files
 
     if fmt not in model_files.EXPORT_FORMATS:
-        err_console.print(f"[red]error:[/red] --format must be one of {', '.join(model_files.EXPORT_FORMATS)}")
-        raise typer.Exit(2)
+        fail(f"--format must be one of {', '.join(model_files.EXPORT_FORMATS)}", 2)
+    settings = settings_or_exit(config)
     name, tag = parse_image(image)
-    _ready_or_exit(settings_or_exit(config), f"{name}:{tag}", fmt, mode, force)
-    try:
-        events = asyncio.run(learned_events(settings_or_exit(config), name))
-    except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    behaviour = modeling.learned_behaviour(events)
-    if not any(e.image_tag == tag for e in behaviour):
-        err_console.print(f"[red]error:[/red] nothing learned for {name}:{tag}")
-        raise typer.Exit(1)
-    model = modeling.model_of_learned(behaviour, name, tag)
+    _ready_or_exit(settings, f"{name}:{tag}", fmt, mode, force)
+    model, behaviour = _learned_version(settings, name, tag)
     if fmt == "seccomp" and not model.syscalls:
         err_console.print(
             f"[yellow]warning:[/yellow] no syscalls were learned for {name}:{tag} (syscall events off, or no "
             "kernel collector saw it): this profile allows no syscall at all"
         )
-    learned = _learned(settings_or_exit(config), model, [e for e in behaviour if e.image_tag == tag], fmt)
-    text = model_files.render_export(learned, fmt, complain=mode == "complain")
+    text = model_files.render_export(_learned(settings, model, behaviour, fmt), fmt, complain=mode == "complain")
     if out is None:
         sys.stdout.write(text)
         return
     model_files.write_text(out, text)
     err_console.print(f"wrote {out} ({fmt}, {name}:{tag})")
+
+
+def _learned_version(settings: Settings, name: str, tag: str) -> tuple[Any, list[Any]]:
+    """The model of what ``name:tag`` learned (the PROFILES stream folded) and that
+    version's behaviour events; exits 1 when nothing was learned or the bus fails."""
+    from services.audit_report_writer import modeling
+    from services.cli.models import learned_events
+
+    try:
+        events = asyncio.run(learned_events(settings, name))
+    except VigilError as exc:
+        fail(str(exc))
+    behaviour = modeling.learned_behaviour(events)
+    if not any(e.image_tag == tag for e in behaviour):
+        fail(f"nothing learned for {name}:{tag}")
+    return modeling.model_of_learned(behaviour, name, tag), [e for e in behaviour if e.image_tag == tag]
 
 
 COMPLAIN_FORMATS = ("seccomp", "apparmor")
@@ -338,12 +336,10 @@ def _ready_or_exit(settings: Settings, image: str, fmt: str, mode: str, force: b
     from services.profile_learner.readiness import GENERATORS
 
     if mode not in ("enforce", "complain"):
-        err_console.print("[red]error:[/red] --mode must be enforce or complain")
-        raise typer.Exit(2)
+        fail("--mode must be enforce or complain", 2)
     if mode == "complain":
         if fmt not in COMPLAIN_FORMATS:
-            err_console.print(f"[red]error:[/red] --mode complain exists for {' and '.join(COMPLAIN_FORMATS)} only")
-            raise typer.Exit(2)
+            fail(f"--mode complain exists for {' and '.join(COMPLAIN_FORMATS)} only", 2)
         return
     if fmt not in GENERATORS:
         return  # a model, a document, a graph: nothing is enforced
@@ -405,8 +401,7 @@ def _document(settings: Settings, model: Any, behaviours: list[Any], depth: int)
     prof = _read(settings, model.image_name).get("profile") or {}
     version = next((v for v in prof.get("versions", []) if v["image_tag"] == model.image_tag), None)
     if version is None:
-        err_console.print(f"[red]error:[/red] the learner holds no version {model.image_tag} of {model.image_name}")
-        raise typer.Exit(1)
+        fail(f"the learner holds no version {model.image_tag} of {model.image_name}")
     return portable.document(
         behaviours, version, image_name=model.image_name, event_time=prof.get("event_time", 0), dns_depth=depth
     )
@@ -436,8 +431,7 @@ def import_(
     try:
         doc = portable.decode(file.read_bytes())
     except (OSError, portable.DocumentInvalid) as exc:
-        err_console.print(f"[red]error:[/red] {file}: {exc}")
-        raise typer.Exit(2) from exc
+        fail(f"{file}: {exc}", 2)
     name, tag = parse_image(as_) if as_ else (normalize_name(doc.image_name), doc.image_tag)
     settings = settings_or_exit(config)
     prefix = f"cli:import:{uuid.uuid4()}"
@@ -459,9 +453,8 @@ def _publish_many(settings: Settings, build: Any) -> list[Any]:
     async def go() -> list[Any]:
         from contracts.codec import encode_json
         from contracts.subjects import commands_subject
-        from services.runtime.bus import connect
 
-        bus = await connect(settings, start_embedded=False, name="vigil-profiles")
+        bus = await reach_bus(settings, "vigil-profiles")
         try:
             await bus.ensure_streams()
             cmds = build(min(IMPORT_MAX_BYTES, bus.nc.max_payload // 4))
@@ -475,5 +468,4 @@ def _publish_many(settings: Settings, build: Any) -> list[Any]:
     try:
         return asyncio.run(go())
     except VigilError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))

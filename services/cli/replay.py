@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 
-from services.cli.output import Format, console, err_console, json_line
+from services.cli.common import fail, reach_bus
+from services.cli.output import Format, console, json_line
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings, SettingsError, load
 
@@ -23,14 +24,13 @@ async def replay_profile_learner(settings: Settings, archive: Path | None = None
     from contracts.subjects import COMMANDS, EVENTS
     from services.profile_learner import core, replay
     from services.profile_learner.app import core_config, load_snapshots, shared_snapshots
-    from services.runtime.bus import connect
     from services.runtime.event_archive import read_archive
     from services.runtime.log import last_seq
 
     cfg = core_config(settings)
     totals = replay.Rebuilt()
     profiles, results, bases, archived_rows = 0, {}, 0, 0
-    bus = await connect(settings, start_embedded=False, name="vigil-replay")
+    bus = await reach_bus(settings, "vigil-replay")
     try:
         snaps, base_snaps = await shared_snapshots(bus.js, settings, load_snapshots(settings))
         ends = {EVENTS: await last_seq(bus.js, EVENTS), COMMANDS: await last_seq(bus.js, COMMANDS)}
@@ -82,16 +82,13 @@ def register(root: typer.Typer) -> None:
         try:
             settings = load(config).settings
         except SettingsError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
+            fail(str(exc), 2)
         if service != "profile-learner":
-            err_console.print(f"[red]error:[/red] replay supports: profile-learner (got {service!r})")
-            raise typer.Exit(2)
+            fail(f"replay supports: profile-learner (got {service!r})", 2)
         try:
             report = asyncio.run(replay_profile_learner(settings, from_archive))
         except VigilError as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from exc
+            fail(str(exc))
         if output == Format.json:
             json_line(report)
         else:

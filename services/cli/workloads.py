@@ -17,8 +17,8 @@ from typing import Any
 import typer
 
 from contracts.workloads import Workload
-from services.cli.common import ConfigOpt, OutputOpt, settings_or_exit
-from services.cli.output import Format, console, err_console, rows
+from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit
+from services.cli.output import Format, console, rows
 from services.runtime.errors import VigilError
 from services.runtime.settings import Settings
 
@@ -33,9 +33,8 @@ COLUMNS = ["container", "image_name", "image_tag", "name", "pod", "namespace", "
 
 async def _with_bucket(settings: Settings, action: Any) -> Any:
     from collector.workloads import bucket
-    from services.runtime.bus import connect
 
-    bus = await connect(settings, start_embedded=False, name="vigil-workloads")
+    bus = await reach_bus(settings, "vigil-workloads")
     try:
         return await action(await bucket(bus.js))
     finally:
@@ -73,8 +72,7 @@ def _run(settings: Settings, action: Any) -> Any:
     try:
         return asyncio.run(_with_bucket(settings, action))
     except (VigilError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
 
 
 @app.command("add")
@@ -94,8 +92,7 @@ def add(
             {"container_id": container_id, "image": image, "pod": pod, "namespace": namespace, "name": name}, "cli"
         )
     except WorkloadFileError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
     _run(settings_or_exit(config), lambda kv: put(kv, w))
     console.print(f"registered {w.container_id[:12]}: {w.image_name}:{w.image_tag or '-'}")
 
@@ -133,8 +130,7 @@ def remove(container_id: str = typer.Argument(...), config: Path | None = Config
         return True
 
     if not _run(settings_or_exit(config), delete):
-        err_console.print(f"[red]error:[/red] no workload registered for {container_id}")
-        raise typer.Exit(1)
+        fail(f"no workload registered for {container_id}")
     console.print(f"removed {container_id[:12]}")
 
 
@@ -149,6 +145,5 @@ def load_file(
     try:
         changed = _run(settings_or_exit(config), lambda kv: seed_from_file(kv, str(path)))
     except WorkloadFileError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc), 2)
     console.print(f"{changed} workloads written")

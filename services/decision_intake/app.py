@@ -94,8 +94,10 @@ class Intake:
             self._server.close()
             self._server = None
         for reader, writer in self._clients.values():
-            with contextlib.suppress(Exception):
-                writer.transport.pause_reading()  # nothing more comes in …
+            transport = writer.transport
+            if isinstance(transport, asyncio.ReadTransport):
+                with contextlib.suppress(Exception):
+                    transport.pause_reading()  # nothing more comes in …
             reader.feed_eof()  # … each client gets the answers of what was read, then EOF
         if self._clients:
             _, late = await asyncio.wait(list(self._clients), timeout=grace)

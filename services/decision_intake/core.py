@@ -13,7 +13,7 @@ order; the id of a message depends only on the ids of the lines it carries.
 from __future__ import annotations
 
 import hashlib
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from contracts.codec import encode_decision_batch, encode_json
 from contracts.intake import Accepted
@@ -21,7 +21,8 @@ from contracts.intake import Accepted
 MAX_BATCH_MESSAGES = 1000
 
 
-class Publication(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Publication:
     """One bus message the intake publishes: one accepted line as it is, or several as a
     DecisionBatch; ``count`` lines are answered with its ack."""
 

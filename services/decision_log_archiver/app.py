@@ -207,7 +207,7 @@ class Archiver(AppBase):
                 raise Invalid(f"decision cannot be archived: {exc}") from exc
             self._stage(row, payload, seq)
 
-    def _stage(self, row: core.Row, data: bytes, seq: int) -> None:
+    def _stage(self, row: Any, data: bytes, seq: int) -> None:  # a core.Row
         """Add a decision to the batch, keyed by id: one insert may not carry the same key
         twice, and a later copy in the batch replaces an earlier one."""
         if not row.id:
@@ -248,7 +248,8 @@ class Archiver(AppBase):
             con.execute(f"UPDATE {core.POSITIONS} SET seq = greatest(seq, ?) WHERE stream = ?", [seq, stream])
             return False
         con.execute(
-            f"INSERT INTO {core.POSITIONS} VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET seq = greatest(seq, excluded.seq)",
+            f"INSERT INTO {core.POSITIONS} VALUES (?, ?) "
+            "ON CONFLICT (stream) DO UPDATE SET seq = greatest(seq, excluded.seq)",
             [stream, seq],
         )
         return True

@@ -74,47 +74,29 @@ from contracts.decisions import Decision
 TABLE = "decisions"
 POSITIONS = "positions"
 
+_SQL_TYPES: dict[Any, str] = {
+    str: "VARCHAR",
+    int: "BIGINT",
+    Any: "JSON",
+    tuple[str, ...]: "VARCHAR[]",
+    dict[str, str]: "MAP(VARCHAR, VARCHAR)",
+    bool | None: "BOOLEAN",
+}
+"""The column type of each field type of :class:`Decision` (a new field of another type
+fails at import: say here how it is stored)."""
+
+_FIELDS = msgspec.structs.fields(Decision)
+assert [f.name for f in _FIELDS[:2]] == ["id", "time"]
+
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "VARCHAR PRIMARY KEY"),
     ("time_ns", "BIGINT"),
     ("time", "TIMESTAMPTZ GENERATED ALWAYS AS (make_timestamptz(time_ns // 1000)) VIRTUAL"),
-    ("source", "VARCHAR"),
-    ("event_type", "VARCHAR"),
-    ("action", "VARCHAR"),
-    ("rule", "VARCHAR"),
-    ("message", "VARCHAR"),
-    ("severity", "VARCHAR"),
-    ("resource_kind", "VARCHAR"),
-    ("resource_namespace", "VARCHAR"),
-    ("resource_name", "VARCHAR"),
-    ("image_name", "VARCHAR"),
-    ("image_tag", "VARCHAR"),
-    ("container_id", "VARCHAR"),
-    ("pod", "VARCHAR"),
-    ("audit_id", "VARCHAR"),
-    ("count", "BIGINT"),
-    ("input", "JSON"),
-    ("details", "JSON"),
-    ("constraint_group", "VARCHAR"),
-    ("constraint_version", "VARCHAR"),
-    ("constraint_kind", "VARCHAR"),
-    ("constraint_name", "VARCHAR"),
-    ("constraint_namespace", "VARCHAR"),
-    ("enforcement_actions", "VARCHAR[]"),
-    ("constraint_annotations", "MAP(VARCHAR, VARCHAR)"),
-    ("resource_group", "VARCHAR"),
-    ("resource_api_version", "VARCHAR"),
-    ("resource_labels", "MAP(VARCHAR, VARCHAR)"),
-    ("request_uid", "VARCHAR"),
-    ("operation", "VARCHAR"),
-    ("request_resource", "VARCHAR"),
-    ("request_subresource", "VARCHAR"),
-    ("request_username", "VARCHAR"),
-    ("request_user_uid", "VARCHAR"),
-    ("request_user_groups", "VARCHAR[]"),
-    ("dry_run", "BOOLEAN"),
+    *((f.name, _SQL_TYPES[f.type]) for f in _FIELDS[2:]),
     ("stream_seq", "BIGINT"),
 )
+"""The archive's columns: every field of :class:`Decision`, in order, with ``time`` stored
+exactly as ``time_ns`` (and readable as a timestamp), plus the stream sequence."""
 _EMPTY = {"VARCHAR": "''", "VARCHAR[]": "[]::VARCHAR[]", "MAP(VARCHAR, VARCHAR)": "MAP {}::MAP(VARCHAR, VARCHAR)"}
 
 
@@ -152,49 +134,31 @@ def migration_statements(existing: set[str]) -> list[str]:
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
-class Row(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="decision.v1", gc=False):
-    """:class:`Decision` as the archive reads it: ``input`` and ``details`` stay
-    raw JSON text (no decode and re-encode on the hot path). Same fields, same
-    validation otherwise (plus: integers fit their BIGINT columns); anything
-    else falls back to the intake normaliser."""
+def _row_field(f: msgspec.structs.FieldInfo) -> tuple[str, Any] | tuple[str, Any, Any]:
+    """A :class:`Decision` field as the archive reads it (see :data:`Row`)."""
+    if f.name in ("input", "details"):
+        return f.name, msgspec.Raw, msgspec.Raw()
+    kind = {int: Int64, tuple[str, ...]: list[str]}.get(f.type, f.type)
+    if f.required:
+        return f.name, kind
+    empty: dict[Any, Any] = {tuple[str, ...]: [], dict[str, str]: {}}  # msgspec copies an empty list or dict default
+    return f.name, kind, empty.get(f.type, f.default)
 
-    id: str
-    time: Int64
-    source: str
-    event_type: str
-    action: str = ""
-    rule: str = ""
-    message: str = ""
-    severity: str = ""
-    resource_kind: str = ""
-    resource_namespace: str = ""
-    resource_name: str = ""
-    image_name: str = ""
-    image_tag: str = ""
-    container_id: str = ""
-    pod: str = ""
-    audit_id: str = ""
-    count: Int64 = 1
-    input: msgspec.Raw = msgspec.Raw()
-    details: msgspec.Raw = msgspec.Raw()
-    constraint_group: str = ""
-    constraint_version: str = ""
-    constraint_kind: str = ""
-    constraint_name: str = ""
-    constraint_namespace: str = ""
-    enforcement_actions: list[str] = []
-    constraint_annotations: dict[str, str] = {}
-    resource_group: str = ""
-    resource_api_version: str = ""
-    resource_labels: dict[str, str] = {}
-    request_uid: str = ""
-    operation: str = ""
-    request_resource: str = ""
-    request_subresource: str = ""
-    request_username: str = ""
-    request_user_uid: str = ""
-    request_user_groups: list[str] = []
-    dry_run: bool | None = None
+
+Row: Any = msgspec.defstruct(
+    "Row",
+    [_row_field(f) for f in _FIELDS],
+    kw_only=True,
+    frozen=True,
+    gc=False,
+    tag_field="kind",
+    tag=Decision.__struct_config__.tag,
+    module=__name__,
+)
+""":class:`Decision` as the archive reads it, derived from it field by field:
+``input`` and ``details`` stay raw JSON text (no decode and re-encode on the hot
+path), integers must fit their BIGINT columns, lists are lists. Same fields, same
+validation otherwise; anything else falls back to the intake normaliser."""
 
 
 row_decoder = msgspec.json.Decoder(Row)
@@ -209,7 +173,7 @@ def _json(value: Any) -> str | None:
     return None if value is None else encode_json(value).decode()
 
 
-def _gatekeeper(d: Row | Decision) -> tuple[Any, ...]:
+def _gatekeeper(d: Any) -> tuple[Any, ...]:
     """The stored values of the Gatekeeper export's fields (lists as lists, maps as dicts)."""
     return (
         d.constraint_group, d.constraint_version, d.constraint_kind, d.constraint_name, d.constraint_namespace,
@@ -219,7 +183,7 @@ def _gatekeeper(d: Row | Decision) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def row_of(r: Row, stream_seq: int) -> tuple[Any, ...]:
+def row_of(r: Any, stream_seq: int) -> tuple[Any, ...]:
     """The stored values of a :class:`Row` (:data:`COLUMNS` order, generated columns left out)."""
     return (
         r.id, r.time, r.source, r.event_type, r.action, r.rule, r.message, r.severity,

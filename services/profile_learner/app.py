@@ -78,7 +78,9 @@ def core_config(settings: Settings) -> core.Config:
     rsc = settings.runtime_security_config
     sp = rsc.security_profile
     ad = sp.anomaly_detection
-    enabled = tuple(t for t in EVENT_TYPES if getattr(rsc.event_types, t) and (t not in ("connect", "dns") or rsc.network.enabled))
+    enabled = tuple(
+        t for t in EVENT_TYPES if getattr(rsc.event_types, t) and (t not in ("connect", "dns") or rsc.network.enabled)
+    )
     if not (rsc.enabled and sp.enabled):
         enabled = ()  # profiles off: versions are tracked, nothing is learned or reported
     return core.Config(
@@ -149,7 +151,9 @@ async def shared_snapshots(
 def partition_consumers(partition: int) -> tuple[ConsumerSpec, ConsumerSpec]:
     return (
         ConsumerSpec(EVENTS, f"profile-learner-p{partition}", (events_subject(partition),), partition=partition),
-        ConsumerSpec(COMMANDS, f"profile-learner-commands-p{partition}", (commands_filter(partition),), partition=partition),
+        ConsumerSpec(
+            COMMANDS, f"profile-learner-commands-p{partition}", (commands_filter(partition),), partition=partition
+        ),
     )
 
 
@@ -182,7 +186,11 @@ class ProfileLearner(AppBase):
         self.interval = float(settings.runtime_security_config.security_profile.snapshot_interval)
         self._bus: Bus | None = None
         self._headroom_checked = 0.0
-        self._loop_of = {f"{self.name}:{c.durable}": (c.stream, p) for p in range(settings.nats.partitions) for c in partition_consumers(p)}
+        self._loop_of = {
+            f"{self.name}:{c.durable}": (c.stream, p)
+            for p in range(settings.nats.partitions)
+            for c in partition_consumers(p)
+        }
 
     def partition_consumers(self, partition: int) -> tuple[ConsumerSpec, ...]:
         return partition_consumers(partition)

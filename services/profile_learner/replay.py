@@ -133,7 +133,8 @@ async def rebuild_from_log(
     first_command = positions.get(COMMANDS, 0) + 1
     command_filter = (commands_filter(partition),)
     commands = [
-        (seq, data) async for seq, _, data in read_range(js, COMMANDS, first_command, upto.get(COMMANDS, 0), command_filter)
+        (seq, data)
+        async for seq, _, data in read_range(js, COMMANDS, first_command, upto.get(COMMANDS, 0), command_filter)
     ]
     inter = Interleaver(commands, markers)
     stats = Rebuilt()

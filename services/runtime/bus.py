@@ -112,6 +112,39 @@ async def retry_transient(what: str, op: Callable[[], Awaitable[T]], timeout: fl
             delay = min(delay * 2, 2.0)
 
 
+async def ensure_buckets(bus: Bus) -> None:
+    """Create every KV bucket Vigil uses (heartbeats, workloads, snapshots, leases) that is missing."""
+    from nats.js.api import KeyValueConfig
+
+    from contracts.subjects import HEARTBEAT_BUCKET, LEASE_BUCKET, SNAPSHOT_BUCKET, WORKLOAD_BUCKET
+
+    ttl = float(bus.settings.telemetry.heartbeat_interval) * 3
+    wanted: dict[str, Any] = {
+        HEARTBEAT_BUCKET: KeyValueConfig(bucket=HEARTBEAT_BUCKET, ttl=ttl, replicas=bus.settings.nats.replicas),
+        WORKLOAD_BUCKET: KeyValueConfig(bucket=WORKLOAD_BUCKET, history=5, replicas=bus.settings.nats.replicas),
+        SNAPSHOT_BUCKET: KeyValueConfig(
+            bucket=SNAPSHOT_BUCKET, history=1, replicas=bus.settings.nats.replicas, max_value_size=-1
+        ),
+        LEASE_BUCKET: KeyValueConfig(bucket=LEASE_BUCKET, history=1, replicas=bus.settings.nats.replicas),
+    }
+    for name, config in wanted.items():
+        try:
+            await bus.js.key_value(name)
+        except Exception:  # noqa: BLE001 - bucket missing
+            await bus.js.create_key_value(config)
+
+
+async def _on_error(exc: Exception) -> None:
+    """nats-py's error callback: one line, no traceback. A drain that timed out while
+    closing is not worth a line (what it left unacked is redelivered by JetStream)."""
+    if isinstance(exc, nats.errors.DrainTimeoutError):
+        log.debug("closing: %s", type(exc).__name__)
+        return
+    # A server not (yet) reachable is retried: a service's log says so (INFO), a command
+    # (no logging set up: warnings only) says it once, when it gives up.
+    log.log(logging.INFO if isinstance(exc, OSError) else logging.WARNING, "nats: %s: %s", type(exc).__name__, exc)
+
+
 def resolve_url(settings: Settings) -> str | None:
     """Where the bus is: configured URL, else the embedded server `vigil up` runs."""
     return settings.nats.url or embedded.read_url(settings.data_path)
@@ -131,6 +164,7 @@ async def connect(settings: Settings, *, start_embedded: bool = True, name: str 
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": 0.5,
         "drain_timeout": 5,
+        "error_cb": _on_error,
         "pending_size": 64 * 1024 * 1024,  # what may be buffered while reconnecting to another node
     }
     if settings.nats.credentials:

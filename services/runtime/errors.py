@@ -1,9 +1,9 @@
-"""One root error for the runtime. Outcomes are events; only transport and
-configuration failures raise."""
+"""The runtime's errors. The root, :class:`VigilError`, lives in ``contracts.errors``
+(re-exported here); outcomes are events, only transport and configuration failures raise."""
 
+from contracts.errors import VigilError
 
-class VigilError(Exception):
-    """Root of every error Vigil raises on purpose."""
+__all__ = ["PublishError", "VigilError"]
 
 
 class PublishError(VigilError):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats.errors
@@ -91,3 +92,22 @@ async def fetch(sub: Any, batch: int, timeout: float, max_bytes: int = 0) -> lis
         if msgs:
             return msgs
     raise nats.errors.TimeoutError
+
+
+async def batches_until(sub: Any, end: int, batch: int = 500, timeout: float = 1.0) -> AsyncIterator[list[Msg]]:
+    """What a pull subscription delivers up to stream sequence ``end`` (the stream's last
+    sequence when a reader started), batch by batch, then stop. A reader of stored
+    history must not wait for the stream to run dry: on a live node it never does.
+    Ends early when the consumer has nothing pending (its filter leaves nothing more up
+    to ``end``) or nothing arrives within ``timeout`` (the stream was trimmed)."""
+    while end > 0:
+        try:
+            msgs = list(await sub.fetch(batch, timeout=timeout))
+        except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from inside nats-py's fetch
+            return
+        if not msgs:
+            return
+        yield [m for m in msgs if m.metadata.sequence.stream <= end]
+        last = msgs[-1].metadata
+        if last.sequence.stream >= end or last.num_pending == 0:
+            return

@@ -109,7 +109,7 @@ async def _nothing_pending(sub: JetStreamContext.PullSubscription) -> bool:
         info = await sub.consumer_info()
     except Exception:  # noqa: BLE001 - unknown: keep reading
         return False
-    return int(info.num_pending) == 0
+    return int(info.num_pending or 0) == 0
 
 
 async def last_seq(js: JetStreamContext, stream: str) -> int:

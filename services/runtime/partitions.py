@@ -165,8 +165,10 @@ class Leases:
         """Run the next round at once when a partition is released or an instance joins,
         so partitions move within milliseconds rather than a round later. (Best effort:
         without it the rounds every ttl/3 still get there.)"""
+        if self._kv is None:
+            return
         try:
-            watcher = await self._kv.watch(f"{self.service}.>") if self._kv else None
+            watcher = await self._kv.watch(f"{self.service}.>")
         except Exception as exc:  # noqa: BLE001
             log.debug("%s: no lease watch (%s)", self.service, exc)
             return
@@ -182,7 +184,7 @@ class Leases:
                 if released or joined:
                     wake.set()
         finally:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
 
     async def tick(self) -> None:
         kv = self._kv or await lease_bucket(self.bus)

@@ -49,7 +49,7 @@ from contracts.codec import encode_json
 from contracts.decisions import DeadLetter, Heartbeat
 from contracts.subjects import HEARTBEAT_BUCKET, ConsumerSpec, dlq_subject
 from services.runtime import telemetry
-from services.runtime.bus import Bus, Publisher, connect, retry_transient, unsubscribe_quietly
+from services.runtime.bus import Bus, Publisher, connect, ensure_buckets, retry_transient, unsubscribe_quietly
 from services.runtime.errors import VigilError
 from services.runtime.fetch import fetch as queue_fetch
 from services.runtime.partitions import Leases
@@ -476,24 +476,3 @@ async def serve(app: AppBase, settings: Settings, bus: Bus | None = None) -> Non
     finally:
         if own_bus:
             await bus.close()
-
-
-async def ensure_buckets(bus: Bus) -> None:
-    from nats.js.api import KeyValueConfig
-
-    from contracts.subjects import LEASE_BUCKET, SNAPSHOT_BUCKET, WORKLOAD_BUCKET
-
-    ttl = float(bus.settings.telemetry.heartbeat_interval) * 3
-    wanted: dict[str, Any] = {
-        HEARTBEAT_BUCKET: KeyValueConfig(bucket=HEARTBEAT_BUCKET, ttl=ttl, replicas=bus.settings.nats.replicas),
-        WORKLOAD_BUCKET: KeyValueConfig(bucket=WORKLOAD_BUCKET, history=5, replicas=bus.settings.nats.replicas),
-        SNAPSHOT_BUCKET: KeyValueConfig(
-            bucket=SNAPSHOT_BUCKET, history=1, replicas=bus.settings.nats.replicas, max_value_size=-1
-        ),
-        LEASE_BUCKET: KeyValueConfig(bucket=LEASE_BUCKET, history=1, replicas=bus.settings.nats.replicas),
-    }
-    for name, config in wanted.items():
-        try:
-            await bus.js.key_value(name)
-        except Exception:  # noqa: BLE001 - bucket missing
-            await bus.js.create_key_value(config)

@@ -24,8 +24,10 @@ import msgspec
 import yaml
 from msgspec import Struct, field
 
+from contracts.errors import VigilError
 
-class SettingsError(ValueError):
+
+class SettingsError(VigilError, ValueError):
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"config key {key}: {reason}")
         self.key = key
@@ -84,7 +86,7 @@ class _S(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
-class PerEventType(_S):
+class PerEventType(_S, frozen=True):
     exec: Duration = Duration(900)
     open: Duration = Duration(900)
     dns: Duration = Duration(900)
@@ -92,7 +94,7 @@ class PerEventType(_S):
     syscalls: Duration = Duration(900)
 
 
-class EventTypesEnabled(_S):
+class EventTypesEnabled(_S, frozen=True):
     exec: bool = True
     open: bool = True
     dns: bool = True
@@ -100,14 +102,14 @@ class EventTypesEnabled(_S):
     syscalls: bool = True
 
 
-class AnomalyDetection(_S):
+class AnomalyDetection(_S, frozen=True):
     minimum_stable_period: PerEventType = PerEventType()
     workload_warmup_period: Duration = Duration(180)
     unstable_profile_time_threshold: Duration = Duration(3600)
     unstable_profile_size_threshold: int = 10_000
 
 
-class Readiness(_S):
+class Readiness(_S, frozen=True):
     """When a learned profile is ready to enforce (`vigil profiles readiness`, docs/models.md)."""
 
     min_container_starts: int = 1  # start-up behaviour (the syscalls of init) is only seen when a container starts
@@ -116,7 +118,7 @@ class Readiness(_S):
     min_quiet: Duration = Duration(0)  # no new behaviour this long (on top of the version being stable)
 
 
-class SecurityProfile(_S):
+class SecurityProfile(_S, frozen=True):
     enabled: bool = True
     max_image_tags: int = 10
     dns_match_max_depth: int = 3
@@ -126,18 +128,18 @@ class SecurityProfile(_S):
     readiness: Readiness = Readiness()
 
 
-class Network(_S):
+class Network(_S, frozen=True):
     enabled: bool = True
 
 
-class RuntimeSecurityConfig(_S):
+class RuntimeSecurityConfig(_S, frozen=True):
     enabled: bool = True
     network: Network = Network()
     event_types: EventTypesEnabled = EventTypesEnabled()
     security_profile: SecurityProfile = SecurityProfile()
 
 
-class Nats(_S):
+class Nats(_S, frozen=True):
     url: str = ""  # empty: start the embedded nats-server
     port: int = 4222  # embedded server's client port (-1: any free port)
     monitor_port: int = 0  # embedded server's HTTP monitoring port (0: off, -1: any)
@@ -152,7 +154,7 @@ class Nats(_S):
     credentials: str = ""  # path to a .creds file; secret material stays in that file
 
 
-class Identity(_S):
+class Identity(_S, frozen=True):
     hold: Duration = Duration(5)  # longest an unnamed container's events wait for its runtime to answer
     hold_events: int = 100_000  # events held at most (all containers); past it new ones are dropped, counted
     stopped_grace: Duration = Duration(300)  # a stopped container's registry entry is kept this long
@@ -160,12 +162,12 @@ class Identity(_S):
     discover_interval: Duration = Duration(10)  # look again for runtimes that were not present (0: at start only)
 
 
-class EngineRuntime(_S):
+class EngineRuntime(_S, frozen=True):
     enabled: bool = True
     socket: str = "/var/run/docker.sock"
 
 
-class PodmanRuntime(_S):
+class PodmanRuntime(_S, frozen=True):
     enabled: bool = True
     socket: str = "/run/podman/podman.sock"  # its Engine API service, when it runs; else the on-disk state
     graphroot: str = "/var/lib/containers/storage"
@@ -173,19 +175,19 @@ class PodmanRuntime(_S):
     events_log: str = "/run/libpod/events/events.log"  # container labels, when podman logs events to a file
 
 
-class CrioRuntime(_S):
+class CrioRuntime(_S, frozen=True):
     enabled: bool = True
     socket: str = "/var/run/crio/crio.sock"  # present = CRI-O runs here; its state is read from storage
     graphroot: str = "/var/lib/containers/storage"
     runroot: str = "/run/containers/storage"
 
 
-class ContainerdRuntime(_S):
+class ContainerdRuntime(_S, frozen=True):
     enabled: bool = True
     state: str = "/run/containerd"  # task bundles: <state>/io.containerd.runtime.v2.task/<namespace>/<id>
 
 
-class Runtimes(_S):
+class Runtimes(_S, frozen=True):
     """Where the collector learns workload identity, each used when present (docs/collector.md)."""
 
     docker: EngineRuntime = EngineRuntime()
@@ -194,7 +196,7 @@ class Runtimes(_S):
     crio: CrioRuntime = CrioRuntime()
 
 
-class Collector(_S):
+class Collector(_S, frozen=True):
     source: str = "auto"  # auto | ebpf | trace:FILE | synthetic
     node: str = ""  # default: host name
     batch_size: int = 500
@@ -219,20 +221,20 @@ class Collector(_S):
     runtimes: Runtimes = Runtimes()
 
 
-class Suppression(_S):
+class Suppression(_S, frozen=True):
     image: str = "*"
     executable: str = "*"
     dns: str = "*"
     event_type: str = "*"
 
 
-class AnomalyDetector(_S):
+class AnomalyDetector(_S, frozen=True):
     dedup_window: Duration = Duration(60)
     suppressions: list[Suppression] = []
     snapshot_interval: Duration = Duration(10)  # wall-clock seconds between detector/throttler snapshots
 
 
-class DecisionIntake(_S):
+class DecisionIntake(_S, frozen=True):
     enabled: bool = False
     socket: str = ""  # default: <data_dir>/intake.sock
     socket_mode: str = "0600"
@@ -241,7 +243,7 @@ class DecisionIntake(_S):
     gatekeeper_poll_interval: Duration = Duration(0.5)  # how often the followed directory is listed when idle
 
 
-class Archive(_S):
+class Archive(_S, frozen=True):
     path: str = "decisions.duckdb"  # relative to data_dir
     batch_size: int = 122_880  # decisions per commit at most: one DuckDB row group, written straight to the file
     flush_interval: Duration = Duration(0.2)  # longest a partial batch waits for more decisions before its commit
@@ -249,16 +251,16 @@ class Archive(_S):
     retry_max: Duration = Duration(10)
 
 
-class AuditReports(_S):
+class AuditReports(_S, frozen=True):
     dir: str = "audit"  # relative to data_dir
     keep_runs: int = 3
 
 
-class SelfTest(_S):
+class SelfTest(_S, frozen=True):
     enabled: bool = False
 
 
-class Telemetry(_S):
+class Telemetry(_S, frozen=True):
     exporter: Literal["none", "otlp", "prometheus"] = "none"
     otlp_endpoint: str = "http://127.0.0.1:4317"
     prometheus_port: int = 9464
@@ -266,14 +268,14 @@ class Telemetry(_S):
     log_level: str = "INFO"
 
 
-class StreamLimits(_S):
+class StreamLimits(_S, frozen=True):
     """A stream's bounds (docs/configuration.md, "Storage"). 0 = unbounded."""
 
     max_age: Duration = Duration(0)  # EVENTS: enforced by compaction, below the safe point only
     max_bytes: Size = Size(0)  # writes are refused past it (discard new), never old messages dropped
 
 
-class Streams(_S):
+class Streams(_S, frozen=True):
     events: StreamLimits = StreamLimits(max_bytes=Size(8 << 30))
     drift: StreamLimits = StreamLimits(max_bytes=Size(1 << 30))
     profiles: StreamLimits = StreamLimits(max_bytes=Size(1 << 30))
@@ -290,7 +292,7 @@ class Streams(_S):
         return limits
 
 
-class Storage(_S):
+class Storage(_S, frozen=True):
     compact_at: float = 0.5  # EVENTS is purged below its safe point once it holds this fraction of max_bytes
     headroom_warning: float = 0.2  # a storage decision when a stream's free fraction falls below this
     collector_buffer_bytes: Size = Size(64 << 20)  # batches a collector holds while EVENTS refuses writes
@@ -302,7 +304,7 @@ def _default_data_dir() -> str:
     return str(Path(base) / "vigil")
 
 
-class Settings(_S):
+class Settings(_S, frozen=True):
     data_dir: str = field(default_factory=_default_data_dir)
     runtime_security_config: RuntimeSecurityConfig = RuntimeSecurityConfig()
     alert_throttling: bool = True

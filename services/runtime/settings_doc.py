@@ -21,7 +21,8 @@ DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 # operator's question "what does switching this off stop?" is answered here.
 HONOURED_BY: dict[str, str] = {
     "data_dir": "every command",
-    "runtime_security_config.enabled": "collector (`vigil up` does not start it), profile-learner (learns and reports nothing)",
+    "runtime_security_config.enabled": "collector (`vigil up` does not start it), "
+    "profile-learner (learns and reports nothing)",
     "runtime_security_config.network.enabled": "collector (no connect/DNS probes), profile-learner (drops connect/dns)",
     "runtime_security_config.event_types": "collector (probe not attached), profile-learner (event type ignored)",
     "runtime_security_config.security_profile": "profile-learner, version-evictor",
@@ -46,6 +47,9 @@ HONOURED_BY: dict[str, str] = {
     "decision_intake.gatekeeper_dir": "`vigil intake`, `vigil up` (starts the intake when set: follows the directory)",
     "decision_intake.gatekeeper_poll_interval": "`vigil intake` (the directory follower)",
     "archive": "decision-log-archiver",
+    "archive.retry_initial": "every service (the runner's commit retry: first backoff, with jitter)",
+    "archive.retry_max": "every service (the runner's commit retry: longest backoff); decision-log-archiver "
+    "(how often it tries again to open an archive it could not open)",
     "audit_reports": "audit-report-writer",
     "self_test.enabled": "`vigil up` (runs `vigil self-test` once services are up)",
     "telemetry": "every service (exporter, heartbeats, log level)",

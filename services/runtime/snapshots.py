@@ -149,5 +149,3 @@ class SnapshotApp(AppBase):
         except Exception as exc:  # noqa: BLE001 - the next snapshot tries again; the file is written
             self.counters["storage_errors"] += 1
             log.warning("%s: shared snapshot failed: %s", self.name, exc)
-
-

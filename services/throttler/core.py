@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from msgspec import Struct
 
 from contracts.alerts import Alert, AlertClock, AlertThreshold
-from contracts.decisions import Decision
+from contracts.decisions import Decision, about_container
 from contracts.events import Container
 
 NS = 1_000_000_000
@@ -222,7 +222,8 @@ def throttle_decision(config: Config, key: BucketKey, bucket: Bucket) -> Decisio
     end = bucket.throttled_at + config.throttle_ns
     c = bucket.container
     scope = f"rule {key[1]} of container {c.id}" if key[1] else f"container {c.id}"
-    return Decision(
+    return about_container(
+        c,
         id=f"throttle:{bucket.threshold_id}",
         time=end,
         source="throttle",
@@ -230,13 +231,6 @@ def throttle_decision(config: Config, key: BucketKey, bucket: Bucket) -> Decisio
         action="throttle",
         rule=key[1] or "max_alert_per_sec",
         message=f"dropped {bucket.dropped} alerts of {scope} during {config.throttle_sec}s",
-        resource_kind="Container",
-        resource_namespace=c.namespace,
-        resource_name=c.name,
-        image_name=c.image_name,
-        image_tag=c.image_tag,
-        container_id=c.id,
-        pod=c.pod,
         count=bucket.dropped,
         details={
             "threshold_id": bucket.threshold_id,

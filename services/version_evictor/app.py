@@ -45,7 +45,10 @@ class VersionEvictor(AppBase):
             self.evicted.add(1, {"image_name": event.image_name, "image_tag": event.image_tag})
             self.counters["evicted"] += 1
         commands = core.handle(self.state, event, self.max_image_tags)
-        return [Outgoing(commands_subject(c.image_name, self.settings.nats.partitions), encode_json(c), id=c.id) for c in commands]
+        return [
+            Outgoing(commands_subject(c.image_name, self.settings.nats.partitions), encode_json(c), id=c.id)
+            for c in commands
+        ]
 
     def _observe_versions(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {"image_name": image}) for image, n in core.version_counts(self.state).items()]

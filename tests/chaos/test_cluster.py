@@ -14,8 +14,7 @@ import msgspec
 import pytest
 
 from services.runtime import embedded
-from services.runtime.bus import connect, retry_transient
-from services.runtime.service import ensure_buckets
+from services.runtime.bus import connect, ensure_buckets, retry_transient
 from services.runtime.settings import Settings
 from tests.integration.echo_app import ECHO_STREAM
 from tests.integration.test_runtime import _publish, _start_echo
@@ -30,6 +29,7 @@ def cluster(tmp_path: Path) -> Iterator[embedded.Cluster]:
 
 async def _ready(settings: Settings) -> None:
     """Until the cluster has a meta leader and the R3 streams exist."""
+
     async def attempt() -> bool:
         try:
             bus = await connect(settings, start_embedded=False)

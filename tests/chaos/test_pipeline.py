@@ -266,11 +266,22 @@ async def _drained(bus: Bus) -> bool:
     return True
 
 
+async def _last_seqs(bus: Bus) -> dict[str, int] | None:
+    try:
+        return {s.name: (await bus.js.stream_info(s.name)).state.last_seq for s in STREAMS}
+    except Exception:  # noqa: BLE001 - a node is down
+        return None
+
+
 async def _settled(bus: Bus) -> bool:
-    if not await _drained(bus):
+    """Every durable drained, and no stream grew while that was checked: nothing is in
+    flight between two services either. (A service stores its outputs before it acks
+    their input, so an output stored before the first look shows as pending, or as
+    consumed, when its consumer is looked at; one stored later moves a stream's end.)"""
+    before = await _last_seqs(bus)
+    if before is None or not await _drained(bus):
         return False
-    await asyncio.sleep(1.0)  # nothing in flight between two services either
-    return await _drained(bus)
+    return await _last_seqs(bus) == before
 
 
 async def outputs(bus: Bus) -> dict[str, Counter[tuple[str, str, bytes]]]:

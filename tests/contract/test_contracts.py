@@ -100,7 +100,10 @@ def test_trace_uses_bare_kinds_and_rfc3339() -> None:
         (b'{"kind":"teleport","time":"2026-01-01T00:00:00Z"}', "unknown kind"),
         (b'{"kind":"tick"}', "missing time"),
         (b'{"kind":"exec","time":"yesterday","container":{"id":"c"},"process":{"pid":1}}', "Invalid isoformat"),
-        (b'{"kind":"exec","time":"2026-01-01T00:00:00Z","container":{"id":"c"},"process":{"pid":"x"}}', "Expected `int`"),
+        (
+            b'{"kind":"exec","time":"2026-01-01T00:00:00Z","container":{"id":"c"},"process":{"pid":"x"}}',
+            "Expected `int`",
+        ),
     ],
 )
 def test_trace_errors_name_the_line_and_reason(line: bytes, reason: str) -> None:
@@ -113,7 +116,11 @@ def test_trace_errors_name_the_line_and_reason(line: bytes, reason: str) -> None
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_decoders_reject_garbage_with_a_contract_error(data: bytes) -> None:
-    for decode in (codec.decode_batch, codec.decode_drift, *(lambda d, k=k: codec.decode_json(k, d) for k in codec.JSON_TYPES)):
+    for decode in (
+        codec.decode_batch,
+        codec.decode_drift,
+        *(lambda d, k=k: codec.decode_json(k, d) for k in codec.JSON_TYPES),
+    ):
         try:
             decode(data)
         except codec.ContractError as exc:

@@ -119,17 +119,32 @@ def _events() -> list[Any]:
     process = Process(pid=42, ppid=1, comm="sh", path="/bin/sh", argv=["sh", "-c", "echo\nhi"], ancestors=["/init"])
     return [
         ExecObserved(time=1_700_000_000_123_456_000, node="n1", container=container, process=process),
-        FileOpened(time=1_700_000_000_200_000_000, container=container, process=process,
-                   file=FileAccess(path="/etc/pa\nss\twd \u00e9", flags=0)),
+        FileOpened(
+            time=1_700_000_000_200_000_000,
+            container=container,
+            process=process,
+            file=FileAccess(path="/etc/pa\nss\twd \u00e9", flags=0),
+        ),
         ClockTicked(time=1_700_000_001_000_000_000, node="n1"),
     ]
 
 
 def _drifts() -> DriftBatch:
     event = _events()[0]
-    drift = Drift(id="d1", time=event.time, image_name="registry:5000/app", image_tag="1.2", event_type="exec",
-                  behaviour="/bin/sh", version_state="stable", reason="stable_version", inserted=False,
-                  container=event.container, event=event, event_id="n1:b1:1:7")
+    drift = Drift(
+        id="d1",
+        time=event.time,
+        image_name="registry:5000/app",
+        image_tag="1.2",
+        event_type="exec",
+        behaviour="/bin/sh",
+        version_state="stable",
+        reason="stable_version",
+        inserted=False,
+        container=event.container,
+        event=event,
+        event_id="n1:b1:1:7",
+    )
     return DriftBatch(drifts=[drift], watermark=event.time)
 
 
@@ -137,8 +152,16 @@ def seeds_codec() -> list[bytes]:
     batch = EventBatch(node="n1", boot="b1", first_seq=7, partition=1, events=_events())
     index = {codec.name: i for i, codec in enumerate(CODECS)}
     event = _events()[0]
-    alert = Alert(id="a1", time=event.time, event_type="exec", container=event.container, process=event.process,
-                  lineage=["/init", "/bin/sh"], event=event, version_state="stable")
+    alert = Alert(
+        id="a1",
+        time=event.time,
+        event_type="exec",
+        container=event.container,
+        process=event.process,
+        lineage=["/init", "/bin/sh"],
+        event=event,
+        version_state="stable",
+    )
     decision = intake.normalise(gatekeeper_line(3, audit_id="2026-01-10T08:00:00Z"))
     assert isinstance(decision, intake.Accepted)
     return [

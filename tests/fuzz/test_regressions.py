@@ -28,8 +28,14 @@ def test_invalid_utf8_in_a_msgpack_string_is_a_contract_error() -> None:
 
 @pytest.mark.parametrize(
     "time",
-    ['"0132-12-10T00:00:00Z"', '"0001-01-01T00:00:00+01:00"', '"9999-12-31T23:59:59Z"', "-9223372036854775808",
-     "18446744073709551615", "99999999999999999999999"],
+    [
+        '"0132-12-10T00:00:00Z"',
+        '"0001-01-01T00:00:00+01:00"',
+        '"9999-12-31T23:59:59Z"',
+        "-9223372036854775808",
+        "18446744073709551615",
+        "99999999999999999999999",
+    ],
 )
 def test_times_the_bus_cannot_carry_are_trace_errors(time: str) -> None:
     """Found by fuzz_trace: a trace time outside int64 nanoseconds decoded, then

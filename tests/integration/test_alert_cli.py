@@ -43,13 +43,14 @@ async def _publish(settings: Settings, prefix: str = "") -> None:
         await bus.close()
 
 
-
 def test_list_since_prints_stored_alerts_as_json_lines_with_filters(settings: Settings) -> None:
     asyncio.run(_publish(settings))
     every = run_vigil(settings, "alerts", "list", "--since", "10m", "-o", "json")
     assert every.returncode == 0, every.stderr
     assert [json.loads(line)["id"] for line in every.stdout.splitlines()] == ["a1", "a2", "t1"]
-    web = run_vigil(settings, "alerts", "list", "--since", "10m", "--container", "c1", "--rule", "anomaly_detection", "-o", "json")
+    web = run_vigil(
+        settings, "alerts", "list", "--since", "10m", "--container", "c1", "--rule", "anomaly_detection", "-o", "json"
+    )
     assert [json.loads(line)["id"] for line in web.stdout.splitlines()] == ["a1"]
     by_image = run_vigil(settings, "alerts", "list", "--since", "10m", "--image", "mysql:8", "-o", "json")
     (line,) = by_image.stdout.splitlines()
@@ -64,6 +65,9 @@ def test_list_since_prints_stored_alerts_as_json_lines_with_filters(settings: Se
     }
     table = run_vigil(settings, "alerts", "list", "--since", "10m", "--rule", "AlertThreshold")
     assert "AlertThreshold over 10/s" in table.stdout and "t1" not in table.stdout and "1 alerts" in table.stderr
+    every_table = run_vigil(settings, "alerts", "list", "--since", "10m")
+    # the span stated is the alerts' own (event) time, not when the command ran
+    assert "3 alerts, event time 2026-01-01T00:00:00Z to 2026-01-01T00:00:00Z" in every_table.stderr
     bad = run_vigil(settings, "alerts", "list", "--since", "yesterday")
     assert bad.returncode == 2 and "--since" in bad.stderr
 

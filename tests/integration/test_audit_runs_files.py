@@ -22,6 +22,13 @@ def _lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+KEPT = [f"2026-01-10T{h}_00_00Z.{ext}" for h in ("09", "10", "11") for ext in ("json", "log")]
+
+
+def _runs(audit: Path) -> list[str]:
+    return sorted(p.name for p in audit.glob("2026-*"))
+
+
 def _count_lines(path: Path) -> int:
     try:
         return path.read_bytes().count(b"\n")
@@ -56,15 +63,14 @@ def test_audit_run_files_survive_a_kill_mid_run_and_keep_three_runs(settings: Se
             with vigil_process(settings, "run", "audit-report-writer"):
                 for n in range(1, 4):
                     await send_lines(intake.path, run_lines(n))
-                await wait_for(lambda: (audit / "2026-01-10T11_00_00Z.log").exists(), timeout=60)
+                # the last run renamed to .log, and retention (the effect after it) done
+                await wait_for(lambda: _runs(audit) == KEPT, timeout=60)
         finally:
             await intake.stop()
             await bus.close()
 
     asyncio.run(scenario())
-    assert sorted(p.name for p in audit.glob("2026-*")) == [
-        f"2026-01-10T{h}_00_00Z.{ext}" for h in ("09", "10", "11") for ext in ("json", "log")
-    ]
+    assert _runs(audit) == KEPT
     assert not list(audit.glob("*.txt")) and not list(audit.glob(".*.tmp"))
     for n, audit_id in enumerate(RUNS[1:], 1):
         stem = audit_id.replace(":", "_")

@@ -22,30 +22,19 @@ from contracts.subjects import decisions_subject
 from services.registry import SERVICES
 from services.runtime.bus import connect, publish_one
 from services.runtime.settings import load_settings
+from tests.support import vigil_in, wait_until
 
 T0 = 1_767_225_600_000_000_000
 
 
-def vigil(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+vigil = vigil_in
+wait = wait_until
 
 
 def status(env: dict[str, str]) -> dict:
     proc = vigil(env, "status", "-o", "json")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
-
-
-def wait(predicate, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 def test_up_collect_status_archive_and_clean_stop(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from contracts.subjects import DECISIONS, ConsumerSpec
 from services.runtime.bus import Bus, unsubscribe_quietly
 from services.runtime.fetch import fetch
 from services.runtime.settings import Settings
-from tests.support import make_settings, open_bus
+from tests.support import make_settings, open_bus, wait_for
 
 SUBJECT = "vigil.decisions.fetch-test"
 
@@ -51,13 +51,18 @@ def test_batches_short_batch_and_timeout(settings: Settings) -> None:
     asyncio.run(main())
 
 
+async def _lingering(bus: Bus, durable: str) -> bool:
+    """A pull request is open on the consumer (JetStream counts it as waiting)."""
+    return (await bus.js.consumer_info(DECISIONS, durable)).num_waiting > 0
+
+
 def test_messages_during_a_lingering_request_come_once(settings: Settings) -> None:
     async def main() -> None:
         bus = await open_bus(settings)
         try:
             sub = await bus.pull(ConsumerSpec(DECISIONS, "fetch-linger"))
             waiting = asyncio.create_task(_fetch_acked(sub, 50, 10))
-            await asyncio.sleep(0.2)  # the no_wait request found nothing: now a lingering one is open
+            await wait_for(lambda: _lingering(bus, "fetch-linger"))  # the no_wait request found nothing
             await _publish(bus, 0, 30)
             got = await waiting
             assert got and len(got) <= 50

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 from contracts.subjects import events_subject
-from services.cli.ops import gather_flare
+from services.cli.flare import gather_flare
 from services.profile_learner.app import ProfileLearner
 from services.runtime.bus import publish_one
 from services.runtime.settings import Settings, load

@@ -53,7 +53,9 @@ async def _publish(settings: Settings, n: int, boot: str = "b1", batch_size: int
 
 def _start_echo(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "ab")  # noqa: SIM115
-    return subprocess.Popen([sys.executable, "-m", "tests.integration.echo_app"], env=service_env(settings), stdout=out, stderr=out)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.echo_app"], env=service_env(settings), stdout=out, stderr=out
+    )
 
 
 async def _kill_mid_stream_then_finish(settings: Settings, log: Path) -> tuple[int, list[str]]:
@@ -146,7 +148,9 @@ def test_undecodable_message_is_dead_lettered_and_consumption_goes_on(settings: 
         try:
             async with bus.publisher() as pub:
                 await pub.publish(events_subject(0), b"\xc1 not msgpack", "garbage-1")
-                good = EventBatch(node="n1", boot="b", first_seq=0, partition=0, events=[exec_event(i) for i in range(3)])
+                good = EventBatch(
+                    node="n1", boot="b", first_seq=0, partition=0, events=[exec_event(i) for i in range(3)]
+                )
                 await pub.publish(events_subject(0), encode_batch(good), good.id)
                 await pub.flush()
             learner = ProfileLearner(settings)
@@ -169,12 +173,24 @@ def test_undecodable_message_is_dead_lettered_and_consumption_goes_on(settings: 
 
 def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:
     env = {**os.environ, "VIGIL_DATA_DIR": str(tmp_path), "VIGIL_MAX_ALERT_PER_SEC": "lots"}
-    proc = subprocess.run([sys.executable, "-m", "services.cli.main", "run", "throttler"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "run", "throttler"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "max_alert_per_sec" in proc.stderr
     cfg = tmp_path / "vigil.yaml"
     cfg.write_text("runtime_security_config:\n  security_profile:\n    max_image_tag: 3\n")
-    proc = subprocess.run([sys.executable, "-m", "services.cli.main", "config", "show", "--config", str(cfg)], env=env | {"VIGIL_MAX_ALERT_PER_SEC": "5"}, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "config", "show", "--config", str(cfg)],
+        env=env | {"VIGIL_MAX_ALERT_PER_SEC": "5"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "runtime_security_config.security_profile.max_image_tag" in proc.stderr
     assert "unknown key" in proc.stderr
@@ -189,7 +205,9 @@ def test_every_batch_carries_its_largest_event_time_in_a_header(settings: Settin
         bus = await open_bus(settings)
         try:
             msgs = await read_stream(bus, "EVENTS")
-            return [((m.headers or {}).get(MAX_TIME_HEADER), max(e.time for e in decode_batch(m.data).events)) for m in msgs]
+            return [
+                ((m.headers or {}).get(MAX_TIME_HEADER), max(e.time for e in decode_batch(m.data).events)) for m in msgs
+            ]
         finally:
             await bus.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 
 from contracts.subjects import EVENTS, subject_matches
-from services.cli.ops import SELF_TEST_IMAGE, SelfTestReport, run_self_test
+from services.cli.self_test import SELF_TEST_IMAGE, SelfTestReport, run_self_test
 from services.decision_log_archiver.app import Archiver
 from services.profile_learner.app import ProfileLearner
 from services.runtime.settings import Settings

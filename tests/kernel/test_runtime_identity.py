@@ -28,9 +28,9 @@ from contracts.events import (
 )
 from contracts.workloads import Workload
 from services.profile_learner import core
-from services.profile_learner.sim import Sim
 from tests.kernel.conftest import RUNTIMES_DIR, KernelEnv, of
 from tests.kernel.runtimes import PODMAN_RUN, Containerd, Dockerd, containerd, demo_image, dockerd, missing
+from tests.sim import Sim
 
 pytestmark = pytest.mark.kernel
 

@@ -24,10 +24,10 @@ from contracts.profiles import SetState
 from services.audit_report_writer import model_files, modeling
 from services.profile_learner import core
 from services.profile_learner.readiness import verdict
-from services.profile_learner.sim import Sim
 from services.runtime.settings import Readiness
 from tests.kernel.conftest import KernelEnv, of
 from tests.kernel.runtimes import PODMAN_RUN, demo_image, missing
+from tests.sim import Sim
 
 pytestmark = pytest.mark.kernel
 

@@ -18,7 +18,13 @@ def test_config_show_json_lists_every_key_with_source(monkeypatch, tmp_path) -> 
     assert result.exit_code == 0, result.output
     rows = {row["key"]: row for row in map(json.loads, result.stdout.splitlines())}
     assert set(rows) == {key for key, _, _ in schema()}
-    assert rows["throttle_sec"] == {"key": "throttle_sec", "value": 45, "source": "env:VIGIL_THROTTLE_SEC", "env": "VIGIL_THROTTLE_SEC", "type": "int"}
+    assert rows["throttle_sec"] == {
+        "key": "throttle_sec",
+        "value": 45,
+        "source": "env:VIGIL_THROTTLE_SEC",
+        "env": "VIGIL_THROTTLE_SEC",
+        "type": "int",
+    }
     warmup = rows["runtime_security_config.security_profile.anomaly_detection.workload_warmup_period"]
     assert (warmup["value"], warmup["source"], warmup["type"]) == (180.0, "default", "duration")
 

@@ -8,7 +8,8 @@ from contracts.events import ClockTicked, EventBatch
 from contracts.profiles import BehaviourAdded, ProfileReset, ResetProfile, SetState, StateChanged
 from services.profile_learner import core
 from services.profile_learner.paths import access_mask, addr_class, dns_key, generalise_path
-from services.profile_learner.sim import Sim, dns_, exec_, ns, open_, start, tick
+from services.profile_learner.sim import dns_, exec_, ns, open_, start, tick
+from tests.sim import Sim
 
 S = core.SECOND
 

@@ -16,7 +16,8 @@ import pytest
 
 from contracts.profiles import BehaviourAdded, Drift, StateChanged, VersionEvicted
 from services.profile_learner import core
-from services.profile_learner.sim import Sim, connect_, dns_, exec_, ns, start, syscalls_, tick
+from services.profile_learner.sim import connect_, dns_, exec_, ns, start, syscalls_, tick
+from tests.sim import Sim
 
 S = core.SECOND
 Step = tuple[str, Callable[[Sim], Any], Callable[[Sim, Any], None]]

@@ -22,7 +22,8 @@ from contracts.profiles import (
 )
 from services.audit_report_writer import modeling, portable
 from services.profile_learner import core, replay
-from services.profile_learner.sim import Sim, connect_, dns_, exec_, ns, open_, start, syscalls_, tick
+from services.profile_learner.sim import connect_, dns_, exec_, ns, open_, start, syscalls_, tick
+from tests.sim import Sim
 
 S = core.SECOND
 IMAGE, TAG = "shop/web", "2.0"

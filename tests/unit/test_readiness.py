@@ -9,8 +9,9 @@ from contracts.events import ContainerStarted, EventsLost
 from contracts.profiles import SetState
 from services.profile_learner import core
 from services.profile_learner.readiness import verdict
-from services.profile_learner.sim import Sim, _ctr, exec_, ns, start, tick
+from services.profile_learner.sim import _ctr, exec_, ns, start, tick
 from services.runtime.settings import Duration, Readiness
+from tests.sim import Sim
 
 POLICY = Readiness()
 HOUR = 3600 * core.SECOND

@@ -29,7 +29,9 @@ def test_env_overrides_file_and_sources_are_reported(tmp_path: Path) -> None:
     assert s.max_alert_per_sec == 5 and s.throttle_sec == 60
     assert s.runtime_security_config.network.enabled is False
     assert loaded.sources["max_alert_per_sec"] == f"file:{cfg}"
-    assert loaded.sources["runtime_security_config.network.enabled"] == "env:VIGIL_RUNTIME_SECURITY_CONFIG_NETWORK_ENABLED"
+    assert (
+        loaded.sources["runtime_security_config.network.enabled"] == "env:VIGIL_RUNTIME_SECURITY_CONFIG_NETWORK_ENABLED"
+    )
     assert loaded.sources["nats.port"] == "default"
 
 
@@ -75,7 +77,9 @@ def test_bad_file_entries_name_the_key(tmp_path: Path, yaml_text: str, key: str)
     assert info.value.key == key
 
 
-@pytest.mark.parametrize("text, seconds", [("500ms", 0.5), ("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800), (42, 42)])
+@pytest.mark.parametrize(
+    "text, seconds", [("500ms", 0.5), ("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800), (42, 42)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert Duration.parse(text) == seconds
 

@@ -8,7 +8,9 @@ from services.runtime.settings import load_settings
 
 
 def test_runtime_security_off_starts_no_collector_and_learns_nothing() -> None:
-    settings = load_settings(env={"VIGIL_RUNTIME_SECURITY_CONFIG_ENABLED": "false", "VIGIL_COLLECTOR_SOURCE": "synthetic"})
+    settings = load_settings(
+        env={"VIGIL_RUNTIME_SECURITY_CONFIG_ENABLED": "false", "VIGIL_COLLECTOR_SOURCE": "synthetic"}
+    )
     ok, why = collector_available(settings)
     assert not ok and "runtime_security_config.enabled" in why
     assert core_config(settings).event_types == ()

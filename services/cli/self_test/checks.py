@@ -1,66 +1,23 @@
-"""Operations commands mounted at the top level: `vigil self-test` and `vigil flare`.
-
-``self-test`` proves the pipeline end to end on the running system: it runs a
-short-lived test workload (exec, file open, DNS query) in a temporary
-directory, gets its activity onto EVENTS — through the kernel collector when
-one runs, otherwise through the trace path (the same BatchingPublisher the
-collector uses) — and checks that the profile-learner's durable consumer acked
-past it, then publishes a test decision (source ``self_test``) and checks that
-the archiver acked it (it acks only after the DuckDB commit) and, when the
-archiver's query endpoint answers, that the row is there. It prints ``Runtime
-self test: OK`` or names every failed check, and exits 0 or 1.
-
-``flare`` gathers a diagnostic bundle (effective config with secrets redacted,
-versions, log tails, streams and consumers, heartbeats, a metrics snapshot,
-recent dead letters), lists it, and asks before writing or sending it.
-"""
+"""The self-test's checks, in order: the bus, the switches, the streams, the services'
+heartbeats, the test activity reaching EVENTS (kernel collector or trace path), the
+learner acking past it, a test decision archived and, when the archiver's query
+endpoint answers, found by id. Every failure is a named check, never a raise."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.parse
-import urllib.request
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import typer
-
-from services.cli.common import ConfigOpt
-from services.cli.output import console, err_console
-from services.runtime.settings import Loaded, Settings, SettingsError, load
+from services.cli.self_test.workload import SELF_TEST_IMAGE, Workload, run_workload, trace_events
+from services.runtime.settings import Settings
 
 LEARNER = "profile-learner"
 ARCHIVER = "decision-log-archiver"
-SELF_TEST_IMAGE = "vigil-self-test"
-
-
-def register(root: typer.Typer) -> None:
-    """Add the operations commands to the root CLI."""
-    root.command("self-test")(self_test)
-    root.command("flare")(flare)
-
-
-def _load_or_exit(config: Path | None) -> Loaded:
-    # An unreachable bus is a named check / a bus-error.txt here, not a traceback per reconnect attempt.
-    logging.getLogger("nats.aio.client").setLevel(logging.CRITICAL)
-    try:
-        return load(config)
-    except SettingsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
-
-
-# ===================================================================== self-test
 
 
 @dataclass
@@ -83,34 +40,6 @@ class SelfTestReport:
     def add(self, name: str, ok: bool, detail: str = "", skipped: bool = False) -> bool:
         self.checks.append(Check(name, ok, detail, skipped))
         return ok
-
-
-def self_test(
-    path: str = typer.Option("auto", "--path", help="auto | kernel | trace: how the test activity reaches the bus"),
-    timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait for each propagation check"),
-    config: Path | None = ConfigOpt,
-) -> None:
-    """Trigger test activity and check it propagates: collector/trace → bus → learner, decision → archive."""
-    settings = _load_or_exit(config).settings
-    if path not in ("auto", "kernel", "trace"):
-        err_console.print(f"[red]error:[/red] --path must be auto, kernel or trace, got {path!r}")
-        raise typer.Exit(2)
-    report = asyncio.run(run_self_test(settings, path=path, timeout=timeout))
-    if report.path:
-        console.print(f"activity path: {report.path}")
-    for check in report.checks:
-        mark = (
-            "[green]ok[/green]"
-            if check.ok and not check.skipped
-            else ("skipped" if check.skipped else "[red]FAILED[/red]")
-        )
-        console.print(f"  {mark:<8} {check.name}: {check.detail}", highlight=False)
-    if report.ok:
-        console.print("Runtime self test: OK")
-        return
-    failed = ", ".join(c.name for c in report.checks if not c.ok)
-    console.print(f"Runtime self test: FAILED ({failed})")
-    raise typer.Exit(1)
 
 
 async def run_self_test(settings: Settings, path: str = "auto", timeout: float = 30.0) -> SelfTestReport:
@@ -151,7 +80,7 @@ async def _run_checks(bus: Any, settings: Settings, report: SelfTestReport, path
         if chosen == "kernel":
             seqs = await _kernel_activity(bus, Path(tmp), nonce, timeout, report, enabled_activity(settings))
         else:
-            workload = _run_workload(Path(tmp), nonce)
+            workload = run_workload(Path(tmp), nonce)
             report.add("test workload", workload.ran, workload.detail)
             seqs = await _trace_activity(bus, settings, workload, nonce, report)
     if seqs:
@@ -261,108 +190,6 @@ def _in_container() -> bool:
     )
 
 
-# --- the test workload ------------------------------------------------------------
-
-_WORKLOAD = """
-import socket, sys
-src, dst, name = sys.argv[1:4]
-with open(src) as f, open(dst, "w") as g:
-    g.write(f.read())
-try:
-    socket.getaddrinfo(name, 53)
-except OSError:
-    pass
-"""
-
-
-@dataclass
-class Workload:
-    ran: bool
-    detail: str
-    pid: int = 0
-    ppid: int = 0
-    argv: list[str] = field(default_factory=list)
-    src: str = ""
-    dst: str = ""
-    dns: str = ""
-    started_ns: int = 0
-    ended_ns: int = 0
-
-
-def _run_workload(tmp: Path, nonce: str) -> Workload:
-    """Run the test workload: exec a fresh interpreter that opens a file, writes one and resolves a name."""
-    src, dst = tmp / "input.txt", tmp / "output.txt"
-    src.write_text(f"vigil self test {nonce}\n")
-    dns = f"self-test-{nonce.split('-')[-1]}.vigil.invalid"
-    argv = [sys.executable, "-c", _WORKLOAD, str(src), str(dst), dns]
-    started = time.time_ns()
-    try:
-        proc = subprocess.run(argv, capture_output=True, timeout=15)
-    except subprocess.TimeoutExpired:
-        return Workload(False, "the test workload did not finish within 15s")
-    ended = time.time_ns()
-    ok = proc.returncode == 0 and dst.exists()
-    detail = f"exec {Path(sys.executable).name}, open {src.name}, write {dst.name}, DNS {dns}"
-    if not ok:
-        detail = f"exit {proc.returncode}: {proc.stderr.decode(errors='replace')[-300:]}"
-    return Workload(
-        ok,
-        detail,
-        pid=0,
-        ppid=os.getpid(),
-        argv=argv[:2] + ["…", *argv[3:]],
-        src=str(src),
-        dst=str(dst),
-        dns=dns,
-        started_ns=started,
-        ended_ns=ended,
-    )
-
-
-def _trace_events(workload: Workload, settings: Settings, nonce: str) -> list[Any]:
-    from contracts.events import (
-        Container,
-        ContainerStarted,
-        ContainerStopped,
-        DnsQueried,
-        DnsQuery,
-        ExecObserved,
-        FileAccess,
-        FileOpened,
-        Process,
-    )
-
-    node = settings.node_name
-    t0, t1 = workload.started_ns, max(workload.ended_ns, workload.started_ns + 5)
-    container = Container(
-        id=f"self-test-{nonce}", image_name=SELF_TEST_IMAGE, image_tag="self-test", name="vigil-self-test"
-    )
-    proc = Process(
-        pid=os.getpid(),
-        ppid=workload.ppid,
-        comm="python",
-        path=sys.executable,
-        argv=workload.argv,
-        ancestors=["vigil self-test"],
-    )
-    return [
-        ContainerStarted(time=t0, node=node, container=container),
-        ExecObserved(time=t0 + 1, node=node, container=container, process=proc),
-        FileOpened(
-            time=t0 + 2, node=node, container=container, process=proc, file=FileAccess(path=workload.src, flags=0)
-        ),
-        FileOpened(
-            time=t0 + 3,
-            node=node,
-            container=container,
-            process=proc,
-            file=FileAccess(path=workload.dst, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-        ),
-        DnsQueried(time=t0 + 4, node=node, container=container, process=proc, dns=DnsQuery(name=workload.dns)),
-        ContainerStopped(time=t1, node=node, container=container),
-    ]
-
-
 async def _trace_activity(
     bus: Any, settings: Settings, workload: Workload, nonce: str, report: SelfTestReport
 ) -> list[tuple[str, int]]:
@@ -374,7 +201,7 @@ async def _trace_activity(
         return []
     kinds = {"ExecObserved": "exec", "FileOpened": "open", "DnsQueried": "dns"}
     wanted = enabled_activity(settings)
-    events = [e for e in _trace_events(workload, settings, nonce) if kinds.get(type(e).__name__, "") in wanted | {""}]
+    events = [e for e in trace_events(workload, settings, nonce) if kinds.get(type(e).__name__, "") in wanted | {""}]
     async with bus.publisher() as pub:
         batcher = BatchingPublisher(pub, settings.node_name, f"self-test-{nonce}", settings.nats.partitions, 1000)
         await batcher.add_all(events)
@@ -389,14 +216,28 @@ async def _trace_activity(
     return seqs
 
 
+def _workload_kinds(events: list[Any], src: str, dst: str, dns: str) -> set[str]:
+    """Which of the test workload's activities (exec, open, dns) these raw events show."""
+    from contracts.events import DnsQueried, ExecObserved, FileOpened
+
+    kinds = set()
+    for ev in events:
+        if isinstance(ev, FileOpened) and ev.file.path in (src, dst):
+            kinds.add("open")
+        elif isinstance(ev, DnsQueried) and ev.dns.name.rstrip(".") == dns:
+            kinds.add("dns")
+        elif isinstance(ev, ExecObserved) and src in ev.process.argv:
+            kinds.add("exec")
+    return kinds
+
+
 async def _kernel_activity(
     bus: Any, tmp: Path, nonce: str, timeout: float, report: SelfTestReport, want: set[str] | None = None
 ) -> list[tuple[str, int]]:
     """Run the workload while a core subscription watches EVENTS for its activity as the
     kernel collector reports it (a JetStream publish is also delivered to core subscribers)."""
-    from contracts.codec import decode_batch
-    from contracts.events import DnsQueried, ExecObserved, FileOpened
-    from contracts.subjects import EVENTS
+    from contracts.codec import ContractError, decode_batch
+    from contracts.subjects import EVENTS, EVENTS_ALL
 
     src, dst = str(tmp / "input.txt"), str(tmp / "output.txt")
     dns = f"self-test-{nonce.split('-')[-1]}.vigil.invalid"
@@ -405,26 +246,19 @@ async def _kernel_activity(
 
     async def on_msg(msg: Any) -> None:
         try:
-            batch = decode_batch(msg.data)
-        except Exception:  # noqa: BLE001 - not ours to judge
+            kinds = _workload_kinds(decode_batch(msg.data).events, src, dst, dns)
+        except ContractError:  # not ours to judge
             return
-        for ev in batch.events:
-            if isinstance(ev, FileOpened) and ev.file.path in (src, dst):
-                seen.add("open")
-                subjects.add(msg.subject)
-            elif isinstance(ev, DnsQueried) and ev.dns.name.rstrip(".") == dns:
-                seen.add("dns")
-                subjects.add(msg.subject)
-            elif isinstance(ev, ExecObserved) and src in ev.process.argv:
-                seen.add("exec")
-                subjects.add(msg.subject)
+        seen.update(kinds)
+        if kinds:
+            subjects.add(msg.subject)
 
-    sub = await bus.nc.subscribe("vigil.events.*", cb=on_msg)
+    want = {"exec", "open", "dns"} if want is None else want
+    sub = await bus.nc.subscribe(EVENTS_ALL, cb=on_msg)
     try:
-        workload = await asyncio.to_thread(_run_workload, tmp, nonce)
+        workload = await asyncio.to_thread(run_workload, tmp, nonce)
         report.add("test workload", workload.ran, workload.detail)
         deadline = time.monotonic() + timeout
-        want = {"exec", "open", "dns"} if want is None else want
         while not want <= seen and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     finally:
@@ -518,116 +352,3 @@ async def _query_archive(bus: Any, decision_id: str, report: SelfTestReport) -> 
     report.add(
         name, found, "row found through the archiver" if found else f"no row for {decision_id}: {result.rows[:3]}"
     )
-
-
-# ===================================================================== flare
-
-
-def flare(
-    case_id: str | None = typer.Argument(None, help="support case id (goes in the file name and the upload)"),
-    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation (scripts)"),
-    send: str | None = typer.Option(None, "--send", help="also POST the bundle to this URL"),
-    out: Path | None = typer.Option(None, "--out", help="zip path (default: <data_dir>/flares/…)"),
-    log_bytes: int = typer.Option(256 * 1024, "--log-bytes", help="tail of each log file to include"),
-    config: Path | None = ConfigOpt,
-) -> None:
-    """Diagnostic bundle for support: config (secrets redacted), versions, logs, bus state, heartbeats, dead letters."""
-    loaded = _load_or_exit(config)
-    files = asyncio.run(gather_flare(loaded, case_id, log_bytes))
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target = out or loaded.settings.data_path / "flares" / f"vigil-flare-{case_id or 'nocase'}-{stamp}.zip"
-    console.print(f"The flare will contain {len(files)} files:")
-    for name, text in files.items():
-        console.print(f"  {name:<32} {len(text.encode()):>9} bytes", highlight=False)
-    console.print(f"It will be written to {target}" + (f" and sent to {send}" if send else "") + ".")
-    if not yes and not typer.confirm("Proceed?", default=False):
-        console.print("Nothing written.")
-        raise typer.Exit(1)
-    write_zip(target, files)
-    console.print(f"wrote {target}")
-    if send:
-        try:
-            status = send_flare(target, send, case_id)
-        except Exception as exc:  # noqa: BLE001 - the bundle stays on disk
-            err_console.print(f"[red]error:[/red] sending failed: {exc}; the bundle is at {target}")
-            raise typer.Exit(1) from exc
-        console.print(f"sent to {send}: HTTP {status}")
-
-
-async def gather_flare(loaded: Loaded, case_id: str | None, log_bytes: int = 256 * 1024) -> dict[str, str]:
-    """Every file of the bundle, name → text, already redacted (config first, so its secrets scrub the rest)."""
-    from services.runtime import diagnostics as d
-
-    settings = loaded.settings
-    scrub = d.Scrubber()
-    files: dict[str, str] = {}
-    files["config.json"] = d.to_json(d.effective_config(settings, loaded.sources, scrub))
-    files["environment.json"] = d.to_json(scrub.env(os.environ))
-    files["versions.json"] = d.to_json(d.versions())
-    files.update(await _bus_files(settings))
-    for name, text in d.log_tails(settings.data_path, log_bytes).items():
-        files[f"logs/{name}"] = text
-    files["MANIFEST.json"] = d.to_json(
-        {
-            "case_id": case_id or "",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config_file": loaded.path or "",
-            "files": sorted(files),
-        }
-    )
-    return {name: scrub.text(text) for name, text in files.items()}
-
-
-async def _bus_files(settings: Settings) -> dict[str, str]:
-    from services.runtime import diagnostics as d
-    from services.runtime.bus import connect
-
-    try:
-        bus = await asyncio.wait_for(connect(settings, start_embedded=False, name="vigil-flare"), 3)
-    except Exception as exc:  # noqa: BLE001 - a flare of a broken system is the most useful one
-        return {"bus-error.txt": f"could not connect to the bus: {exc}\n"}
-    try:
-        streams, consumers = await d.stream_report(bus)
-        beats = await d.heartbeats(bus)
-        letters = await d.dead_letters(bus)
-    finally:
-        await bus.close()
-    return {
-        "streams.json": d.to_json(streams),
-        "consumers.json": d.to_json(consumers),
-        "heartbeats.json": d.to_json(beats),
-        "metrics.json": d.to_json(d.metrics_snapshot(beats, consumers)),
-        "deadletters.jsonl": "".join(json.dumps(x, sort_keys=True, default=str) + "\n" for x in letters),
-    }
-
-
-def write_zip(target: Path, files: dict[str, str]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    os.replace(tmp, target)
-
-
-def send_flare(path: Path, url: str, case_id: str | None) -> int:
-    """HTTP POST of the zip; the case id goes in a query parameter and a header."""
-    if case_id:
-        sep = "&" if urllib.parse.urlparse(url).query else "?"
-        url = f"{url}{sep}case_id={urllib.parse.quote(case_id)}"
-    req = urllib.request.Request(
-        url,
-        data=path.read_bytes(),
-        method="POST",
-        headers={"Content-Type": "application/zip", "X-Vigil-Case-Id": case_id or "", "X-Vigil-Filename": path.name},
-    )
-    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 - operator-given URL
-        return int(resp.status)
-
-
-def spawn_self_test(env: dict[str, str], timeout: float = 60.0) -> subprocess.Popen[bytes]:
-    """`vigil up`'s hook when ``self_test.enabled``: run the self-test in the background on the
-    same bus; it waits (up to ``timeout``) for the services' heartbeats, prints its verdict to
-    the terminal and exits. `vigil up` does not restart it."""
-    cmd = [sys.executable, "-m", "services.cli.main", "self-test", "--timeout", str(timeout)]
-    return subprocess.Popen(cmd, env=env)
