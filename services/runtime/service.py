@@ -39,7 +39,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import nats.errors
@@ -54,6 +54,9 @@ from services.runtime.errors import VigilError
 from services.runtime.fetch import fetch as queue_fetch
 from services.runtime.partitions import Leases
 from services.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from faststream.nats import NatsBroker
 
 log = logging.getLogger("vigil.service")
 
@@ -115,6 +118,7 @@ class AppBase:
     """Defaults for the optional hooks; services subclass it."""
 
     name = "app"
+    transport = "lean"  # "faststream": inputs through FastStream's batch pull subscriber (on_faststream.py)
     consumers: tuple[ConsumerSpec, ...] = ()
     stateful = False
     stateful_streams: frozenset[str] = frozenset()  # streams whose position the app owns (as if stateful)
@@ -202,6 +206,7 @@ class Runner:
         self.leases: Leases | None = None
         self._loops: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._error: BaseException | None = None
+        self._broker: NatsBroker | None = None  # apps with transport = "faststream" (services/runtime/on_faststream.py)
         self._tracer = telemetry.tracer(f"vigil.{app.name}")
         self._meters = telemetry.service_meters(app.name)
         telemetry.observe_counters(app.name, app.counters)
@@ -211,6 +216,13 @@ class Runner:
 
     async def run(self) -> None:
         await self.app.start(self.bus)
+        if getattr(self.app, "transport", "") == "faststream":
+            from services.runtime import on_faststream  # imports FastStream only for the apps that use it
+
+            servers = [url.geturl() for url in self.bus.nc.servers]
+            graceful = float(self.settings.nats.lease_ttl) / 3 if self.app.partitioned else 15.0
+            self._broker = on_faststream.broker(servers, self.settings, f"vigil-{self.app.name}-faststream", graceful)
+            await self._broker.start()
         for spec in self.app.consumers:
             self._start_loop(spec)
         beat = asyncio.create_task(self._heartbeats())
@@ -240,6 +252,8 @@ class Runner:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._broker is not None:
+                await self._broker.stop()
             await self.app.stop()
 
     def _watch(self, task: asyncio.Task[None]) -> None:
@@ -278,6 +292,10 @@ class Runner:
         self.app.counters["partitions_owned"] = len(self.leases.held) if self.leases else 0
 
     async def _consume(self, spec: ConsumerSpec, stop: asyncio.Event) -> None:
+        if self._broker is not None:
+            from services.runtime.on_faststream import consume
+
+            return await consume(self, spec, stop, self._broker)
         ordered = _owns_position(self.app, spec.stream)
         while True:
             start = self.app.positions.get(spec.position_key, 0) + 1 if ordered else None

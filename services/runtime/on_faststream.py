@@ -1,0 +1,171 @@
+"""The runner's input side on FastStream: an app with ``transport = "faststream"``
+is fed by a FastStream JetStream batch pull subscriber instead of the lean fetch loop.
+
+FastStream does the framework's part: the connection (a ``NatsBroker``), the durable
+pull consumer, the fetch loop that gathers a batch (``PullSub(batch=True)``: up to
+``fetch_batch`` messages or ``linger`` seconds), parsing, and graceful stop (a
+subscriber's ``stop`` waits for the batch in hand, up to the broker's
+``graceful_timeout``). Vigil's guarantees stay where they were, in
+:class:`services.runtime.service.Runner`, which the batch handler calls:
+
+1. the handler receives the raw ``nats`` messages (a decoder that hands FastStream's
+   batch through undecoded: apps decode their own contracts, once);
+2. :meth:`Runner._process` gives outputs their deterministic ids, publishes them,
+   waits for JetStream to store them, commits (snapshot, sink) and only then acks:
+   FastStream never acks (``AckPolicy.MANUAL``);
+3. an app that owns its position gets its durable deleted and declared again from
+   position + 1 before the subscriber starts, so deliveries are numbered 1, 2, …;
+   a jump (a pull lost in a failover) ends this subscriber after the in-order prefix
+   and a new one starts from the position (the contiguity check of docs/runtime.md);
+4. an error the runner would die of (a publish that never succeeds) is not left to
+   FastStream's log-and-continue: it ends the consumer, and so the service.
+
+Apps with an ``idle`` hook (the archiver) stay on the lean loop for now: a batch
+subscriber has no "nothing came" callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from fast_depends.msgspec import MsgSpecSerializer
+from faststream import AckPolicy
+from faststream.message import StreamMessage
+from faststream.nats import JStream, NatsBroker, PullSub
+from nats.aio.msg import Msg
+
+from contracts.subjects import ConsumerSpec
+from services.runtime.bus import Publisher, connect_options, consumer_config, consumer_subject, delete_consumer
+from services.runtime.service import Runner, _in_order, _owns_position
+from services.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from faststream.nats.subscriber.usecases.basic import LogicSubscriber
+
+log = logging.getLogger("vigil.service")
+
+LINGER = 0.05  # s: how long a batch subscriber waits to fill a partial batch (apps: ``fetch_linger``)
+
+Batch = Callable[[list[Msg]], Awaitable[None]]
+
+
+def broker(servers: list[str], settings: Settings, name: str, graceful_timeout: float = 15.0) -> NatsBroker:
+    """A NatsBroker with Vigil's connect options; FastStream's own logging kept to warnings.
+    ``graceful_timeout``: how long a stopping subscriber lets the batch in hand finish
+    (a partition given up: a third of the lease; a service stopping: well within the
+    supervisor's 20 s before SIGKILL). Cut short, the batch is redelivered unchanged."""
+    return NatsBroker(
+        servers,
+        serializer=MsgSpecSerializer(),
+        graceful_timeout=graceful_timeout,
+        log_level=30,
+        **connect_options(settings, name),
+    )
+
+
+async def _undecoded(msg: StreamMessage[Any]) -> Any:
+    return msg.raw_message  # the list of nats messages, as fetched
+
+
+def batch_subscriber(
+    nats: NatsBroker,
+    settings: Settings,
+    spec: ConsumerSpec,
+    handler: Batch,
+    *,
+    start_seq: int | None = None,
+    fetch_batch: int = 0,
+    linger: float = LINGER,
+) -> LogicSubscriber[Any]:
+    """Declare one ConsumerSpec as a durable batch pull subscriber calling ``handler``
+    with the raw messages of each batch (not started: ``await sub.start()``)."""
+    sub = nats.subscriber(
+        consumer_subject(spec),
+        stream=JStream(spec.stream, declare=False),  # streams are declared by ensure_streams, with their limits
+        durable=spec.durable,
+        config=consumer_config(settings, spec, start_seq, fetch_batch),
+        pull_sub=PullSub(fetch_batch or settings.nats.fetch_batch, timeout=linger, batch=True),
+        ack_policy=AckPolicy.MANUAL,
+        decoder=_undecoded,
+        persistent=False,  # dropped with its last reference: a resync declares a new one
+    )
+
+    async def on_batch(msgs: Any) -> None:
+        await handler(msgs)
+
+    sub(on_batch)
+    return sub
+
+
+class _Round:
+    """One subscriber's life: the batches it hands over, until a resync or an error ends it."""
+
+    def __init__(self, runner: Runner, spec: ConsumerSpec, pub: Publisher, ordered: bool) -> None:
+        self.runner, self.spec, self.pub, self.ordered = runner, spec, pub, ordered
+        self.expected = 1  # the next consumer sequence: the durable was just created
+        self.ended = asyncio.Event()
+        self.failed: BaseException | None = None
+
+    async def handle(self, msgs: list[Msg]) -> None:
+        if self.ended.is_set():
+            return  # after a resync or an error: left unacked, delivered again to the next consumer
+        try:
+            n = _in_order(msgs, self.expected) if self.ordered else len(msgs)
+            self.expected += n
+            if n:
+                await self.runner._process(self.spec, msgs[:n], self.pub)
+            if n < len(msgs):
+                self.runner.app.counters["resyncs"] += 1
+                log.warning(
+                    "%s: %s delivered out of order; consuming again from the position",
+                    self.runner.app.name,
+                    self.spec.durable,
+                )
+                self.ended.set()
+        except Exception as exc:  # noqa: BLE001 - FastStream would log it and go on; the runner dies of it
+            self.failed = exc
+            self.ended.set()
+
+
+async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, nats: NatsBroker) -> None:
+    """What :meth:`Runner._consume` does for a FastStream app: one subscriber per
+    position (a resync declares the next), until the runner or this spec stops."""
+    app, settings = runner.app, runner.settings
+    ordered = _owns_position(app, spec.stream)
+    async with Publisher(runner.bus.nc, window=settings.nats.publish_window) as pub:
+        pub.wait_when_full = True  # a full output stream: back-pressure (inputs stay unacked), never an exit
+        while True:
+            start = app.positions.get(spec.position_key, 0) + 1 if ordered else None
+            if ordered:
+                await delete_consumer(runner.bus.js, spec)
+            round_ = _Round(runner, spec, pub, ordered)
+            sub = batch_subscriber(
+                nats,
+                settings,
+                spec,
+                round_.handle,
+                start_seq=start,
+                fetch_batch=runner._fetch_batch(),
+                linger=float(getattr(app, "fetch_linger", 0.0)) or LINGER,
+            )
+            await sub.start()
+            try:
+                await _first(runner.stopping, stop, round_.ended)
+            finally:
+                await sub.stop()  # the batch in hand finishes first (graceful_timeout)
+            if round_.failed is not None:
+                raise round_.failed
+            if not round_.ended.is_set():
+                return
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

@@ -1,0 +1,74 @@
+"""The FastStream side of the runner (services/runtime/on_faststream.py) on
+FastStream's in-memory TestNatsBroker: handler wiring, payloads and headers.
+What needs a server (acks, positions, resyncs) is in the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from faststream.nats import TestNatsBroker
+from nats.aio.msg import Msg
+from nats.js import api as js_api
+
+from contracts.alerts import AlertClock
+from contracts.codec import encode_json
+from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_RAW, ConsumerSpec
+from services.runtime.on_faststream import batch_subscriber, broker
+from services.runtime.settings import Settings, load_settings
+from services.throttler.app import Throttler
+
+SPEC = ConsumerSpec(ALERTS, "throttler", (ALERTS_RAW, ALERTS_CLOCK))
+
+
+def settings_in(tmp_path: Path) -> Settings:
+    return load_settings(env={"VIGIL_DATA_DIR": str(tmp_path), "VIGIL_NATS_URL": "nats://127.0.0.1:1"})
+
+
+def wired(settings: Settings, **kwargs: Any) -> tuple[Any, Any, list[list[Msg]]]:
+    batches: list[list[Msg]] = []
+
+    async def handler(msgs: list[Msg]) -> None:
+        batches.append(list(msgs))
+
+    nats = broker(["nats://127.0.0.1:1"], settings, "test")
+    return nats, batch_subscriber(nats, settings, SPEC, handler, **kwargs), batches
+
+
+def test_the_handler_gets_the_raw_messages_of_every_filter_subject_with_their_headers(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    nats, _sub, batches = wired(settings)
+    clock = encode_json(AlertClock(id="c1", source="vigil.drift.0", time=5, node="n1"))
+    not_json = b"\x93\x01\x02\x03"  # handed through as bytes: apps decode their own contracts
+
+    async def scenario() -> None:
+        async with TestNatsBroker(nats) as br:
+            await br.publish(clock, ALERTS_CLOCK, stream=ALERTS, headers={"Nats-Msg-Id": "c1", "traceparent": "00-ab"})
+            await br.publish(not_json, ALERTS_RAW, stream=ALERTS, headers={"Nats-Msg-Id": "a1"})
+            await br.publish(b"x", "vigil.alerts.out", stream=ALERTS)  # not this consumer's subject
+
+    asyncio.run(scenario())
+    assert [[m.subject for m in batch] for batch in batches] == [[ALERTS_CLOCK], [ALERTS_RAW]]
+    first, second = batches[0][0], batches[1][0]
+    assert msgspec.json.decode(first.data, type=AlertClock).node == "n1"
+    assert first.headers is not None
+    assert (first.headers["Nats-Msg-Id"], first.headers["traceparent"]) == ("c1", "00-ab")
+    assert second.data == not_json
+
+
+def test_the_durable_is_declared_like_the_lean_loops(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    _nats, sub, _ = wired(settings, start_seq=42, fetch_batch=50_000)
+    config = sub.config
+    assert config.durable_name == "throttler"
+    assert config.ack_policy == js_api.AckPolicy.EXPLICIT
+    assert config.deliver_policy == js_api.DeliverPolicy.BY_START_SEQUENCE and config.opt_start_seq == 42
+    assert config.filter_subjects == [ALERTS_RAW, ALERTS_CLOCK]
+    assert config.max_ack_pending == 50_000  # at least a batch: acks wait for the commit
+    assert sub.pull_sub.batch and sub.pull_sub.batch_size == 50_000
+
+
+def test_the_throttler_declares_faststream(tmp_path: Path) -> None:
+    assert Throttler(settings_in(tmp_path)).transport == "faststream"
