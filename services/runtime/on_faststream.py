@@ -31,6 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import nats.errors
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy
 from faststream.message import StreamMessage
@@ -52,8 +53,9 @@ LINGER = 0.05  # s: how long a batch subscriber waits to fill a partial batch (a
 Batch = Callable[[list[Msg]], Awaitable[None]]
 
 
-def broker(servers: list[str], settings: Settings, name: str, graceful_timeout: float = 15.0) -> NatsBroker:
-    """A NatsBroker with Vigil's connect options; FastStream's own logging kept to warnings.
+def new_broker(servers: list[str], settings: Settings, name: str, graceful_timeout: float = 15.0) -> NatsBroker:
+    """A NatsBroker with Vigil's connect options; FastStream's access log (a line per
+    batch received and processed) at DEBUG, its errors as they are.
     ``graceful_timeout``: how long a stopping subscriber lets the batch in hand finish
     (a partition given up: a third of the lease; a service stopping: well within the
     supervisor's 20 s before SIGKILL). Cut short, the batch is redelivered unchanged."""
@@ -61,9 +63,19 @@ def broker(servers: list[str], settings: Settings, name: str, graceful_timeout: 
         servers,
         serializer=MsgSpecSerializer(),
         graceful_timeout=graceful_timeout,
-        log_level=30,
+        log_level=logging.DEBUG,
         **connect_options(settings, name),
     )
+
+
+async def start_broker(runner: Runner) -> NatsBroker:
+    """The runner's broker: the servers its bus knows (a cluster's too), connected and started."""
+    app, settings = runner.app, runner.settings
+    servers = [url.geturl() for url in runner.bus.nc.servers]
+    graceful = float(settings.nats.lease_ttl) / 3 if app.partitioned else 15.0
+    broker = new_broker(servers, settings, f"vigil-{app.name}-faststream", graceful)
+    await broker.start()
+    return broker
 
 
 async def _undecoded(msg: StreamMessage[Any]) -> Any:
@@ -71,7 +83,7 @@ async def _undecoded(msg: StreamMessage[Any]) -> Any:
 
 
 def batch_subscriber(
-    nats: NatsBroker,
+    broker: NatsBroker,
     settings: Settings,
     spec: ConsumerSpec,
     handler: Batch,
@@ -82,7 +94,7 @@ def batch_subscriber(
 ) -> LogicSubscriber[Any]:
     """Declare one ConsumerSpec as a durable batch pull subscriber calling ``handler``
     with the raw messages of each batch (not started: ``await sub.start()``)."""
-    sub = nats.subscriber(
+    sub = broker.subscriber(
         consumer_subject(spec),
         stream=JStream(spec.stream, declare=False),  # streams are declared by ensure_streams, with their limits
         durable=spec.durable,
@@ -130,7 +142,7 @@ class _Round:
             self.ended.set()
 
 
-async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, nats: NatsBroker) -> None:
+async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, broker: NatsBroker) -> None:
     """What :meth:`Runner._consume` does for a FastStream app: one subscriber per
     position (a resync declares the next), until the runner or this spec stops."""
     app, settings = runner.app, runner.settings
@@ -143,7 +155,7 @@ async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, nats:
                 await delete_consumer(runner.bus.js, spec)
             round_ = _Round(runner, spec, pub, ordered)
             sub = batch_subscriber(
-                nats,
+                broker,
                 settings,
                 spec,
                 round_.handle,
@@ -152,6 +164,7 @@ async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, nats:
                 linger=float(getattr(app, "fetch_linger", 0.0)) or LINGER,
             )
             await sub.start()
+            _timeouts_as_nats(sub.subscription)  # before its consume task first runs: start() did not yield since
             try:
                 await _first(runner.stopping, stop, round_.ended)
             finally:
@@ -169,3 +182,26 @@ async def _first(*events: asyncio.Event) -> None:
     finally:
         for w in waits:
             w.cancel()
+
+
+def _timeouts_as_nats(subscription: Any) -> None:
+    """nats-py 2.16's ``fetch`` raises a bare ``asyncio.TimeoutError`` when its
+    deadline passes between the no-wait and the lingering request (nats.py PR #934),
+    and FastStream 0.7.8's batch loop (``nats/subscriber/usecases/stream_pull_subscriber.py``,
+    ``BatchPullStreamSubscriber._consume_pull``) catches only ``nats.errors.TimeoutError``:
+    its task dies and the partial batch it had gathered is dropped unacked, so it
+    comes back only after ``ack_wait`` (found as a 30 s stall in
+    tests/integration/test_alert_pipeline.py). The subscription's ``fetch`` is
+    wrapped so that FastStream sees the timeout it expects."""
+    fetch = subscription.fetch
+
+    async def fetch_or_nats_timeout(*args: Any, **kwargs: Any) -> list[Msg]:
+        try:
+            msgs: list[Msg] = await fetch(*args, **kwargs)
+        except nats.errors.TimeoutError:
+            raise
+        except TimeoutError as exc:
+            raise nats.errors.TimeoutError from exc
+        return msgs
+
+    subscription.fetch = fetch_or_nats_timeout

@@ -217,12 +217,9 @@ class Runner:
     async def run(self) -> None:
         await self.app.start(self.bus)
         if getattr(self.app, "transport", "") == "faststream":
-            from services.runtime import on_faststream  # imports FastStream only for the apps that use it
+            from services.runtime.on_faststream import start_broker  # imports FastStream only where it is used
 
-            servers = [url.geturl() for url in self.bus.nc.servers]
-            graceful = float(self.settings.nats.lease_ttl) / 3 if self.app.partitioned else 15.0
-            self._broker = on_faststream.broker(servers, self.settings, f"vigil-{self.app.name}-faststream", graceful)
-            await self._broker.start()
+            self._broker = await start_broker(self)
         for spec in self.app.consumers:
             self._start_loop(spec)
         beat = asyncio.create_task(self._heartbeats())

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.errors
+import pytest
 from faststream.nats import TestNatsBroker
 from nats.aio.msg import Msg
 from nats.js import api as js_api
@@ -16,7 +18,7 @@ from nats.js import api as js_api
 from contracts.alerts import AlertClock
 from contracts.codec import encode_json
 from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_RAW, ConsumerSpec
-from services.runtime.on_faststream import batch_subscriber, broker
+from services.runtime.on_faststream import _timeouts_as_nats, batch_subscriber, new_broker
 from services.runtime.settings import Settings, load_settings
 from services.throttler.app import Throttler
 
@@ -33,18 +35,18 @@ def wired(settings: Settings, **kwargs: Any) -> tuple[Any, Any, list[list[Msg]]]
     async def handler(msgs: list[Msg]) -> None:
         batches.append(list(msgs))
 
-    nats = broker(["nats://127.0.0.1:1"], settings, "test")
-    return nats, batch_subscriber(nats, settings, SPEC, handler, **kwargs), batches
+    broker = new_broker(["nats://127.0.0.1:1"], settings, "test")
+    return broker, batch_subscriber(broker, settings, SPEC, handler, **kwargs), batches
 
 
 def test_the_handler_gets_the_raw_messages_of_every_filter_subject_with_their_headers(tmp_path: Path) -> None:
     settings = settings_in(tmp_path)
-    nats, _sub, batches = wired(settings)
+    broker, _sub, batches = wired(settings)
     clock = encode_json(AlertClock(id="c1", source="vigil.drift.0", time=5, node="n1"))
     not_json = b"\x93\x01\x02\x03"  # handed through as bytes: apps decode their own contracts
 
     async def scenario() -> None:
-        async with TestNatsBroker(nats) as br:
+        async with TestNatsBroker(broker) as br:
             await br.publish(clock, ALERTS_CLOCK, stream=ALERTS, headers={"Nats-Msg-Id": "c1", "traceparent": "00-ab"})
             await br.publish(not_json, ALERTS_RAW, stream=ALERTS, headers={"Nats-Msg-Id": "a1"})
             await br.publish(b"x", "vigil.alerts.out", stream=ALERTS)  # not this consumer's subject
@@ -72,3 +74,18 @@ def test_the_durable_is_declared_like_the_lean_loops(tmp_path: Path) -> None:
 
 def test_the_throttler_declares_faststream(tmp_path: Path) -> None:
     assert Throttler(settings_in(tmp_path)).transport == "faststream"
+
+
+def test_a_bare_asyncio_timeout_from_fetch_reaches_faststream_as_the_nats_timeout_it_catches() -> None:
+    class Subscription:
+        async def fetch(self, batch: int, timeout: float | None = None) -> list[Msg]:
+            raise TimeoutError  # nats-py 2.16 when the deadline passes between its two requests
+
+    subscription = Subscription()
+    _timeouts_as_nats(subscription)
+
+    async def fetch() -> None:
+        await subscription.fetch(10, timeout=0.05)
+
+    with pytest.raises(nats.errors.TimeoutError):
+        asyncio.run(fetch())
