@@ -18,7 +18,7 @@ from nats.js import api as js_api
 from contracts.alerts import AlertClock
 from contracts.codec import encode_json
 from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_RAW, ConsumerSpec
-from services.runtime.on_faststream import _timeouts_as_nats, batch_subscriber, new_broker
+from services.runtime.on_faststream import _Round, _timeouts_as_nats, batch_subscriber, new_broker
 from services.runtime.settings import Settings, load_settings
 from services.throttler.app import Throttler
 
@@ -89,3 +89,53 @@ def test_a_bare_asyncio_timeout_from_fetch_reaches_faststream_as_the_nats_timeou
 
     with pytest.raises(nats.errors.TimeoutError):
         asyncio.run(fetch())
+
+
+class FakeRunner:
+    """What _Round uses of a Runner: the app's counters and _process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = Throttler(settings)
+        self.processed: list[list[int]] = []
+
+    async def _process(self, spec: ConsumerSpec, msgs: list[Msg], pub: Any) -> None:
+        self.processed.append([m.metadata.sequence.stream for m in msgs])
+
+
+def delivered(stream_seq: int, consumer_seq: int) -> Msg:
+    reply = f"$JS.ACK.{ALERTS}.throttler.1.{stream_seq}.{consumer_seq}.1767225600000000000.0"
+    return Msg(_client=None, subject=ALERTS_RAW, reply=reply, data=b"{}", headers=None)  # type: ignore[arg-type]
+
+
+def test_a_round_processes_the_in_order_prefix_and_ends_at_a_jump_in_consumer_sequences(tmp_path: Path) -> None:
+    runner = FakeRunner(settings_in(tmp_path))
+    round_ = _Round(runner, SPEC, pub=None, ordered=True)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await round_.handle([delivered(10, 1), delivered(11, 2)])
+        await round_.handle([delivered(12, 3), delivered(14, 5), delivered(15, 6)])  # delivery 4 never arrived
+        await round_.handle([delivered(13, 7)])  # after the jump: left unacked for the next consumer
+
+    asyncio.run(scenario())
+    assert runner.processed == [[10, 11], [12]]
+    assert round_.ended.is_set() and round_.failed is None
+    assert runner.app.counters["resyncs"] == 1
+
+
+def test_a_round_that_does_not_own_a_position_takes_every_batch_whole(tmp_path: Path) -> None:
+    runner = FakeRunner(settings_in(tmp_path))
+    round_ = _Round(runner, SPEC, pub=None, ordered=False)  # type: ignore[arg-type]
+    asyncio.run(round_.handle([delivered(12, 3), delivered(14, 9)]))
+    assert runner.processed == [[12, 14]] and not round_.ended.is_set()
+
+
+def test_an_error_in_processing_ends_the_round_and_is_kept_for_the_runner(tmp_path: Path) -> None:
+    runner = FakeRunner(settings_in(tmp_path))
+
+    async def failing(spec: ConsumerSpec, msgs: list[Msg], pub: Any) -> None:
+        raise RuntimeError("publish never acknowledged")
+
+    runner._process = failing  # type: ignore[method-assign]
+    round_ = _Round(runner, SPEC, pub=None, ordered=True)  # type: ignore[arg-type]
+    asyncio.run(round_.handle([delivered(1, 1)]))
+    assert round_.ended.is_set() and isinstance(round_.failed, RuntimeError)
