@@ -1,13 +1,13 @@
 """The throttler on the lean fetch loop and on FastStream, in one run (docs/faststream.md).
 
 bench.alerts's load (drift → anomaly-detector → throttler → ``vigil.alerts.out``,
-at ``--rate`` drift events per second) is offered ``--rounds`` times per
-transport, alternating lean, faststream, lean, … each on a fresh nats-server and
-fresh services, so both see the same machine. The only difference between the
-two is the throttler's ``transport`` (its ``vigil run`` sets the class attribute
-before serving); the detector stays on the lean loop. Reported per transport:
-the median over rounds of alert latency (p50, p99: detector + throttler) and of
-the throttler's CPU (cores).
+at ``--rate`` drift events per second) is offered ``--rounds`` times per variant,
+alternating lean, faststream, faststream+linger, lean, … each on a fresh
+nats-server and fresh services, so all see the same machine. The variants differ
+only in the throttler's ``transport`` and ``fetch_linger`` (its ``vigil run`` sets
+the class attributes before serving); the detector stays on the lean loop.
+Reported per variant: the median over rounds of alert latency (p50, p99:
+detector + throttler), the detector's own p99, and CPU per service (cores).
 
     .venv/bin/python -m bench.transport [--rounds 3] [--rate 50000] [--seconds 10]
 """
@@ -27,17 +27,22 @@ from bench.alerts import measure, start_service, stop_all
 from services.runtime import embedded
 from services.runtime.settings import Settings, load_settings
 
-TRANSPORTS = ("lean", "faststream")
+# name: (transport, fetch_linger). "faststream+linger" is FastStream's own gathering of a
+# partial batch for 50 ms, which the layer turns off for apps without a linger.
+VARIANTS = {"lean": ("lean", 0.0), "faststream": ("faststream", 0.0), "faststream+linger": ("faststream", 0.05)}
+TRANSPORTS = tuple(VARIANTS)
 _SERVE = (
-    "import sys; from services.throttler.app import Throttler; Throttler.transport = sys.argv[1]; "
+    "import sys; from services.throttler.app import Throttler; "
+    "Throttler.transport = sys.argv[1]; Throttler.fetch_linger = float(sys.argv[2]); "
     "from services.cli.main import main; sys.argv = ['vigil', 'run', 'throttler']; main()"
 )
 
 
-def start_throttler(transport: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def start_throttler(variant: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "VIGIL_DATA_DIR": settings.data_dir, "VIGIL_NATS_URL": settings.nats.url}
     out = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped
-    return subprocess.Popen([sys.executable, "-c", _SERVE, transport], env=env, stdout=out, stderr=out)
+    transport, linger = VARIANTS[variant]
+    return subprocess.Popen([sys.executable, "-c", _SERVE, transport, str(linger)], env=env, stdout=out, stderr=out)
 
 
 def one_round(transport: str, rate: int, batch: int, seconds: float, novel: float) -> dict[str, float]:
@@ -63,14 +68,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=100, help="drifts per DriftBatch message")
     parser.add_argument("--novel", type=float, default=0.01, help="fraction of drifts that are new behaviours")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--variants", default=",".join(TRANSPORTS), help=f"of {', '.join(TRANSPORTS)}")
     args = parser.parse_args(argv)
-    results: dict[str, list[dict[str, float]]] = {t: [] for t in TRANSPORTS}
+    variants = args.variants.split(",")
+    results: dict[str, list[dict[str, float]]] = {t: [] for t in variants}
     for n in range(args.rounds):
-        for transport in TRANSPORTS:
+        for transport in variants:
             r = one_round(transport, args.rate, args.batch, args.seconds, args.novel)
             results[transport].append(r)
             print(
-                f"round {n + 1} {transport:>10}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                f"round {n + 1} {transport:>17}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
                 f"alerts {r['alerts_received']:.0f}/{r['alerts_expected']:.0f}, "
                 f"throttler CPU {r['cpu_throttler']:.3f}, offered {r['offered_ev_s']:,.0f} ev/s, "
                 f"load {r['load_avg_1m']:.1f}",
@@ -80,22 +87,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
-    def med(transport: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[transport])
+    def med(variant: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[variant])
 
-    print(f"bench.transport: throttler lean vs faststream, {args.rounds} rounds each, {args.rate} drift ev/s offered")
-    print(f"  {'':24}{'lean':>10}{'faststream':>12}{'ratio':>8}")
+    names = list(results)
+    print(f"bench.transport: the throttler per variant, median of {args.rounds} rounds, {args.rate} drift ev/s offered")
+    print(f"  {'':24}" + "".join(f"{n:>19}" for n in names) + "  (ratio to lean)")
     for key, label in (
         ("p50_ms", "alert latency p50 ms"),
         ("p99_ms", "alert latency p99 ms"),
+        ("raw_p99_ms", "detector alone p99 ms"),
         ("cpu_throttler", "throttler CPU cores"),
         ("cpu_anomaly-detector", "detector CPU cores"),
         ("offered_ev_s", "offered ev/s"),
     ):
-        lean, fast = med("lean", key), med("faststream", key)
-        print(f"  {label:24}{lean:>10.3f}{fast:>12.3f}{fast / lean if lean else float('nan'):>8.2f}")
-    lost = {t: sum(r["alerts_expected"] - r["alerts_received"] for r in results[t]) for t in TRANSPORTS}
-    print(f"  alerts missing (all rounds): lean {lost['lean']:.0f}, faststream {lost['faststream']:.0f}")
+        base = med("lean", key) if "lean" in results else float("nan")
+        cells = "".join(f"{med(n, key):>11.3f} ({med(n, key) / base if base else float('nan'):.2f})" for n in names)
+        print(f"  {label:24}{cells}")
+    lost = {n: sum(r["alerts_expected"] - r["alerts_received"] for r in results[n]) for n in names}
+    print("  alerts missing (all rounds): " + ", ".join(f"{n} {v:.0f}" for n, v in lost.items()))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ is fed by a FastStream JetStream batch pull subscriber instead of the lean fetch
 
 FastStream does the framework's part: the connection (a ``NatsBroker``), the durable
 pull consumer, the fetch loop that gathers a batch (``PullSub(batch=True)``: up to
-``fetch_batch`` messages or ``linger`` seconds), parsing, and graceful stop (a
+``fetch_batch`` messages or the app's ``fetch_linger`` seconds; without a linger, what
+the server has at once, as on the lean loop: see :class:`_Fetch`), parsing, and graceful stop (a
 subscriber's ``stop`` waits for the batch in hand, up to the broker's
 ``graceful_timeout``). Vigil's guarantees stay where they were, in
 :class:`services.runtime.service.Runner`, which the batch handler calls:
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vigil.service")
 
-LINGER = 0.05  # s: how long a batch subscriber waits to fill a partial batch (apps: ``fetch_linger``)
+IDLE_WAIT = 0.5  # s: one pull request's wait when nothing comes (the lean loop's)
 
 Batch = Callable[[list[Msg]], Awaitable[None]]
 
@@ -90,7 +91,7 @@ def batch_subscriber(
     *,
     start_seq: int | None = None,
     fetch_batch: int = 0,
-    linger: float = LINGER,
+    linger: float = 0.0,
 ) -> LogicSubscriber[Any]:
     """Declare one ConsumerSpec as a durable batch pull subscriber calling ``handler``
     with the raw messages of each batch (not started: ``await sub.start()``)."""
@@ -99,7 +100,7 @@ def batch_subscriber(
         stream=JStream(spec.stream, declare=False),  # streams are declared by ensure_streams, with their limits
         durable=spec.durable,
         config=consumer_config(settings, spec, start_seq, fetch_batch),
-        pull_sub=PullSub(fetch_batch or settings.nats.fetch_batch, timeout=linger, batch=True),
+        pull_sub=PullSub(fetch_batch or settings.nats.fetch_batch, timeout=linger or IDLE_WAIT, batch=True),
         ack_policy=AckPolicy.MANUAL,
         decoder=_undecoded,
         persistent=False,  # dropped with its last reference: a resync declares a new one
@@ -147,6 +148,7 @@ async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, broke
     position (a resync declares the next), until the runner or this spec stops."""
     app, settings = runner.app, runner.settings
     ordered = _owns_position(app, spec.stream)
+    linger = float(getattr(app, "fetch_linger", 0.0))
     async with Publisher(runner.bus.nc, window=settings.nats.publish_window) as pub:
         pub.wait_when_full = True  # a full output stream: back-pressure (inputs stay unacked), never an exit
         while True:
@@ -161,10 +163,11 @@ async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, broke
                 round_.handle,
                 start_seq=start,
                 fetch_batch=runner._fetch_batch(),
-                linger=float(getattr(app, "fetch_linger", 0.0)) or LINGER,
+                linger=linger,
             )
             await sub.start()
-            _timeouts_as_nats(sub.subscription)  # before its consume task first runs: start() did not yield since
+            # before its consume task first runs (start() has not yielded since creating it):
+            sub.subscription.fetch = _Fetch(sub.subscription.fetch, at_once=not linger)  # type: ignore[union-attr]
             try:
                 await _first(runner.stopping, stop, round_.ended)
             finally:
@@ -184,24 +187,38 @@ async def _first(*events: asyncio.Event) -> None:
             w.cancel()
 
 
-def _timeouts_as_nats(subscription: Any) -> None:
-    """nats-py 2.16's ``fetch`` raises a bare ``asyncio.TimeoutError`` when its
-    deadline passes between the no-wait and the lingering request (nats.py PR #934),
-    and FastStream 0.7.8's batch loop (``nats/subscriber/usecases/stream_pull_subscriber.py``,
-    ``BatchPullStreamSubscriber._consume_pull``) catches only ``nats.errors.TimeoutError``:
-    its task dies and the partial batch it had gathered is dropped unacked, so it
-    comes back only after ``ack_wait`` (found as a 30 s stall in
-    tests/integration/test_alert_pipeline.py). The subscription's ``fetch`` is
-    wrapped so that FastStream sees the timeout it expects."""
-    fetch = subscription.fetch
+class _Fetch:
+    """The subscription's ``fetch`` as FastStream's batch loop
+    (``BatchPullStreamSubscriber._consume_pull``,
+    ``faststream/nats/subscriber/usecases/stream_pull_subscriber.py``) should see it:
 
-    async def fetch_or_nats_timeout(*args: Any, **kwargs: Any) -> list[Msg]:
+    - **At once** (``at_once``: apps without ``fetch_linger``): that loop asks again
+      for the rest of a partial batch until its timeout, so every partial batch
+      would wait the whole timeout (a trickle of alerts: that much latency each).
+      After a partial batch, the next call ends the gathering (FastStream takes the
+      timeout as "batch done") and the batch is processed at once; the next round
+      waits up to ``IDLE_WAIT`` for its first message, as the lean loop does.
+    - **Timeouts**: nats-py 2.16 raises a bare ``asyncio.TimeoutError`` when the
+      deadline passes between its no-wait and lingering requests (nats.py PR #934),
+      and the loop catches only ``nats.errors.TimeoutError``: its task died and the
+      messages gathered so far were dropped unacked until ``ack_wait`` (a 30 s
+      stall in tests/integration/test_alert_pipeline.py). It gets the nats one.
+    """
+
+    def __init__(self, fetch: Callable[..., Awaitable[list[Msg]]], at_once: bool) -> None:
+        self._fetch = fetch
+        self._at_once = at_once
+        self._gathering = False  # the last call returned a partial batch
+
+    async def __call__(self, batch: int = 1, timeout: float | None = 5, heartbeat: float | None = None) -> list[Msg]:
+        if self._gathering:
+            self._gathering = False
+            raise nats.errors.TimeoutError  # the partial batch in hand goes now
         try:
-            msgs: list[Msg] = await fetch(*args, **kwargs)
+            msgs = await self._fetch(batch, timeout, heartbeat)
         except nats.errors.TimeoutError:
             raise
         except TimeoutError as exc:
             raise nats.errors.TimeoutError from exc
+        self._gathering = self._at_once and len(msgs) < batch
         return msgs
-
-    subscription.fetch = fetch_or_nats_timeout

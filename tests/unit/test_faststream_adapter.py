@@ -18,7 +18,7 @@ from nats.js import api as js_api
 from contracts.alerts import AlertClock
 from contracts.codec import encode_json
 from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_RAW, ConsumerSpec
-from services.runtime.on_faststream import _Round, _timeouts_as_nats, batch_subscriber, new_broker
+from services.runtime.on_faststream import _Fetch, _Round, batch_subscriber, new_broker
 from services.runtime.settings import Settings, load_settings
 from services.throttler.app import Throttler
 
@@ -76,19 +76,55 @@ def test_the_throttler_declares_faststream(tmp_path: Path) -> None:
     assert Throttler(settings_in(tmp_path)).transport == "faststream"
 
 
+class Subscription:
+    """A pull subscription whose fetch returns prepared answers (a list of messages or an exception)."""
+
+    def __init__(self, *answers: list[Msg] | BaseException) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def fetch(self, batch: int = 1, timeout: float | None = 5, heartbeat: float | None = None) -> list[Msg]:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
 def test_a_bare_asyncio_timeout_from_fetch_reaches_faststream_as_the_nats_timeout_it_catches() -> None:
-    class Subscription:
-        async def fetch(self, batch: int, timeout: float | None = None) -> list[Msg]:
-            raise TimeoutError  # nats-py 2.16 when the deadline passes between its two requests
-
-    subscription = Subscription()
-    _timeouts_as_nats(subscription)
-
-    async def fetch() -> None:
-        await subscription.fetch(10, timeout=0.05)
-
+    sub = Subscription(TimeoutError())  # nats-py 2.16 when the deadline passes between its two requests
+    fetch = _Fetch(sub.fetch, at_once=True)
     with pytest.raises(nats.errors.TimeoutError):
-        asyncio.run(fetch())
+        asyncio.run(fetch(10, 0.5))
+
+
+def test_at_once_a_partial_batch_ends_the_gathering_and_a_full_one_does_not() -> None:
+    one, two = delivered(1, 1), delivered(2, 2)
+    sub = Subscription([one], [one, two], [two])
+    fetch = _Fetch(sub.fetch, at_once=True)
+
+    async def scenario() -> list[object]:
+        got: list[object] = [await fetch(2, 0.5)]  # partial: FastStream asks for the rest...
+        try:
+            await fetch(1, 0.4)
+        except nats.errors.TimeoutError as exc:  # ...and hears "done" without a request
+            got.append(type(exc))
+        got += [await fetch(2, 0.5), await fetch(2, 0.5)]  # a full batch: the next round fetches
+        return got
+
+    assert asyncio.run(scenario()) == [[one], nats.errors.TimeoutError, [one, two], [two]]
+    assert sub.calls == 3
+
+
+def test_with_a_linger_faststream_gathers_the_rest_of_a_partial_batch() -> None:
+    one, two = delivered(1, 1), delivered(2, 2)
+    sub = Subscription([one], [two])
+    fetch = _Fetch(sub.fetch, at_once=False)
+
+    async def scenario() -> list[list[Msg]]:
+        return [await fetch(2, 0.05), await fetch(1, 0.04)]
+
+    assert asyncio.run(scenario()) == [[one], [two]]
 
 
 class FakeRunner:
