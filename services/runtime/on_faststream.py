@@ -41,7 +41,7 @@ from nats.aio.msg import Msg
 
 from contracts.subjects import ConsumerSpec
 from services.runtime.bus import Publisher, connect_options, consumer_config, consumer_subject, delete_consumer
-from services.runtime.service import Runner, _in_order, _owns_position
+from services.runtime.service import Runner, _in_order, _owns_position, fetch_failed
 from services.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, broke
             )
             await sub.start()
             # before its consume task first runs (start() has not yielded since creating it):
-            sub.subscription.fetch = _Fetch(sub.subscription.fetch, at_once=not linger)  # type: ignore[union-attr]
+            sub.subscription.fetch = _Fetch(sub.subscription.fetch, not linger, app)  # type: ignore[union-attr]
             try:
                 await _first(runner.stopping, stop, round_.ended)
             finally:
@@ -203,12 +203,19 @@ class _Fetch:
       and the loop catches only ``nats.errors.TimeoutError``: its task died and the
       messages gathered so far were dropped unacked until ``ack_wait`` (a 30 s
       stall in tests/integration/test_alert_pipeline.py). It gets the nats one.
+    - **Other errors** (a node failing over, a reconnect) are what the lean loop
+      does with them: counted (``fetch_errors``), logged, waited out with a growing
+      pause, then a timeout, so FastStream hands over the batch in hand. Left to
+      FastStream, its loop drops the batch it was gathering and its supervisor
+      restarts the task at once, however often it fails.
     """
 
-    def __init__(self, fetch: Callable[..., Awaitable[list[Msg]]], at_once: bool) -> None:
+    def __init__(self, fetch: Callable[..., Awaitable[list[Msg]]], at_once: bool, app: Any) -> None:
         self._fetch = fetch
         self._at_once = at_once
+        self._app = app  # its counters and name, for fetch errors
         self._gathering = False  # the last call returned a partial batch
+        self._failures = 0
 
     async def __call__(self, batch: int = 1, timeout: float | None = 5, heartbeat: float | None = None) -> list[Msg]:
         if self._gathering:
@@ -217,8 +224,15 @@ class _Fetch:
         try:
             msgs = await self._fetch(batch, timeout, heartbeat)
         except nats.errors.TimeoutError:
+            self._failures = 0
             raise
         except TimeoutError as exc:
+            self._failures = 0
             raise nats.errors.TimeoutError from exc
+        except Exception as exc:  # noqa: BLE001 - a server failing over, a reconnect: wait and pull again
+            self._failures += 1
+            await fetch_failed(self._app, self._failures, exc)
+            raise nats.errors.TimeoutError from exc
+        self._failures = 0
         self._gathering = self._at_once and len(msgs) < batch
         return msgs

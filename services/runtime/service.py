@@ -173,6 +173,14 @@ def _in_order(msgs: Sequence[Msg], expected: int) -> int:
     return len(msgs)
 
 
+async def fetch_failed(app: Any, failures: int, exc: Exception) -> None:
+    """A pull that failed (a node failing over, a reconnect): counted, logged, and
+    waited out with a pause that grows with consecutive ``failures`` (up to 2 s)."""
+    app.counters["fetch_errors"] += 1
+    log.warning("%s: fetch failed (%s: %s); retrying", app.name, type(exc).__name__, exc)
+    await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+
+
 def input_id(msg: Msg) -> str:
     hdrs = msg.headers or {}
     return hdrs.get("Nats-Msg-Id") or f"{msg.metadata.stream}:{msg.metadata.sequence.stream}"
@@ -329,9 +337,7 @@ class Runner:
                     continue
                 except Exception as exc:  # noqa: BLE001 - a server failing over, a reconnect: wait and pull again
                     failures += 1
-                    self.app.counters["fetch_errors"] += 1
-                    log.warning("%s: fetch failed (%s: %s); retrying", self.app.name, type(exc).__name__, exc)
-                    await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+                    await fetch_failed(self.app, failures, exc)
                     continue
                 if ordered:
                     n = _in_order(msgs, expected)

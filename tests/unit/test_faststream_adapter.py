@@ -93,7 +93,7 @@ class Subscription:
 
 def test_a_bare_asyncio_timeout_from_fetch_reaches_faststream_as_the_nats_timeout_it_catches() -> None:
     sub = Subscription(TimeoutError())  # nats-py 2.16 when the deadline passes between its two requests
-    fetch = _Fetch(sub.fetch, at_once=True)
+    fetch = _Fetch(sub.fetch, at_once=True, app=None)
     with pytest.raises(nats.errors.TimeoutError):
         asyncio.run(fetch(10, 0.5))
 
@@ -101,7 +101,7 @@ def test_a_bare_asyncio_timeout_from_fetch_reaches_faststream_as_the_nats_timeou
 def test_at_once_a_partial_batch_ends_the_gathering_and_a_full_one_does_not() -> None:
     one, two = delivered(1, 1), delivered(2, 2)
     sub = Subscription([one], [one, two], [two])
-    fetch = _Fetch(sub.fetch, at_once=True)
+    fetch = _Fetch(sub.fetch, at_once=True, app=None)
 
     async def scenario() -> list[object]:
         got: list[object] = [await fetch(2, 0.5)]  # partial: FastStream asks for the rest...
@@ -116,10 +116,29 @@ def test_at_once_a_partial_batch_ends_the_gathering_and_a_full_one_does_not() ->
     assert sub.calls == 3
 
 
+def test_a_failing_fetch_is_counted_waited_out_and_ends_the_gathering_as_a_timeout(tmp_path: Path) -> None:
+    app = Throttler(settings_in(tmp_path))
+    one = delivered(1, 1)
+    sub = Subscription([one], ConnectionResetError("node gone"), [one])
+    fetch = _Fetch(sub.fetch, at_once=False, app=app)
+
+    async def scenario() -> list[object]:
+        got: list[object] = [await fetch(2, 0.5)]
+        try:
+            await fetch(1, 0.4)
+        except nats.errors.TimeoutError as exc:  # FastStream hands over [one] instead of dropping it
+            got.append(type(exc))
+        got.append(await fetch(2, 0.5))
+        return got
+
+    assert asyncio.run(scenario()) == [[one], nats.errors.TimeoutError, [one]]
+    assert app.counters["fetch_errors"] == 1
+
+
 def test_with_a_linger_faststream_gathers_the_rest_of_a_partial_batch() -> None:
     one, two = delivered(1, 1), delivered(2, 2)
     sub = Subscription([one], [two])
-    fetch = _Fetch(sub.fetch, at_once=False)
+    fetch = _Fetch(sub.fetch, at_once=False, app=None)
 
     async def scenario() -> list[list[Msg]]:
         return [await fetch(2, 0.05), await fetch(1, 0.04)]
