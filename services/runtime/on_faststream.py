@@ -28,6 +28,7 @@ subscriber has no "nothing came" callback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,14 @@ from faststream.nats import JStream, NatsBroker, PullSub
 from nats.aio.msg import Msg
 
 from contracts.subjects import ConsumerSpec
-from services.runtime.bus import Publisher, connect_options, consumer_config, consumer_subject, delete_consumer
+from services.runtime.bus import (
+    Publisher,
+    connect_options,
+    consumer_config,
+    consumer_subject,
+    delete_consumer,
+    retry_transient,
+)
 from services.runtime.service import Runner, _in_order, _owns_position, fetch_failed
 from services.runtime.settings import Settings
 
@@ -153,21 +161,11 @@ async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, broke
         pub.wait_when_full = True  # a full output stream: back-pressure (inputs stay unacked), never an exit
         while True:
             start = app.positions.get(spec.position_key, 0) + 1 if ordered else None
-            if ordered:
-                await delete_consumer(runner.bus.js, spec)
             round_ = _Round(runner, spec, pub, ordered)
-            sub = batch_subscriber(
-                broker,
-                settings,
-                spec,
-                round_.handle,
-                start_seq=start,
-                fetch_batch=runner._fetch_batch(),
-                linger=linger,
+            sub = await retry_transient(
+                f"creating consumer {spec.durable}",
+                functools.partial(_started, runner, broker, spec, round_, start, linger),
             )
-            await sub.start()
-            # before its consume task first runs (start() has not yielded since creating it):
-            sub.subscription.fetch = _Fetch(sub.subscription.fetch, not linger, app)  # type: ignore[union-attr]
             try:
                 await _first(runner.stopping, stop, round_.ended)
             finally:
@@ -176,6 +174,32 @@ async def consume(runner: Runner, spec: ConsumerSpec, stop: asyncio.Event, broke
                 raise round_.failed
             if not round_.ended.is_set():
                 return
+
+
+async def _started(
+    runner: Runner, broker: NatsBroker, spec: ConsumerSpec, round_: _Round, start: int | None, linger: float
+) -> LogicSubscriber[Any]:
+    """A round's subscriber, started; its durable declared anew from ``start`` (an app
+    that owns its position) or as it is. One attempt: the caller retries transient errors."""
+    if start is not None:
+        await delete_consumer(runner.bus.js, spec)
+    sub = batch_subscriber(
+        broker,
+        runner.settings,
+        spec,
+        round_.handle,
+        start_seq=start,
+        fetch_batch=runner._fetch_batch(),
+        linger=linger,
+    )
+    try:
+        await sub.start()
+    except BaseException:
+        await sub.stop()
+        raise
+    # before its consume task first runs (start() has not yielded since creating it):
+    sub.subscription.fetch = _Fetch(sub.subscription.fetch, not linger, runner.app)  # type: ignore[union-attr]
+    return sub
 
 
 async def _first(*events: asyncio.Event) -> None:
