@@ -7,7 +7,9 @@ nats-server and fresh services, so all see the same machine. The variants differ
 only in the throttler's ``transport`` and ``fetch_linger`` (its ``vigil run`` sets
 the class attributes before serving); the detector stays on the lean loop.
 Reported per variant: the median over rounds of alert latency (p50, p99:
-detector + throttler), the detector's own p99, and CPU per service (cores).
+detector + throttler), the detector's own p99, the throttler's hop (per alert: seen
+on ``vigil.alerts.out`` minus seen on ``vigil.alerts.raw``, free of the detector's
+noise) and CPU per service (cores).
 
     .venv/bin/python -m bench.transport [--rounds 3] [--rate 50000] [--seconds 10]
 """
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             results[transport].append(r)
             print(
                 f"round {n + 1} {transport:>17}: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                f"throttler hop p50 {r['hop_p50_ms']:.2f} ms, p99 {r['hop_p99_ms']:.2f} ms, "
                 f"alerts {r['alerts_received']:.0f}/{r['alerts_expected']:.0f}, "
                 f"throttler CPU {r['cpu_throttler']:.3f}, offered {r['offered_ev_s']:,.0f} ev/s, "
                 f"load {r['load_avg_1m']:.1f}",
@@ -97,6 +100,8 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
         ("p50_ms", "alert latency p50 ms"),
         ("p99_ms", "alert latency p99 ms"),
         ("raw_p99_ms", "detector alone p99 ms"),
+        ("hop_p50_ms", "throttler hop p50 ms"),
+        ("hop_p99_ms", "throttler hop p99 ms"),
         ("cpu_throttler", "throttler CPU cores"),
         ("cpu_anomaly-detector", "detector CPU cores"),
         ("offered_ev_s", "offered ev/s"),
