@@ -71,6 +71,7 @@ def new_broker(servers: list[str], settings: Settings, name: str, graceful_timeo
     return NatsBroker(
         servers,
         serializer=MsgSpecSerializer(),
+        apply_types=False,  # the handler takes the raw batch: no dependency injection per call (~0.1 ms a batch)
         graceful_timeout=graceful_timeout,
         log_level=logging.DEBUG,
         **connect_options(settings, name),
