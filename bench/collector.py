@@ -207,9 +207,9 @@ BCC_FALLBACK = {
 
 
 def _bcc_start(argv: list[str]) -> subprocess.Popen[bytes] | None:
-    from collector.ebpf import header_tree
+    from collector import headers
 
-    env = {**os.environ, "BCC_KERNEL_SOURCE": str(header_tree())}
+    env = {**os.environ, **headers.environment(headers.find(extract=True))}  # the tree the collector takes
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
     header = proc.stdout.readline()  # the column header: attached

@@ -36,11 +36,6 @@ RING_BYTES = 16 << 20
 log = logging.getLogger("vigil.collector")
 
 
-def header_tree() -> Path:
-    """Where install-kernel-deps.sh builds the header tree for this kernel."""
-    return headers.cache_dir() / platform.release()
-
-
 def missing() -> list[str]:
     """What the eBPF source needs and this machine lacks (empty: ready)."""
     out: list[str] = []
@@ -96,8 +91,7 @@ def cflags(opts: ProbeOptions) -> list[str]:
 
 def _prepare_environment() -> headers.Headers:
     found = headers.find(extract=True)
-    if found.path is not None and found.set_env:
-        os.environ["BCC_KERNEL_SOURCE"] = str(found.path)
+    os.environ.update(headers.environment(found))
     if not os.path.ismount("/sys/kernel/tracing") and shutil.which("mount"):
         os.system("mount -t tracefs nodev /sys/kernel/tracing >/dev/null 2>&1")  # noqa: S605 - fixed command
     return found

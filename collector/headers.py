@@ -49,6 +49,12 @@ class Headers:
         return f"kernel headers: {self.path} ({self.how}){before}"
 
 
+def environment(found: Headers) -> dict[str, str]:
+    """What BCC needs in its environment to compile against ``found`` (nothing for
+    BCC's own default, or when no tree was found)."""
+    return {"BCC_KERNEL_SOURCE": str(found.path)} if found.path is not None and found.set_env else {}
+
+
 def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
     return Path(env.get("VIGIL_KERNEL_HEADERS_CACHE", str(CACHE)))
 

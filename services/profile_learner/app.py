@@ -131,6 +131,12 @@ def load_snapshots(settings: Settings) -> dict[int, Snapshot]:
     return out
 
 
+async def latest_snapshot(js: Any, settings: Settings, partition: int, local: Snapshot | None) -> Snapshot | None:
+    """The partition's newest snapshot: this host's file (``local``) or the shared copy."""
+    shared = await get_snapshot(js, settings.nats.replicas, shared_snapshot_name(partition))
+    return newest(local, _snap_decoder.decode(shared) if shared else None)
+
+
 async def shared_snapshots(
     js: Any, settings: Settings, local: dict[int, Snapshot]
 ) -> tuple[dict[int, Snapshot], dict[int, Snapshot]]:
@@ -138,8 +144,7 @@ async def shared_snapshots(
     shared base snapshot (where compaction purged the log's head to), when there is one."""
     latest, bases = dict(local), {}
     for p in range(settings.nats.partitions):
-        shared = await get_snapshot(js, settings.nats.replicas, shared_snapshot_name(p))
-        found = newest(local.get(p), _snap_decoder.decode(shared) if shared else None)
+        found = await latest_snapshot(js, settings, p, local.get(p))
         if found is not None:
             latest[p] = found
         base = await get_snapshot(js, settings.nats.replicas, shared_snapshot_name(p, base=True))
@@ -167,9 +172,9 @@ class Partition:
         self.dirty: set[str] = set()
         self.last_snapshot = 0.0
         self.sub: Any = None
-        # the previous shared snapshot: its inputs are acked by now (this one's are not yet),
-        # so it is the one compaction purges to
-        self.shared: bytes | None = None
+        # the previous shared snapshot and the EVENTS position it covers: its inputs are
+        # acked by now (this one's are not yet), so it is the one compaction purges to
+        self.shared: tuple[bytes, int] | None = None
 
 
 class ProfileLearner(AppBase):
@@ -202,9 +207,9 @@ class ProfileLearner(AppBase):
     async def assign(self, partition: int) -> None:
         assert self._bus is not None, "start() first"
         js = self._bus.js
-        shared = await get_snapshot(js, self.settings.nats.replicas, shared_snapshot_name(partition))
-        local = load_snapshot(snapshot_path(self.settings, partition))
-        snap = newest(local, _snap_decoder.decode(shared) if shared else None)
+        snap = await latest_snapshot(
+            js, self.settings, partition, load_snapshot(snapshot_path(self.settings, partition))
+        )
         state, handled = (snap.state, dict(snap.positions)) if snap else (core.State(), {})
         specs = partition_consumers(partition)
         floors = {spec.stream: await ack_floor(js, spec.stream, spec.durable) for spec in specs}
@@ -312,11 +317,12 @@ class ProfileLearner(AppBase):
         js, replicas = self._bus.js, self.settings.nats.replicas
         part = self.parts.get(partition)
         previous, subject = (part.shared if part else None), events_subject(partition)
+        covers = part.handled.get(EVENTS, 0) if part else 0  # what ``blob`` covers (read before any await)
         try:
             await put_snapshot(js, replicas, shared_snapshot_name(partition), blob)
             self.counters["shared_snapshots"] += 1
             if part is not None:
-                part.shared = blob
+                part.shared = (blob, covers)
             if not compact_after:
                 return
             if time.monotonic() - self._headroom_checked >= self.interval:
@@ -326,10 +332,10 @@ class ProfileLearner(AppBase):
             if previous is None:
                 return
             # The runner acks a batch after this commit: the previous shared snapshot's inputs are the acked ones.
-            covered = _snap_decoder.decode(previous).positions.get(EVENTS, 0)
+            previous_blob, covered = previous
             if await compaction_due(js, self.settings, EVENTS, subject, covered):
                 # the base first: a purged head is always covered by a shared snapshot replay can start from
-                await put_snapshot(js, replicas, shared_snapshot_name(partition, base=True), previous)
+                await put_snapshot(js, replicas, shared_snapshot_name(partition, base=True), previous_blob)
                 if self.settings.storage.archive_dir:  # and history goes to the archive before it leaves the log
                     archive = data_path(self.settings, self.settings.storage.archive_dir)
                     archived = await archive_range(js, archive, EVENTS, subject, partition, covered)

@@ -66,6 +66,7 @@ def test_the_nodes_header_package_is_left_to_bccs_own_lookup(node: tuple[Path, d
     tree(Path(base["VIGIL_KERNEL_HEADERS_CACHE"]) / RELEASE)
     found = find(node)
     assert found.path == root / "lib/modules" / RELEASE / "build" and not found.set_env  # BCC also reads source/
+    assert headers.environment(found) == {}
     assert "kernel headers:" in found.describe() and "BCC_KERNEL_SOURCE (not set)" in found.describe()
 
 
@@ -75,6 +76,7 @@ def test_an_incomplete_usr_src_tree_is_passed_over_for_the_cache(node: tuple[Pat
     cached = tree(Path(base["VIGIL_KERNEL_HEADERS_CACHE"]) / RELEASE)
     found = find(node)
     assert found.path == cached and found.set_env
+    assert headers.environment(found) == {"BCC_KERNEL_SOURCE": str(cached)}
     assert any("incomplete" in t for t in found.tried)
 
 
