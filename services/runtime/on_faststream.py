@@ -35,6 +35,7 @@ from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from nats.aio.msg import Msg
 
 from contracts.subjects import ConsumerSpec
@@ -47,7 +48,7 @@ from services.runtime.bus import (
     retry_transient,
 )
 from services.runtime.fetch import fetch as queue_fetch
-from services.runtime.service import Runner, _in_order, _owns_position, fetch_failed
+from services.runtime.service import Runner, _in_order, _owns_position, current_consumer, fetch_failed
 from services.runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,6 +73,10 @@ def new_broker(servers: list[str], settings: Settings, name: str, graceful_timeo
         serializer=MsgSpecSerializer(),
         apply_types=False,  # the handler takes the raw batch: no dependency injection per call (~0.1 ms a batch)
         graceful_timeout=graceful_timeout,
+        # a span per batch ("<subject> process", its size in messaging.batch.message_count) and
+        # FastStream's consume metrics, on the process's providers (services/runtime/telemetry.py);
+        # each input's own span, a child of its traceparent, is the runner's
+        middlewares=(NatsTelemetryMiddleware(),),
         log_level=logging.DEBUG,
         **connect_options(settings, name),
     )
@@ -162,6 +167,7 @@ class _Round:
         if self.ended.is_set() or self.closing:
             return
         async with self.busy:
+            current_consumer.set(self.spec)
             try:
                 outs = await self.runner.app.idle()
                 if outs:

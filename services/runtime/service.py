@@ -41,6 +41,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -59,6 +60,12 @@ if TYPE_CHECKING:
     from faststream.nats import NatsBroker
 
 log = logging.getLogger("vigil.service")
+
+
+# The consumer whose batch the runner is handling and committing (set before ``handle``
+# and ``commit``, and around ``idle``): a partitioned app's ``commit`` learns from it
+# which partition's outputs were just flushed.
+current_consumer: ContextVar[ConsumerSpec | None] = ContextVar("vigil_current_consumer", default=None)
 
 
 class Invalid(VigilError):
@@ -305,6 +312,7 @@ class Runner:
 
     async def _process(self, spec: ConsumerSpec, msgs: list[Msg], pub: Publisher) -> None:
         app = self.app
+        current_consumer.set(spec)
         stream, key = spec.stream, spec.position_key
         for msg in msgs:
             meta = msg.metadata
