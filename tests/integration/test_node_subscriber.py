@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ import yaml
 from contracts import asyncapi
 from contracts.codec import encode_batch
 from contracts.decisions import batch_entries
+from contracts.headers import MSG_ID_HEADER
 from contracts.profiles import DriftBatch
-from contracts.subjects import ALERTS, ALERTS_OUT, DECISIONS, drift_subject
+from contracts.subjects import ALERTS, ALERTS_OUT, DECISIONS, drift_subject, subject_matches
 from services.anomaly_detector.app import AnomalyDetector
 from services.decision_intake.app import Intake
 from services.decision_intake.client import gatekeeper_line, send_lines
@@ -100,30 +102,37 @@ async def _produce(settings: Settings, sock: Path) -> None:
         await bus.close()
 
 
-async def _on_the_bus(settings: Settings) -> dict[Key, Any]:
-    """What a subscriber of vigil.alerts.out and vigil.decisions.> must print, by key."""
+@dataclass(frozen=True)
+class Vigil:
+    """A Vigil that has produced alerts and decisions, and what is on the bus."""
+
+    settings: Settings
+    expected: dict[Key, Any]  # what a subscriber of both subjects must print: payloads by key
+    headers: list[tuple[str, str, dict[str, str]]]  # each message's subject, kind and headers
+
+    def kinds(self) -> set[str]:
+        return {message["kind"] for message in self.expected.values()}
+
+
+async def _on_the_bus(settings: Settings) -> Vigil:
     out, decisions = await alerts_and_decisions(settings)
-    expected: dict[Key, Any] = {(ALERTS, m.metadata.sequence.stream, None): json.loads(m.data) for m in out}
-    for m in decisions:
-        entries = batch_entries(m.data)
-        seq = m.metadata.sequence.stream
-        if entries is None:
-            expected[(DECISIONS, seq, None)] = json.loads(m.data)
-        else:
-            expected.update({(DECISIONS, seq, i): json.loads(e) for i, e in enumerate(entries)})
-    return expected
+    expected: dict[Key, Any] = {}
+    headers = [(m.subject, json.loads(m.data)["kind"], dict(m.headers or {})) for m in (*out, *decisions)]
+    for stream, msgs in ((ALERTS, out), (DECISIONS, decisions)):
+        for m in msgs:
+            entries, seq = batch_entries(m.data), m.metadata.sequence.stream
+            if entries is None:
+                expected[(stream, seq, None)] = json.loads(m.data)
+            else:
+                expected.update({(stream, seq, i): json.loads(e) for i, e in enumerate(entries)})
+    return Vigil(settings, expected, headers)
 
 
 @pytest.fixture
-def vigil(settings: Settings, tmp_path: Path) -> tuple[Settings, dict[Key, Any], dict[str, int]]:
-    """A Vigil that has produced alerts and decisions: (settings, what is on the bus, its kinds)."""
+def vigil(settings: Settings, tmp_path: Path) -> Vigil:
     settings = make_settings(Path(settings.data_dir), settings.nats.url, **ENV)
     asyncio.run(_produce(settings, tmp_path / "intake.sock"))
-    expected = asyncio.run(_on_the_bus(settings))
-    kinds: dict[str, int] = {}
-    for message in expected.values():
-        kinds[message["kind"]] = kinds.get(message["kind"], 0) + 1
-    return settings, expected, kinds
+    return asyncio.run(_on_the_bus(settings))
 
 
 # --- reading a subscriber's output ----------------------------------------------------
@@ -162,19 +171,22 @@ def _key(line: dict[str, Any]) -> Key:
 # --- what docs/asyncapi.yaml promises ---------------------------------------------------
 
 
-def _schemas_on(doc: dict[str, Any], subject: str) -> dict[str, dict[str, Any]]:
-    """The payload schema of each message the document lists on a subject, by its kind tag."""
+def _messages_on(doc: dict[str, Any], subject: str) -> dict[str, dict[str, Any]]:
+    """Each message the document lists on a subject, by its payload's kind tag."""
     by_kind: dict[str, dict[str, Any]] = {}
     for ch in doc["channels"].values():
-        pattern = re.sub(r"\{\w+\}", "*", ch["address"])
-        if not asyncapi.subjects.subject_matches(pattern, subject):
-            continue
-        for ref in ch["messages"].values():
-            message = doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[-1]]
-            schema = doc["components"]["schemas"][message["payload"]["$ref"].rsplit("/", 1)[-1]]
-            for kind in schema.get("properties", {}).get("kind", {}).get("enum", []):
-                by_kind[kind] = schema
+        if subject_matches(re.sub(r"\{\w+\}", "*", ch["address"]), subject):
+            for ref in ch["messages"].values():
+                message = _resolve(doc, ref)
+                for kind in _resolve(doc, message["payload"]).get("properties", {}).get("kind", {}).get("enum", []):
+                    by_kind[kind] = message
     return by_kind
+
+
+def _resolve(doc: dict[str, Any], ref: dict[str, str]) -> dict[str, Any]:
+    section, name = ref["$ref"].split("/")[-2:]
+    found: dict[str, Any] = doc["components"][section][name]
+    return found
 
 
 JSON_TYPES: dict[str, Callable[[Any], bool]] = {
@@ -196,7 +208,7 @@ def _check(doc: dict[str, Any], schema: dict[str, Any], message: dict[str, Any])
         want = schema["properties"][name].get("type")
         if name in message and want is not None and not JSON_TYPES[want](message[name]):
             problems.append(f"{name}: {type(message[name]).__name__}, not {want}")
-    root = {"$ref": f"#/components/schemas/{schema['title']}", "components": doc["components"]}
+    root = {**schema, "components": doc["components"]}
     problems += [e.message for e in jsonschema.Draft202012Validator(root).iter_errors(message)]
     return problems
 
@@ -204,47 +216,45 @@ def _check(doc: dict[str, Any], schema: dict[str, Any], message: dict[str, Any])
 # --- the tests --------------------------------------------------------------------------
 
 
-def test_node_subscriber_prints_what_the_asyncapi_document_promises(
-    vigil: tuple[Settings, dict[Key, Any], dict[str, int]],
-) -> None:
-    settings, expected, kinds = vigil
-    assert {"alert.v1", "alert_threshold.v1", "decision.v1"} <= set(kinds), kinds
-    batches = {k[:2] for k in expected if k[2] is not None}
-    assert batches, "the intake stored no DecisionBatch: nothing proves they are split"
+def test_node_subscriber_prints_what_the_asyncapi_document_promises(vigil: Vigil) -> None:
+    assert {"alert.v1", "alert_threshold.v1", "decision.v1"} <= vigil.kinds(), vigil.kinds()
+    assert any(index is not None for _, _, index in vigil.expected), "no DecisionBatch: nothing proves the split"
 
-    argv = [_node(), str(NODE_SUBSCRIBER), "--server", settings.nats.url]
-    lines = asyncio.run(_read_lines(argv, lambda ls: {_key(line) for line in ls} >= set(expected)))
+    argv = [_node(), str(NODE_SUBSCRIBER), "--server", vigil.settings.nats.url]
+    lines = asyncio.run(_read_lines(argv, lambda ls: {_key(line) for line in ls} >= set(vigil.expected)))
 
-    assert sorted(map(_key, lines), key=str) == sorted(expected, key=str)  # each once, nothing else
+    assert sorted(map(_key, lines), key=str) == sorted(vigil.expected, key=str)  # each once, nothing else
     for line in lines:
-        assert line["message"] == expected[_key(line)], line  # as published: ints (ns) exact
+        assert line["message"] == vigil.expected[_key(line)], line  # as published: ints (ns) exact
     doc = yaml.safe_load(asyncapi.target().read_text())
     for line in lines:
-        schemas = _schemas_on(doc, line["subject"])
+        messages = _messages_on(doc, line["subject"])
         kind = line["message"]["kind"]
-        assert kind in schemas, f"{line['subject']}: the document lists no message of kind {kind}"
-        assert _check(doc, schemas[kind], line["message"]) == [], line
-    checked = {line["message"]["kind"] for line in lines}
-    assert {"alert.v1", "decision.v1"} <= checked
+        assert kind in messages, f"{line['subject']}: the document lists no message of kind {kind}"
+        assert _check(doc, _resolve(doc, messages[kind]["payload"]), line["message"]) == [], line
+
+
+def test_every_message_carries_the_headers_the_document_promises(vigil: Vigil) -> None:
+    doc = yaml.safe_load(asyncapi.target().read_text())
+    for subject, kind, headers in vigil.headers:
+        schema = _resolve(doc, _messages_on(doc, subject)[kind]["headers"])
+        assert _check(doc, schema, headers) == [], (subject, kind, headers)
+    assert all(MSG_ID_HEADER in headers for _, _, headers in vigil.headers)
 
 
 def test_the_schema_check_catches_a_missing_or_mistyped_required_field() -> None:
     doc = yaml.safe_load(asyncapi.target().read_text())
-    alert = _schemas_on(doc, ALERTS_OUT)["alert.v1"]
-    required = alert["required"]
+    alert = _resolve(doc, _messages_on(doc, ALERTS_OUT)["alert.v1"]["payload"])
     sample = {"string": "x", "integer": 1}
-    good = {name: sample.get(alert["properties"][name].get("type", ""), "x") for name in required}
+    good = {name: sample.get(alert["properties"][name].get("type", ""), "x") for name in alert["required"]}
     missing = {k: v for k, v in good.items() if k != "time"}
     assert "missing time" in _check(doc, alert, missing)
     assert any(p.startswith("time: str") for p in _check(doc, alert, {**good, "time": "1"}))
 
 
-def test_python_faststream_subscriber_decodes_every_alert(
-    vigil: tuple[Settings, dict[Key, Any], dict[str, int]],
-) -> None:
-    settings, expected, _ = vigil
-    alerts = [message for (stream, _, _), message in expected.items() if stream == ALERTS]
-    env = {**os.environ, "NATS_URL": settings.nats.url}
+def test_python_faststream_subscriber_decodes_every_alert(vigil: Vigil) -> None:
+    alerts = [message for (stream, _, _), message in vigil.expected.items() if stream == ALERTS]
+    env = {**os.environ, "NATS_URL": vigil.settings.nats.url}
     argv = [sys.executable, str(PYTHON_SUBSCRIBER)]
     printed = asyncio.run(_read_lines(argv, lambda lines: len(lines) >= len(alerts), env))
     assert sorted(printed, key=json.dumps) == sorted(alerts, key=json.dumps)
