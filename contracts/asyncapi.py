@@ -33,6 +33,7 @@ Vigil's publishers do not set it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 import sys
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ from contracts import events, headers, reference, subjects, topology
 from contracts.subjects import ConsumerSpec
 
 TITLE = "Vigil bus"
-VERSION = "1.0.0"  # of the document's contracts: every tag is still at v1
+VERSION = importlib.metadata.version("vigil")
 SERVER = "nats://localhost:4222"  # `vigil up`'s embedded server (nats.port)
 SCHEMAS = "#/components/schemas/{name}"
 _VARIABLE = re.compile(r"<([a-z_]+)>")
@@ -173,7 +174,9 @@ def _description() -> str:
         "Every stream, subject and message of Vigil's bus, generated from `contracts/` by",
         "`python -m contracts.asyncapi` (FastStream draws the channels and operations, msgspec",
         "the schemas). Times are event time in ns since the Unix epoch (UTC). JSON subjects are",
-        "for any subscriber in any language; EVENTS and DRIFT are msgpack. Streams:",
+        "for any subscriber in any language; EVENTS and DRIFT are msgpack. The request/reply",
+        "endpoints (`vigil.query.decisions`, `vigil.query.profiles.<partition>`) are not in it:",
+        "their payloads are not contracts yet. Streams:",
         "",
     ]
     lines += [f"- **{st.name}** `{'`, `'.join(st.subjects)}`: {st.description}" for st in subjects.STREAMS]
@@ -245,31 +248,40 @@ def _in_topology_order(items: dict[str, Any]) -> dict[str, Any]:
     return dict(sorted(items.items(), key=lambda kv: (rank[kv[0].split(":", 1)[0]], kv[0])))
 
 
+def _complete_channel(ch: dict[str, Any], carried: Channel) -> None:
+    """Its messages, parameters and stream; what it carries as its description (the
+    endpoint's, FastStream's, goes to the operation)."""
+    ch["description"] = carried.description
+    ch["messages"] = {_name(t): {"$ref": f"#/components/messages/{_name(t)}"} for t in carried.types}
+    if params := _VARIABLE.findall(carried.address):
+        ch["parameters"] = {p: {"description": PARAMETERS[p]} for p in params}
+    ch["x-jetstream-stream"] = carried.stream
+
+
+def _complete_operation(op: dict[str, Any], endpoint: str, messages: dict[str, Any], spec: ConsumerSpec | None) -> None:
+    key = op["channel"]["$ref"].rsplit("/", 1)[-1]
+    op["description"] = endpoint
+    op["messages"] = [{"$ref": f"#/channels/{key}/messages/{name}"} for name in messages]
+    if op["action"] == "receive" and spec is not None:
+        durable = spec.durable.replace(topology.PARTITION, "{partition}")
+        op["x-jetstream-consumer"] = {"stream": spec.stream, "durable": durable, "pull": True, "ack": "explicit"}
+
+
 def complete(doc: dict[str, Any]) -> dict[str, Any]:
     """FastStream's document with the messages, schemas, parameters and JetStream facts."""
     doc["channels"] = _in_topology_order(doc["channels"])
     doc["operations"] = _in_topology_order(doc["operations"])
+    endpoints = {key: ch.get("description", "") for key, ch in doc["channels"].items()}
     types: list[Any] = []
     for key, ch in doc["channels"].items():
         carried = _channel_of(doc, key)
         types += [t for t in carried.types if t not in types]
-        params = _VARIABLE.findall(carried.address)
-        ch["messages"] = {_name(t): {"$ref": f"#/components/messages/{_name(t)}"} for t in carried.types}
-        if params:
-            ch["parameters"] = {p: {"description": PARAMETERS[p]} for p in params}
-        ch["x-jetstream-stream"] = carried.stream
+        _complete_channel(ch, carried)
     consumers = dict(_consumers())
     for op in doc["operations"].values():
         key = op["channel"]["$ref"].rsplit("/", 1)[-1]
-        op["messages"] = [{"$ref": f"#/channels/{key}/messages/{name}"} for name in doc["channels"][key]["messages"]]
-        spec = consumers.get(key) or consumers.get(key.rsplit(":", 1)[0])
-        if op["action"] == "receive" and spec is not None:
-            op["x-jetstream-consumer"] = {
-                "stream": spec.stream,
-                "durable": spec.durable.replace(topology.PARTITION, "{partition}"),
-                "pull": True,
-                "ack": "explicit",
-            }
+        spec = consumers.get(key) or consumers.get(key.rsplit(":", 1)[0])  # a split subscriber: title:address
+        _complete_operation(op, endpoints[key], doc["channels"][key]["messages"], spec)
     header_types = [headers.Headers, headers.EventBatchHeaders, headers.ExternalHeaders]
     _, schemas = msgspec.json.schema_components([*types, *header_types], ref_template=SCHEMAS)
     doc["components"] = {
