@@ -29,6 +29,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
+from bench import write_figures
 from contracts.alerts import Alert, alert_decoder
 from contracts.codec import encode_batch
 from contracts.events import Container, ExecObserved, Process
@@ -225,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--novel", type=float, default=0.01, help="fraction of drifts that are new behaviours")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--profile", type=Path, help="run the services under cProfile, writing DIR/<service>.prof")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file (bench.compare reads it)")
     args = parser.parse_args(argv)
     seconds = 3.0 if args.quick else args.seconds
     with tempfile.TemporaryDirectory(prefix="vigil-bench-alerts-") as tmp:
@@ -242,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             stop_all(procs, timeout=10)
             server.stop()
     report(result, args.rate, args.novel, seconds)
+    write_figures(args.json, result)
 
 
 def report(r: dict[str, float], rate: int, novel: float, seconds: float) -> None:

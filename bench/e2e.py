@@ -45,6 +45,7 @@ from pathlib import Path
 import msgspec
 from nats.aio.msg import Msg
 
+from bench import write_figures
 from bench.alerts import cpu_seconds, percentile, start_service, stop_all
 from bench.runtime import raw_ceiling
 from collector.publisher import BatchingPublisher
@@ -351,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grace", type=float, default=2.0, help="seconds the learner may take to catch up")
     parser.add_argument("--learn", type=int, default=200_000, help="events in the learning phase")
     parser.add_argument("--learners", type=int, default=1, help="profile-learner instances (they split the partitions)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file (bench.compare reads it)")
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")]
     seconds, learn, ceiling_n = args.seconds, args.learn, 500_000
@@ -386,6 +388,22 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             server.stop()
     report(phases, args.grace, raw_pub, raw_con)
+    write_figures(args.json, figures(phases, args.grace, raw_con))
+
+
+def figures(phases: list[Phase], grace: float, raw_con: float) -> dict[str, float]:
+    """The issue's figures: the highest sustained rate, and at 50k ev/s the latency
+    event -> alert and each service's CPU."""
+    best = max((p for p in phases if p.sustained(grace)), key=lambda p: p.rate, default=None)
+    out = {
+        "sustained_ev_s": best.achieved if best else 0.0,
+        "sustained_of_raw": best.achieved / raw_con if best else 0.0,
+    }
+    at50 = next((p for p in phases if p.rate == 50_000), None)
+    if at50 is not None:
+        out |= {"p50_ms_at_50k": percentile(at50.latencies, 0.5), "p99_ms_at_50k": percentile(at50.latencies, 0.99)}
+        out |= {f"cpu_at_50k_{name}": cores for name, cores in at50.cpu.items()}
+    return out
 
 
 def report(phases: list[Phase], grace: float, raw_pub: float, raw_con: float) -> None:

@@ -29,7 +29,6 @@ Invariants, per partition:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -58,7 +57,7 @@ from services.runtime.bus import Bus, data_path, unsubscribe_quietly
 from services.runtime.event_archive import archive_range
 from services.runtime.files import write_atomically
 from services.runtime.log import ack_floor
-from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
+from services.runtime.service import AppBase, Incoming, Invalid, Outgoing, current_consumer
 from services.runtime.settings import Settings
 from services.runtime.storage import check_headroom, compaction_due, get_snapshot, purge_upto, put_snapshot
 
@@ -191,11 +190,6 @@ class ProfileLearner(AppBase):
         self.interval = float(settings.runtime_security_config.security_profile.snapshot_interval)
         self._bus: Bus | None = None
         self._headroom_checked = 0.0
-        self._loop_of = {
-            f"{self.name}:{c.durable}": (c.stream, p)
-            for p in range(settings.nats.partitions)
-            for c in partition_consumers(p)
-        }
 
     def partition_consumers(self, partition: int) -> tuple[ConsumerSpec, ...]:
         return partition_consumers(partition)
@@ -285,17 +279,15 @@ class ProfileLearner(AppBase):
 
     # --- durability ---
     async def commit(self) -> None:
-        task = asyncio.current_task()
-        loop = self._loop_of.get(task.get_name()) if task else None
-        if loop is None:
+        spec = current_consumer.get()
+        if spec is None or spec.partition is None:
             return
-        stream, partition = loop
-        part = self.parts.get(partition)
+        part = self.parts.get(spec.partition)
         if part is not None:
-            part.dirty.discard(stream)  # the runner flushed this loop's outputs before calling commit
+            part.dirty.discard(spec.stream)  # the runner flushed this consumer's outputs before calling commit
             blob = self._snapshot(part)
             if blob is not None:
-                await self._share(partition, blob)
+                await self._share(spec.partition, blob)
 
     def _snapshot(self, part: Partition, force: bool = False) -> bytes | None:
         """Write the partition's snapshot file when one is due; returns its bytes."""

@@ -1,4 +1,6 @@
 """The loop every service runs: fetch → handle → publish outputs → commit → ack.
+FastStream's batch pull subscriber fetches (services/runtime/on_faststream.py);
+the guarantees below are this module's.
 
 Exactly-once effect over at-least-once delivery:
 
@@ -39,19 +41,18 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-import nats.errors
 from nats.aio.msg import Msg
 
 from contracts.codec import encode_json
 from contracts.decisions import DeadLetter, Heartbeat
 from contracts.subjects import HEARTBEAT_BUCKET, ConsumerSpec, dlq_subject
 from services.runtime import telemetry
-from services.runtime.bus import Bus, Publisher, connect, ensure_buckets, retry_transient, unsubscribe_quietly
+from services.runtime.bus import Bus, Publisher, connect, ensure_buckets, retry_transient
 from services.runtime.errors import VigilError
-from services.runtime.fetch import fetch as queue_fetch
 from services.runtime.partitions import Leases
 from services.runtime.settings import Settings
 
@@ -59,6 +60,12 @@ if TYPE_CHECKING:
     from faststream.nats import NatsBroker
 
 log = logging.getLogger("vigil.service")
+
+
+# The consumer whose batch the runner is handling and committing (set before ``handle``
+# and ``commit``, and around ``idle``): a partitioned app's ``commit`` learns from it
+# which partition's outputs were just flushed.
+current_consumer: ContextVar[ConsumerSpec | None] = ContextVar("vigil_current_consumer", default=None)
 
 
 class Invalid(VigilError):
@@ -118,7 +125,6 @@ class AppBase:
     """Defaults for the optional hooks; services subclass it."""
 
     name = "app"
-    transport = "lean"  # "faststream": inputs through FastStream's batch pull subscriber (on_faststream.py)
     consumers: tuple[ConsumerSpec, ...] = ()
     stateful = False
     stateful_streams: frozenset[str] = frozenset()  # streams whose position the app owns (as if stateful)
@@ -214,7 +220,7 @@ class Runner:
         self.leases: Leases | None = None
         self._loops: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._error: BaseException | None = None
-        self._broker: NatsBroker | None = None  # apps with transport = "faststream" (services/runtime/on_faststream.py)
+        self._broker: NatsBroker | None = None  # the input side (services/runtime/on_faststream.py), from run()
         self._tracer = telemetry.tracer(f"vigil.{app.name}")
         self._meters = telemetry.service_meters(app.name)
         telemetry.observe_counters(app.name, app.counters)
@@ -224,10 +230,9 @@ class Runner:
 
     async def run(self) -> None:
         await self.app.start(self.bus)
-        if getattr(self.app, "transport", "") == "faststream":
-            from services.runtime.on_faststream import start_broker  # imports FastStream only where it is used
+        from services.runtime.on_faststream import start_broker  # the input side, built on this module
 
-            self._broker = await start_broker(self)
+        self._broker = await start_broker(self)
         for spec in self.app.consumers:
             self._start_loop(spec)
         beat = asyncio.create_task(self._heartbeats())
@@ -297,96 +302,17 @@ class Runner:
         self.app.counters["partitions_owned"] = len(self.leases.held) if self.leases else 0
 
     async def _consume(self, spec: ConsumerSpec, stop: asyncio.Event) -> None:
-        if self._broker is not None:
-            from services.runtime.on_faststream import consume
+        from services.runtime.on_faststream import consume
 
-            return await consume(self, spec, stop, self._broker)
-        ordered = _owns_position(self.app, spec.stream)
-        while True:
-            start = self.app.positions.get(spec.position_key, 0) + 1 if ordered else None
-            sub = await self.bus.pull(spec, start_seq=start, fetch_batch=self._fetch_batch())
-            try:
-                if not await self._consume_from(spec, sub, stop, ordered):
-                    return
-            finally:
-                await unsubscribe_quietly(sub)
-
-    async def _consume_from(self, spec: ConsumerSpec, sub: Any, stop: asyncio.Event, ordered: bool = False) -> bool:
-        """Fetch, process, repeat. For an app that owns its position (``ordered``) the
-        consumer was just created, so its deliveries are numbered 1, 2, ... (the
-        consumer sequence): a jump means a delivery never reached us (a pull lost in a
-        failover) and what follows is out of order: the in-order prefix is processed and
-        True returned, and the consumer is created again from the position (a later
-        redelivery of the lost message would otherwise be skipped as already applied)."""
-        failures = 0
-        expected = 1
-        async with Publisher(self.bus.nc, window=self.settings.nats.publish_window) as pub:
-            pub.wait_when_full = True  # a full output stream: back-pressure (inputs stay unacked), never an exit
-            while not (self.stopping.is_set() or stop.is_set()):
-                try:
-                    msgs = await self._fetch(sub, 0.5)
-                    failures = 0
-                except (TimeoutError, nats.errors.TimeoutError):
-                    failures = 0
-                    idle = await self.app.idle()
-                    if idle:
-                        for out in idle:
-                            await pub.publish(out.subject, out.data, out.id or "", out.headers)
-                        await pub.flush()
-                        await self._commit()
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a server failing over, a reconnect: wait and pull again
-                    failures += 1
-                    await fetch_failed(self.app, failures, exc)
-                    continue
-                if ordered:
-                    n = _in_order(msgs, expected)
-                    expected += n
-                    if n < len(msgs):
-                        if n:
-                            await self._process(spec, msgs[:n], pub)
-                        self.app.counters["resyncs"] += 1
-                        log.warning(
-                            "%s: %s delivered out of order; consuming again from the position",
-                            self.app.name,
-                            spec.durable,
-                        )
-                        return True
-                await self._process(spec, msgs, pub)
-        return False
+        assert self._broker is not None, "run() starts the broker first"
+        await consume(self, spec, stop, self._broker)
 
     def _fetch_batch(self) -> int:
         return getattr(self.app, "fetch_batch", 0) or self.settings.nats.fetch_batch
 
-    async def _fetch(self, sub: Any, timeout: float) -> list[Msg]:
-        """One batch; an app with ``fetch_linger`` keeps pulling for that long while the
-        batch is not full, so a trickle of inputs is committed in fewer, larger batches."""
-        batch = self._fetch_batch()
-        max_bytes = int(getattr(self.app, "fetch_max_bytes", 0))  # with the queue fetch: payload bytes per batch
-        msgs = await self._pull(sub, batch, timeout, max_bytes)
-        linger = float(getattr(self.app, "fetch_linger", 0.0))
-        if linger <= 0 or len(msgs) >= batch:
-            return msgs
-        deadline = time.monotonic() + linger
-        taken = sum(len(m.data) for m in msgs)
-        while len(msgs) < batch and (left := deadline - time.monotonic()) > 0.005 and not self.stopping.is_set():
-            if max_bytes and taken >= max_bytes * 3 // 4:
-                break  # full enough: a request for the last few bytes would only be refused
-            try:
-                more = await self._pull(sub, batch - len(msgs), left, max_bytes - taken if max_bytes else 0)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue  # (an earlier request's late end status can cut a pull short: pull again until the deadline)
-            msgs += more
-            taken += sum(len(m.data) for m in more)
-        return msgs
-
-    async def _pull(self, sub: Any, batch: int, timeout: float, max_bytes: int = 0) -> list[Msg]:
-        if getattr(self.app, "queue_fetch", False):  # opt-in: services/runtime/fetch.py
-            return await queue_fetch(sub, batch, timeout, max_bytes)
-        return list(await sub.fetch(batch, timeout=timeout))
-
     async def _process(self, spec: ConsumerSpec, msgs: list[Msg], pub: Publisher) -> None:
         app = self.app
+        current_consumer.set(spec)
         stream, key = spec.stream, spec.position_key
         for msg in msgs:
             meta = msg.metadata

@@ -50,7 +50,6 @@ def config_from(settings: Settings) -> core.Config:
 
 class Throttler(SnapshotApp):
     name = "throttler"
-    transport = "faststream"  # inputs through FastStream's batch pull subscriber (docs/faststream.md)
     consumers = (ConsumerSpec(ALERTS, "throttler", (ALERTS_RAW, ALERTS_CLOCK)),)
 
     def __init__(self, settings: Settings) -> None:

@@ -1,8 +1,7 @@
 """A test service: for every EventBatch it consumes, publish the ids of its
 events to ``test.echo`` (stream TESTECHO). Run as a killable subprocess by the
-exactly-once test: ``python -m tests.integration.echo_app``. ``ECHO_TRANSPORT=faststream``
-runs it on FastStream's subscriber, ``ECHO_OWNS_POSITION=1`` makes it own its
-position (the durable recreated from it at every start and resync)."""
+exactly-once test: ``python -m tests.integration.echo_app``. ``ECHO_OWNS_POSITION=1``
+makes it own its position (the durable recreated from it at every start and resync)."""
 
 from __future__ import annotations
 
@@ -38,7 +37,6 @@ async def _main(settings: Settings) -> None:
     bus = await connect(settings, start_embedded=False)
     await bus.ensure_streams((ECHO_STREAM,))
     echo = Echo(settings)
-    echo.transport = os.environ.get("ECHO_TRANSPORT", echo.transport)
     if os.environ.get("ECHO_OWNS_POSITION"):
         echo.stateful_streams = frozenset({EVENTS})
     await serve(echo, settings, bus)

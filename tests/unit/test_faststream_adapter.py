@@ -18,7 +18,8 @@ from nats.js import api as js_api
 from contracts.alerts import AlertClock
 from contracts.codec import encode_json
 from contracts.subjects import ALERTS, ALERTS_CLOCK, ALERTS_RAW, ConsumerSpec
-from services.runtime.on_faststream import _Fetch, _Round, batch_subscriber, new_broker
+from services.runtime.on_faststream import IDLE_WAIT, _Fetch, _Round, batch_subscriber, new_broker
+from services.runtime.service import Outgoing
 from services.runtime.settings import Settings, load_settings
 from services.throttler.app import Throttler
 
@@ -72,94 +73,170 @@ def test_the_durable_is_declared_like_the_lean_loops(tmp_path: Path) -> None:
     assert sub.pull_sub.batch and sub.pull_sub.batch_size == 50_000
 
 
-def test_the_throttler_declares_faststream(tmp_path: Path) -> None:
-    assert Throttler(settings_in(tmp_path)).transport == "faststream"
-
-
-class Subscription:
-    """A pull subscription whose fetch returns prepared answers (a list of messages or an exception)."""
+class Pulls:
+    """A pull request's answers, prepared: a list of messages or an exception each."""
 
     def __init__(self, *answers: list[Msg] | BaseException) -> None:
         self.answers = list(answers)
-        self.calls = 0
+        self.calls: list[tuple[int, int]] = []  # (batch, max_bytes) asked
 
-    async def fetch(self, batch: int = 1, timeout: float | None = 5, heartbeat: float | None = None) -> list[Msg]:
-        self.calls += 1
-        answer = self.answers.pop(0)
+    async def __call__(self, batch: int, timeout: float, max_bytes: int = 0) -> list[Msg]:
+        self.calls.append((batch, max_bytes))
+        answer = self.answers.pop(0) if self.answers else nats.errors.TimeoutError()
         if isinstance(answer, BaseException):
             raise answer
         return answer
 
 
-def test_a_bare_asyncio_timeout_from_fetch_reaches_faststream_as_the_nats_timeout_it_catches() -> None:
-    sub = Subscription(TimeoutError())  # nats-py 2.16 when the deadline passes between its two requests
-    fetch = _Fetch(sub.fetch, at_once=True, app=None)
-    with pytest.raises(nats.errors.TimeoutError):
-        asyncio.run(fetch(10, 0.5))
-
-
-def test_at_once_a_partial_batch_ends_the_gathering_and_a_full_one_does_not() -> None:
-    one, two = delivered(1, 1), delivered(2, 2)
-    sub = Subscription([one], [one, two], [two])
-    fetch = _Fetch(sub.fetch, at_once=True, app=None)
-
-    async def scenario() -> list[object]:
-        got: list[object] = [await fetch(2, 0.5)]  # partial: FastStream asks for the rest...
-        try:
-            await fetch(1, 0.4)
-        except nats.errors.TimeoutError as exc:  # ...and hears "done" without a request
-            got.append(type(exc))
-        got += [await fetch(2, 0.5), await fetch(2, 0.5)]  # a full batch: the next round fetches
-        return got
-
-    assert asyncio.run(scenario()) == [[one], nats.errors.TimeoutError, [one, two], [two]]
-    assert sub.calls == 3
-
-
-def test_a_failing_fetch_is_counted_waited_out_and_ends_the_gathering_as_a_timeout(tmp_path: Path) -> None:
-    app = Throttler(settings_in(tmp_path))
-    one = delivered(1, 1)
-    sub = Subscription([one], ConnectionResetError("node gone"), [one])
-    fetch = _Fetch(sub.fetch, at_once=False, app=app)
-
-    async def scenario() -> list[object]:
-        got: list[object] = [await fetch(2, 0.5)]
-        try:
-            await fetch(1, 0.4)
-        except nats.errors.TimeoutError as exc:  # FastStream hands over [one] instead of dropping it
-            got.append(type(exc))
-        got.append(await fetch(2, 0.5))
-        return got
-
-    assert asyncio.run(scenario()) == [[one], nats.errors.TimeoutError, [one]]
-    assert app.counters["fetch_errors"] == 1
-
-
-def test_with_a_linger_faststream_gathers_the_rest_of_a_partial_batch() -> None:
-    one, two = delivered(1, 1), delivered(2, 2)
-    sub = Subscription([one], [two])
-    fetch = _Fetch(sub.fetch, at_once=False, app=None)
-
-    async def scenario() -> list[list[Msg]]:
-        return [await fetch(2, 0.05), await fetch(1, 0.04)]
-
-    assert asyncio.run(scenario()) == [[one], [two]]
-
-
 class FakeRunner:
-    """What _Round uses of a Runner: the app's counters and _process."""
+    """What _Round uses of a Runner: the app, _process and _commit."""
 
     def __init__(self, settings: Settings) -> None:
         self.app = Throttler(settings)
         self.processed: list[list[int]] = []
+        self.commits = 0
 
     async def _process(self, spec: ConsumerSpec, msgs: list[Msg], pub: Any) -> None:
         self.processed.append([m.metadata.sequence.stream for m in msgs])
 
+    async def _commit(self) -> None:
+        self.commits += 1
 
-def delivered(stream_seq: int, consumer_seq: int) -> Msg:
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes, str]] = []
+        self.flushes = 0
+
+    async def publish(self, subject: str, data: bytes, msg_id: str, headers: Any = None) -> None:
+        self.published.append((subject, data, msg_id))
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+
+def fetching(tmp_path: Path, pulls: Pulls, **app_attrs: Any) -> tuple[_Fetch, FakeRunner, _Round, FakePublisher]:
+    runner = FakeRunner(settings_in(tmp_path))
+    for name, value in app_attrs.items():
+        setattr(runner.app, name, value)
+    pub = FakePublisher()
+    round_ = _Round(runner, SPEC, pub=pub, ordered=False)  # type: ignore[arg-type]
+    return _Fetch(pulls, round_), runner, round_, pub
+
+
+def test_a_bare_asyncio_timeout_from_a_pull_reaches_faststream_as_the_nats_timeout_it_catches(tmp_path: Path) -> None:
+    fetch, *_ = fetching(
+        tmp_path, Pulls(TimeoutError())
+    )  # nats-py 2.16 when the deadline passes between its two requests
+    with pytest.raises(nats.errors.TimeoutError):
+        asyncio.run(fetch(10, 0.5))
+
+
+def test_at_once_a_partial_batch_ends_the_gathering_and_a_full_one_does_not(tmp_path: Path) -> None:
+    one, two = delivered(1, 1), delivered(2, 2)
+    pulls = Pulls([one], [one, two], [two])
+    fetch, *_ = fetching(tmp_path, pulls)
+
+    async def scenario() -> list[object]:
+        got: list[object] = [await fetch(2, None)]  # partial: FastStream asks for the rest...
+        try:
+            await fetch(1, None)
+        except nats.errors.TimeoutError as exc:  # ...and hears "done" without a request
+            got.append(type(exc))
+        got += [await fetch(2, None), await fetch(2, None)]  # a full batch: the next round fetches
+        return got
+
+    assert asyncio.run(scenario()) == [[one], nats.errors.TimeoutError, [one, two], [two]]
+    assert len(pulls.calls) == 3
+
+
+def test_a_failing_pull_is_counted_waited_out_and_ends_the_gathering_as_a_timeout(tmp_path: Path) -> None:
+    one = delivered(1, 1)
+    fetch, runner, *_ = fetching(tmp_path, Pulls([one], ConnectionResetError("node gone"), [one]))
+
+    async def scenario() -> list[object]:
+        got: list[object] = [await fetch(2, None)]
+        try:
+            await fetch(1, None)  # the partial batch went: this gathering is over
+        except nats.errors.TimeoutError as exc:
+            got.append(type(exc))
+        try:
+            await fetch(2, None)
+        except nats.errors.TimeoutError as exc:  # the failure: FastStream hands over nothing, restarts nothing
+            got.append(type(exc).__name__ + " from " + type(exc.__cause__).__name__)
+        got.append(await fetch(2, None))
+        return got
+
+    assert asyncio.run(scenario()) == [[one], nats.errors.TimeoutError, "TimeoutError from ConnectionResetError", [one]]
+    assert runner.app.counters["fetch_errors"] == 1
+
+
+def test_with_a_linger_the_rest_of_a_partial_batch_is_pulled_for_that_long(tmp_path: Path) -> None:
+    one, two, three = delivered(1, 1), delivered(2, 2), delivered(3, 3)
+    pulls = Pulls([one], nats.errors.TimeoutError(), [two], [three])
+    fetch, *_ = fetching(tmp_path, pulls, fetch_linger=0.2)
+    assert asyncio.run(fetch(3, None)) == [one, two, three]  # one batch: a timeout within the linger is not its end
+    assert [batch for batch, _ in pulls.calls] == [3, 2, 2, 1]
+
+
+def test_a_linger_ends_at_three_quarters_of_the_byte_cap(tmp_path: Path) -> None:
+    big = [delivered(i, i, data=b"x" * 400) for i in range(1, 4)]
+    pulls = Pulls([big[0]], [big[1]], [big[2]])
+    fetch, *_ = fetching(tmp_path, pulls, fetch_linger=5.0, fetch_max_bytes=1000)
+    assert asyncio.run(fetch(10, None)) == big[:2]  # 800 bytes >= 750: no request for the last 200
+    assert [cap for _, cap in pulls.calls] == [1000, 600]
+
+
+def test_nothing_within_the_wait_is_the_apps_idle_moment_published_and_committed(tmp_path: Path) -> None:
+    fetch, runner, _round, pub = fetching(tmp_path, Pulls(nats.errors.TimeoutError(), [delivered(1, 1)]))
+    clock = Outgoing(ALERTS_CLOCK, b"{}", id="tick-1")
+
+    async def idle() -> list[Outgoing]:
+        return [clock]
+
+    runner.app.idle = idle  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        with pytest.raises(nats.errors.TimeoutError):
+            await fetch(2, None)
+        await fetch(2, None)  # a batch: no idle work
+
+    asyncio.run(scenario())
+    assert pub.published == [(ALERTS_CLOCK, b"{}", "tick-1")]
+    assert (pub.flushes, runner.commits) == (1, 1)
+
+
+def test_an_idle_error_ends_the_round_for_the_runner(tmp_path: Path) -> None:
+    fetch, runner, round_, _pub = fetching(tmp_path, Pulls())
+
+    async def idle() -> list[Outgoing]:
+        raise OSError("archive gone")
+
+    runner.app.idle = idle  # type: ignore[method-assign]
+    with pytest.raises(nats.errors.TimeoutError):
+        asyncio.run(fetch(2, None))
+    assert round_.ended.is_set() and isinstance(round_.failed, OSError)
+
+
+def test_a_closing_round_pulls_nothing_and_waits_instead_of_spinning(tmp_path: Path) -> None:
+    pulls = Pulls([delivered(1, 1)])
+    fetch, _runner, round_, _pub = fetching(tmp_path, pulls)
+    round_.closing = True
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(nats.errors.TimeoutError):
+            await fetch(2, None)
+        return loop.time() - began
+
+    assert asyncio.run(scenario()) >= IDLE_WAIT * 0.9
+    assert pulls.calls == []
+
+
+def delivered(stream_seq: int, consumer_seq: int, data: bytes = b"{}") -> Msg:
     reply = f"$JS.ACK.{ALERTS}.throttler.1.{stream_seq}.{consumer_seq}.1767225600000000000.0"
-    return Msg(_client=None, subject=ALERTS_RAW, reply=reply, data=b"{}", headers=None)  # type: ignore[arg-type]
+    return Msg(_client=None, subject=ALERTS_RAW, reply=reply, data=data, headers=None)  # type: ignore[arg-type]
 
 
 def test_a_round_processes_the_in_order_prefix_and_ends_at_a_jump_in_consumer_sequences(tmp_path: Path) -> None:

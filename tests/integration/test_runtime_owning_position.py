@@ -1,7 +1,8 @@
-"""The runtime's exactly-once promise with the input side on FastStream
-(services/runtime/on_faststream.py), on a real nats-server: the echo service,
-SIGKILLed twice mid-stream, echoes every event exactly once, as on the lean loop
-(tests/integration/test_runtime.py), stateless or owning its position."""
+"""The runtime's exactly-once promise on FastStream's subscriber
+(services/runtime/on_faststream.py) for an app that owns its position, on a real
+nats-server: the echo service, owning its EVENTS position (its durable deleted and
+declared from position + 1 at every start), SIGKILLed twice mid-stream, echoes
+every event exactly once. tests/integration/test_runtime.py proves it stateless."""
 
 from __future__ import annotations
 
@@ -16,13 +17,10 @@ from tests.integration.test_runtime import _kill_mid_stream_then_finish, _publis
 from tests.support import make_settings
 
 
-@pytest.mark.parametrize("owns_position", [False, True], ids=["stateless", "owns-position"])
-def test_events_consumed_exactly_once_across_sigkill_on_faststream(
-    nats_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, owns_position: bool
+def test_events_consumed_exactly_once_across_sigkill_owning_the_position(
+    nats_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ECHO_TRANSPORT", "faststream")
-    if owns_position:
-        monkeypatch.setenv("ECHO_OWNS_POSITION", "1")
+    monkeypatch.setenv("ECHO_OWNS_POSITION", "1")
     settings = make_settings(tmp_path / "vigil", nats_server.url, NATS_ACK_WAIT="2s", NATS_FETCH_BATCH="4")
     expected = asyncio.run(_publish(settings, 50_000, batch_size=50))
     kills, echoed = asyncio.run(_kill_mid_stream_then_finish(settings, tmp_path / "echo.log"))
