@@ -27,6 +27,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from nats.js.errors import NotFoundError
 
 from contracts import asyncapi
 from contracts.codec import encode_batch
@@ -72,7 +73,7 @@ async def _caught_up(settings: Settings) -> bool:
         for spec in (*AnomalyDetector.consumers, *Throttler.consumers):
             try:
                 info = await bus.js.consumer_info(spec.stream, spec.durable)
-            except Exception:  # noqa: BLE001 - not created yet
+            except NotFoundError:  # not created yet
                 return False
             if info.num_pending or info.num_ack_pending:
                 return False
