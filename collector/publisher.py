@@ -34,14 +34,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from contracts.codec import encode_batch
-from contracts.events import MAX_TIME_HEADER, ClockTicked, EventBatch, RawEvent
+from contracts.events import EVENTS_HEADER, MAX_TIME_HEADER, ClockTicked, EventBatch, RawEvent
 from contracts.subjects import events_subject, partition_of
 from services.runtime.bus import Publisher
 from services.runtime.errors import StreamFull
 from services.runtime.telemetry import inject, tracer
 
 _tracer = tracer("vigil.collector")
-EVENTS_HEADER = "Vigil-Events"  # events in the batch (for counting drops without decoding)
 
 
 _CACHED_IMAGES = 4096  # image name → partition memo; a node runs far fewer images
