@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 
+from contracts.headers import MSG_ID_HEADER
 from contracts.subjects import STREAMS, ConsumerSpec, StreamSpec
 from services.runtime import embedded
 from services.runtime.errors import PublishError, StreamFull, VigilError
@@ -338,7 +339,7 @@ class Publisher:
     async def publish(
         self, subject: str, data: bytes, msg_id: str, headers: Mapping[str, str] | None = None
     ) -> asyncio.Future[PubAck]:
-        hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
+        hdrs = {MSG_ID_HEADER: msg_id, **(headers or {})}
         fut = await self._send(subject, data, hdrs)
         self._unflushed.append((fut, subject, data, hdrs))
         return fut

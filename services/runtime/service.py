@@ -49,6 +49,7 @@ from nats.aio.msg import Msg
 
 from contracts.codec import encode_json
 from contracts.decisions import DeadLetter, Heartbeat
+from contracts.headers import MSG_ID_HEADER
 from contracts.subjects import HEARTBEAT_BUCKET, ConsumerSpec, dlq_subject
 from services.runtime import telemetry
 from services.runtime.bus import Bus, Publisher, connect, ensure_buckets, retry_transient
@@ -189,7 +190,7 @@ async def fetch_failed(app: Any, failures: int, exc: Exception) -> None:
 
 def input_id(msg: Msg) -> str:
     hdrs = msg.headers or {}
-    return hdrs.get("Nats-Msg-Id") or f"{msg.metadata.stream}:{msg.metadata.sequence.stream}"
+    return hdrs.get(MSG_ID_HEADER) or f"{msg.metadata.stream}:{msg.metadata.sequence.stream}"
 
 
 def dead_letter(service: str, inc: Incoming, reason: str) -> Outgoing:
@@ -201,7 +202,7 @@ def dead_letter(service: str, inc: Incoming, reason: str) -> Outgoing:
         stream=inc.stream,
         stream_seq=inc.seq,
         payload=inc.data[:65536],
-        headers={k: v for k, v in inc.headers.items() if k != "Nats-Msg-Id"},
+        headers={k: v for k, v in inc.headers.items() if k != MSG_ID_HEADER},
     )
     return Outgoing(dlq_subject(service), encode_json(letter), id=letter.id)
 
