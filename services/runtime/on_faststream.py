@@ -35,7 +35,6 @@ from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from nats.aio.msg import Msg
 
 from contracts.subjects import ConsumerSpec
@@ -73,11 +72,10 @@ def new_broker(servers: list[str], settings: Settings, name: str, graceful_timeo
         serializer=MsgSpecSerializer(),
         apply_types=False,  # the handler takes the raw batch: no dependency injection per call (~0.1 ms a batch)
         graceful_timeout=graceful_timeout,
-        # a span per batch ("<subject> process", its size in messaging.batch.message_count) and
-        # FastStream's consume metrics, on the process's providers (services/runtime/telemetry.py);
-        # each input's own span, a child of its traceparent, is the runner's
-        middlewares=(NatsTelemetryMiddleware(),),
-        log_level=logging.DEBUG,
+        # no NatsTelemetryMiddleware: each input's span (a child of its traceparent) is the
+        # runner's; FastStream's batch span on top cost 10-15 % of the detector's and the
+        # throttler's CPU in bench.e2e (docs/faststream.md)
+                log_level=logging.DEBUG,
         **connect_options(settings, name),
     )
 
