@@ -75,7 +75,7 @@ def new_broker(servers: list[str], settings: Settings, name: str, graceful_timeo
         # no NatsTelemetryMiddleware: each input's span (a child of its traceparent) is the
         # runner's; FastStream's batch span on top cost 10-15 % of the detector's and the
         # throttler's CPU in bench.e2e (docs/faststream.md)
-                log_level=logging.DEBUG,
+        log_level=logging.DEBUG,
         **connect_options(settings, name),
     )
 
