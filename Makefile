@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install kernel-deps test-runtimes up test lint bench clean
+.PHONY: install kernel-deps test-runtimes node node-deps up test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,29 @@ kernel-deps: $(STAMP)
 test-runtimes:
 	@bash infra/host/install-test-runtimes.sh
 
+# The node packages the tests run (the AsyncAPI parser, the example Node subscriber),
+# each from its committed package-lock.json; a package is reinstalled only when its
+# lock file changes. Install scripts are not run (none of them needs one).
+NODE_PACKAGES := tools/asyncapi-check examples/node-subscriber
+NODE_STAMPS := $(addsuffix /node_modules/.package-lock.json,$(NODE_PACKAGES))
+
+node-deps: node $(NODE_STAMPS)
+
+# Node.js and npm from Debian's packages when the machine has none and we may install
+# (root with apt-get, as in CI); elsewhere the node tests skip and say why.
+node:
+	@command -v npm >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || true
+
+%/node_modules/.package-lock.json: %/package-lock.json %/package.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix $* --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
+	else echo "node-deps: npm not found, $* not installed (its tests skip)"; fi
+
 up: install
 	$(BIN)/vigil up
 
-test: install test-runtimes
+test: install test-runtimes node-deps
 	$(BIN)/python -m pytest
 
 # ruff and mypy (strict, on every package: pyproject's [tool.mypy] files) come with
@@ -43,4 +62,4 @@ bench: install
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis $(addsuffix /node_modules,$(NODE_PACKAGES))

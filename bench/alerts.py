@@ -29,6 +29,7 @@ from pathlib import Path
 
 from nats.aio.msg import Msg
 
+from bench import write_figures
 from contracts.alerts import Alert, alert_decoder
 from contracts.codec import encode_batch
 from contracts.events import Container, ExecObserved, Process
@@ -141,26 +142,29 @@ async def measure(
     latencies: list[float] = []
     raw: list[float] = []
 
-    def recorder(into: list[float]) -> Callable[[Msg], Awaitable[None]]:
-        seen: set[str] = set()  # a plain subscriber also sees a republished (stored-once) message
+    received: dict[str, dict[str, int]] = {ALERTS_OUT: {}, ALERTS_RAW: {}}  # alert id -> receive time, per subject
 
+    def recorder(into: list[float], seen: dict[str, int]) -> Callable[[Msg], Awaitable[None]]:
+        # (a plain subscriber also sees a republished, stored-once message: first sight counts)
         async def on_alert(msg: Msg) -> None:
             now = time.time_ns()
             alert = alert_decoder.decode(msg.data)
             if isinstance(alert, Alert) and alert.id not in seen:
-                seen.add(alert.id)
+                seen[alert.id] = now
                 into.append((now - alert.time) / 1e6)
 
         return on_alert
 
-    await bus.nc.subscribe(ALERTS_OUT, cb=recorder(latencies))
-    await bus.nc.subscribe(ALERTS_RAW, cb=recorder(raw))
+    await bus.nc.subscribe(ALERTS_OUT, cb=recorder(latencies, received[ALERTS_OUT]))
+    await bus.nc.subscribe(ALERTS_RAW, cb=recorder(raw, received[ALERTS_RAW]))
     gen = Offer(novel, settings.nats.partitions)
     # warm up: the services connect and create their consumers
     await offer(bus, gen, 1000, size, 2.0)
     await _settle(latencies, gen.novel_sent, 30)
     latencies.clear()
     raw.clear()
+    for seen in received.values():
+        seen.clear()
     before = gen.novel_sent
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     sent, took = await offer(bus, gen, rate, size, seconds)
@@ -168,6 +172,8 @@ async def measure(
     expected = gen.novel_sent - before
     await _settle(latencies, expected, 60)
     decisions = (await bus.js.stream_info(DECISIONS)).state.messages
+    raw_at = received[ALERTS_RAW]
+    hop = [(t - raw_at[i]) / 1e6 for i, t in received[ALERTS_OUT].items() if i in raw_at]
     await bus.close()
     return {
         "offered_ev_s": sent / took,
@@ -179,6 +185,8 @@ async def measure(
         "raw_received": len(raw),
         "raw_p50_ms": percentile(raw, 0.50),
         "raw_p99_ms": percentile(raw, 0.99),
+        "hop_p50_ms": percentile(hop, 0.50),  # the throttler's hop: raw alert seen -> out alert seen
+        "hop_p99_ms": percentile(hop, 0.99),
         "decisions_stored": decisions,
         "load_avg_1m": os.getloadavg()[0],
         **cpu,
@@ -218,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--novel", type=float, default=0.01, help="fraction of drifts that are new behaviours")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--profile", type=Path, help="run the services under cProfile, writing DIR/<service>.prof")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file (bench.compare reads it)")
     args = parser.parse_args(argv)
     seconds = 3.0 if args.quick else args.seconds
     with tempfile.TemporaryDirectory(prefix="vigil-bench-alerts-") as tmp:
@@ -235,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             stop_all(procs, timeout=10)
             server.stop()
     report(result, args.rate, args.novel, seconds)
+    write_figures(args.json, result)
 
 
 def report(r: dict[str, float], rate: int, novel: float, seconds: float) -> None:
@@ -245,6 +255,7 @@ def report(r: dict[str, float], rate: int, novel: float, seconds: float) -> None
     print(f"  latency p99        {r['p99_ms']:>10.1f} ms  (target <= 100 ms: {r['p99_ms'] / 100:.2f}x)")
     print(f"  latency max        {r['max_ms']:>10.1f} ms")
     print(f"  drift → raw alert  p50 {r['raw_p50_ms']:.1f} ms, p99 {r['raw_p99_ms']:.1f} ms (anomaly-detector alone)")
+    print(f"  raw → out alert    p50 {r['hop_p50_ms']:.1f} ms, p99 {r['hop_p99_ms']:.1f} ms (the throttler's hop)")
     print(f"  raw alerts         {r['raw_received']:>10,.0f}")
     print(f"  decisions stored   {r['decisions_stored']:>10,.0f}")
     cpu = ", ".join(f"{k[4:]} {v:.2f}" for k, v in r.items() if k.startswith("cpu_"))

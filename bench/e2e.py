@@ -45,6 +45,7 @@ from pathlib import Path
 import msgspec
 from nats.aio.msg import Msg
 
+from bench import write_figures
 from bench.alerts import cpu_seconds, percentile, start_service, stop_all
 from bench.runtime import raw_ceiling
 from collector.publisher import BatchingPublisher
@@ -331,11 +332,22 @@ def raw_payloads(n: int, per_msg: int) -> list[bytes]:
 
 
 def start_all(
-    settings: Settings, tmp: Path, server: embedded.EmbeddedServer, learners: int = 1
+    settings: Settings,
+    tmp: Path,
+    server: embedded.EmbeddedServer,
+    learners: int = 1,
+    profile: Path | None = None,
 ) -> tuple[list[subprocess.Popen[bytes]], dict[str, int]]:
-    """Every service once, the profile-learner ``learners`` times (they split the partitions)."""
+    """Every service once, the profile-learner ``learners`` times (they split the partitions);
+    with ``profile`` each under cProfile, writing ``profile/<service>.prof``."""
     names = [*SERVICES, *(f"profile-learner#{i}" for i in range(2, learners + 1))]
-    procs = [start_service(name.split("#")[0], settings, tmp / f"{name.replace('#', '-')}.log", None) for name in names]
+    procs = [
+        start_service(name.split("#")[0], settings, tmp / f"{name.replace('#', '-')}.log", profile)
+        for name in names[: len(SERVICES)]
+    ] + [
+        start_service("profile-learner", settings, tmp / f"{name.replace('#', '-')}.log", None)
+        for name in names[len(SERVICES) :]
+    ]
     pids = {name: p.pid for name, p in zip(names, procs, strict=True)}
     pids["nats-server"] = server.process.pid
     pids["bench (collector)"] = os.getpid()
@@ -351,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grace", type=float, default=2.0, help="seconds the learner may take to catch up")
     parser.add_argument("--learn", type=int, default=200_000, help="events in the learning phase")
     parser.add_argument("--learners", type=int, default=1, help="profile-learner instances (they split the partitions)")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file (bench.compare reads it)")
+    parser.add_argument("--profile", type=Path, help="run the services under cProfile, writing DIR/<service>.prof")
     args = parser.parse_args(argv)
     rates = [int(r) for r in args.rates.split(",")]
     seconds, learn, ceiling_n = args.seconds, args.learn, 500_000
@@ -365,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
             settings = load_settings(
                 env={**os.environ, "VIGIL_DATA_DIR": str(tmp / "vigil"), "VIGIL_NATS_URL": server.url}
             )
-            procs, pids = start_all(settings, tmp, server, args.learners)
+            procs, pids = start_all(settings, tmp, server, args.learners, args.profile)
             try:
                 print(
                     f"bench.e2e: {len(SERVICES)} services ({args.learners} learner instance(s)) + nats-server + "
@@ -386,6 +400,25 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             server.stop()
     report(phases, args.grace, raw_pub, raw_con)
+    write_figures(args.json, figures(phases, args.grace, raw_con))
+
+
+def figures(phases: list[Phase], grace: float, raw_con: float) -> dict[str, float]:
+    """The issue's figures: the highest sustained rate, the latency event -> alert and
+    the rate achieved at each offered rate (near the limit the latency is the backlog:
+    a figure that moves where "sustained" only flips), and at 50k ev/s each service's CPU."""
+    best = max((p for p in phases if p.sustained(grace)), key=lambda p: p.rate, default=None)
+    out = {
+        "sustained_ev_s": best.achieved if best else 0.0,
+        "sustained_of_raw": best.achieved / raw_con if best else 0.0,
+    }
+    for p in phases:
+        k = f"{p.rate // 1000}k"
+        out |= {f"p50_ms_at_{k}": percentile(p.latencies, 0.5), f"p99_ms_at_{k}": percentile(p.latencies, 0.99)}
+        out[f"achieved_ev_s_at_{k}"] = p.achieved
+        if p.rate == 50_000:
+            out |= {f"cpu_at_50k_{name}": cores for name, cores in p.cpu.items()}
+    return out
 
 
 def report(phases: list[Phase], grace: float, raw_pub: float, raw_con: float) -> None:

@@ -34,14 +34,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from contracts.codec import encode_batch
-from contracts.events import MAX_TIME_HEADER, ClockTicked, EventBatch, RawEvent
+from contracts.events import EVENTS_HEADER, MAX_TIME_HEADER, ClockTicked, EventBatch, RawEvent
+from contracts.headers import MSG_ID_HEADER
 from contracts.subjects import events_subject, partition_of
 from services.runtime.bus import Publisher
 from services.runtime.errors import StreamFull
 from services.runtime.telemetry import inject, tracer
 
 _tracer = tracer("vigil.collector")
-EVENTS_HEADER = "Vigil-Events"  # events in the batch (for counting drops without decoding)
 
 
 _CACHED_IMAGES = 4096  # image name → partition memo; a node runs far fewer images
@@ -150,7 +150,7 @@ class BatchingPublisher:
                 break
             self._refused_now.clear()
             for _partition, head in heads:  # heads stay held while in flight: new batches queue behind them
-                await self.publisher.publish(head.subject, head.data, head.headers["Nats-Msg-Id"], head.headers)
+                await self.publisher.publish(head.subject, head.data, head.headers[MSG_ID_HEADER], head.headers)
             await self.publisher.flush()
             for partition, head in heads:
                 if (partition, head.first_seq) in self._refused_now:
@@ -184,7 +184,7 @@ class BatchingPublisher:
     def _on_refused(self, subject: str, data: bytes, headers: dict[str, str], why: StreamFull) -> None:
         self.refused += 1
         self.last_refusal = str(why)
-        _, partition, first = headers["Nats-Msg-Id"].rsplit(":", 2)  # ev:<node>:<boot>:<partition>:<first_seq>
+        _, partition, first = headers[MSG_ID_HEADER].rsplit(":", 2)  # ev:<node>:<boot>:<partition>:<first_seq>
         self._refused_now.add((int(partition), int(first)))
         self._hold(int(partition), Held(int(first), int(headers.get(EVENTS_HEADER, "0")), subject, data, headers))
 
@@ -228,7 +228,7 @@ class BatchingPublisher:
         if self.room is not None and (len(data) > self._budget or self.strict):
             await self._probe()
         if partition in self.held or self.strict:  # behind batches waiting, or little room: in order, one at a time
-            headers.update({"Nats-Msg-Id": batch.id, EVENTS_HEADER: str(len(events))})
+            headers.update({MSG_ID_HEADER: batch.id, EVENTS_HEADER: str(len(events))})
             self._hold(partition, Held(batch.first_seq, len(events), events_subject(partition), data, headers))
             self.batches += 1
             return

@@ -170,6 +170,9 @@ PROFILE_EVENT_TYPE: dict[type[Struct], EventType] = {
 # ns). Consumers that only need event time (a watermark) read it instead of
 # decoding the batch; a message without it (or with a bad value) is decoded.
 MAX_TIME_HEADER = "Vigil-Max-Time"
+# Header on an EventBatch the collector may have to hold and resend (its store is
+# near full): the number of events in it, to count drops without decoding.
+EVENTS_HEADER = "Vigil-Events"
 
 
 class EventBatch(Struct, frozen=True, kw_only=True, gc=False, tag="batch.v1"):

@@ -75,7 +75,10 @@ def render() -> str:
         "",
         "Generated from `contracts/` by `python -m contracts.reference`; a test fails when it is stale.",
         "Times are event time in nanoseconds since the Unix epoch (UTC). Every message carries",
-        "`Nats-Msg-Id` (deterministic) and, when traced, a W3C `traceparent` header.",
+        "`Nats-Msg-Id` (deterministic) and, when traced, a W3C `traceparent` header; an EventBatch",
+        f"also `{events.MAX_TIME_HEADER}` (its largest event time) and, when the collector may hold it,",
+        f"`{events.EVENTS_HEADER}` (its number of events). The same facts as an AsyncAPI 3.0 document:",
+        "`docs/asyncapi.yaml` (`python -m contracts.asyncapi`).",
         "",
         "## Streams",
         "",
@@ -113,18 +116,21 @@ def target() -> Path:
     return Path(__file__).resolve().parent.parent / "docs" / "bus-reference.md"
 
 
-def main(argv: list[str]) -> int:
-    text = render()
-    path = target()
+def write_or_check(path: Path, text: str, argv: list[str], command: str) -> int:
+    """A generated doc's entry point: rewrite ``path``, or with ``--check`` exit 1 if it is stale."""
     if "--check" in argv:
         if not path.exists() or path.read_text() != text:
-            print(f"{path} is stale: run python -m contracts.reference", file=sys.stderr)
+            print(f"{path} is stale: run {command}", file=sys.stderr)
             return 1
         return 0
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return write_or_check(target(), render(), argv, "python -m contracts.reference")
 
 
 if __name__ == "__main__":

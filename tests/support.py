@@ -91,6 +91,17 @@ async def read_stream(bus: Bus, stream: str, subject: str | None = None) -> list
     return [m async for m in read_messages(bus.js, stream, 1, last, (subject,) if subject else ())]
 
 
+async def alerts_and_decisions(settings: Settings) -> tuple[list[Any], list[Any]]:
+    """Every message on vigil.alerts.out, and every message of DECISIONS, in stream order."""
+    from contracts.subjects import ALERTS, ALERTS_OUT, DECISIONS
+
+    bus = await open_bus(settings)
+    try:
+        return await read_stream(bus, ALERTS, ALERTS_OUT), await read_stream(bus, DECISIONS)
+    finally:
+        await bus.close()
+
+
 def decode_all(msgs: list[Any], tp: Any) -> list[Any]:
     dec = msgspec.json.Decoder(tp)
     return [dec.decode(m.data) for m in msgs]

@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 import typer
 
+from contracts.headers import MSG_ID_HEADER
 from contracts.models import OPT_OUT_PREFIX, OPT_OUT_VALUE, ModelMessage, ModelStatusChanged, StartModeling
 from contracts.profiles import ProfileEvent
 from contracts.subjects import MODELS, PROFILES, models_request_subject, profiles_subject
@@ -171,7 +172,7 @@ def start(
         bus = await reach_bus(settings, "vigil-models")
         try:
             await bus.ensure_streams()
-            await bus.js.publish(models_request_subject(name), encode_json(req), headers={"Nats-Msg-Id": req.id})
+            await bus.js.publish(models_request_subject(name), encode_json(req), headers={MSG_ID_HEADER: req.id})
         finally:
             await bus.close()
 

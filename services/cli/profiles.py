@@ -18,6 +18,7 @@ import typer
 
 from contracts import trace
 from contracts.events import EVENT_TYPES
+from contracts.headers import MSG_ID_HEADER
 from contracts.profiles import PROFILE_STATES, Command, ResetProfile, SetState
 from contracts.workloads import normalize_name
 from services.cli.common import ConfigOpt, OutputOpt, fail, reach_bus, settings_or_exit
@@ -211,7 +212,7 @@ def _publish(settings: Settings, cmd: Command) -> None:
             await bus.js.publish(
                 commands_subject(cmd.image_name, settings.nats.partitions),
                 encode_json(cmd),
-                headers={"Nats-Msg-Id": cmd.id},
+                headers={MSG_ID_HEADER: cmd.id},
             )
         finally:
             await bus.close()
@@ -460,7 +461,7 @@ def _publish_many(settings: Settings, build: Any) -> list[Any]:
             cmds = build(min(IMPORT_MAX_BYTES, bus.nc.max_payload // 4))
             for cmd in cmds:
                 subject = commands_subject(cmd.image_name, settings.nats.partitions)
-                await bus.js.publish(subject, encode_json(cmd), headers={"Nats-Msg-Id": cmd.id})
+                await bus.js.publish(subject, encode_json(cmd), headers={MSG_ID_HEADER: cmd.id})
             return list(cmds)
         finally:
             await bus.close()

@@ -21,6 +21,9 @@ Invariants, per partition:
   safe point (acked by every durable reading it, and covered by that snapshot):
   see :mod:`services.runtime.storage`. A head purged that way is never needed
   again: a taker starts from the shared snapshot, which covers it.
+- A caught-up partition (its EVENTS consumer idle) still snapshots and compacts
+  until the log's head is purged to where it stands: a full EVENTS refuses the
+  collector's next batch, so no new input would ever trigger that compaction.
 - When a partition becomes ours: load its snapshot, then rebuild silently (no
   outputs: they are stored already) from the log up to its durable consumers'
   ack floors, so a crash between snapshots loses nothing; the runner then
@@ -29,7 +32,6 @@ Invariants, per partition:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -58,7 +60,7 @@ from services.runtime.bus import Bus, data_path, unsubscribe_quietly
 from services.runtime.event_archive import archive_range
 from services.runtime.files import write_atomically
 from services.runtime.log import ack_floor
-from services.runtime.service import AppBase, Incoming, Invalid, Outgoing
+from services.runtime.service import AppBase, Incoming, Invalid, Outgoing, current_consumer
 from services.runtime.settings import Settings
 from services.runtime.storage import check_headroom, compaction_due, get_snapshot, purge_upto, put_snapshot
 
@@ -175,6 +177,8 @@ class Partition:
         # the previous shared snapshot and the EVENTS position it covers: its inputs are
         # acked by now (this one's are not yet), so it is the one compaction purges to
         self.shared: tuple[bytes, int] | None = None
+        self.compacted = 0  # the EVENTS position the log's head was last purged to (by this learner)
+        self.compaction_checked = 0.0
 
 
 class ProfileLearner(AppBase):
@@ -191,11 +195,6 @@ class ProfileLearner(AppBase):
         self.interval = float(settings.runtime_security_config.security_profile.snapshot_interval)
         self._bus: Bus | None = None
         self._headroom_checked = 0.0
-        self._loop_of = {
-            f"{self.name}:{c.durable}": (c.stream, p)
-            for p in range(settings.nats.partitions)
-            for c in partition_consumers(p)
-        }
 
     def partition_consumers(self, partition: int) -> tuple[ConsumerSpec, ...]:
         return partition_consumers(partition)
@@ -285,17 +284,34 @@ class ProfileLearner(AppBase):
 
     # --- durability ---
     async def commit(self) -> None:
-        task = asyncio.current_task()
-        loop = self._loop_of.get(task.get_name()) if task else None
-        if loop is None:
+        spec = current_consumer.get()
+        if spec is None or spec.partition is None:
             return
-        stream, partition = loop
-        part = self.parts.get(partition)
+        part = self.parts.get(spec.partition)
         if part is not None:
-            part.dirty.discard(stream)  # the runner flushed this loop's outputs before calling commit
+            part.dirty.discard(spec.stream)  # the runner flushed this consumer's outputs before calling commit
             blob = self._snapshot(part)
             if blob is not None:
-                await self._share(partition, blob)
+                await self._share(spec.partition, blob)
+
+    async def idle(self) -> Sequence[Outgoing]:
+        """Nothing came for a partition's EVENTS consumer: everything it handled is acked
+        by now. The snapshot that covers it, when due, and a compaction to the shared one
+        (whose inputs are acked): the log may be full, waiting for exactly that."""
+        spec = current_consumer.get()
+        part = self.parts.get(spec.partition) if spec and spec.stream == EVENTS and spec.partition is not None else None
+        if part is None or part.dirty:
+            return ()
+        if part.shared is None or part.shared[1] < part.handled.get(EVENTS, 0):
+            await self.commit()  # a new shared snapshot (when due), and compaction to the previous one
+        elif part.compacted < part.shared[1] and time.monotonic() - part.compaction_checked >= self.interval:
+            part.compaction_checked = time.monotonic()
+            try:
+                await self._compact(part, *part.shared)
+            except Exception as exc:  # noqa: BLE001 - as _share's: retried at the next idle moment
+                self.counters["storage_errors"] += 1
+                log.warning("partition %d: compaction failed: %s", part.number, exc)
+        return ()
 
     def _snapshot(self, part: Partition, force: bool = False) -> bytes | None:
         """Write the partition's snapshot file when one is due; returns its bytes."""
@@ -316,7 +332,7 @@ class ProfileLearner(AppBase):
         assert self._bus is not None
         js, replicas = self._bus.js, self.settings.nats.replicas
         part = self.parts.get(partition)
-        previous, subject = (part.shared if part else None), events_subject(partition)
+        previous = part.shared if part else None
         covers = part.handled.get(EVENTS, 0) if part else 0  # what ``blob`` covers (read before any await)
         try:
             await put_snapshot(js, replicas, shared_snapshot_name(partition), blob)
@@ -329,22 +345,29 @@ class ProfileLearner(AppBase):
                 self._headroom_checked = time.monotonic()
                 decided = await check_headroom(self._bus)  # (awaited first: `x[k] += await …` loses updates)
                 self.counters["storage_decisions"] += len(decided)
-            if previous is None:
-                return
             # The runner acks a batch after this commit: the previous shared snapshot's inputs are the acked ones.
-            previous_blob, covered = previous
-            if await compaction_due(js, self.settings, EVENTS, subject, covered):
-                # the base first: a purged head is always covered by a shared snapshot replay can start from
-                await put_snapshot(js, replicas, shared_snapshot_name(partition, base=True), previous_blob)
-                if self.settings.storage.archive_dir:  # and history goes to the archive before it leaves the log
-                    archive = data_path(self.settings, self.settings.storage.archive_dir)
-                    archived = await archive_range(js, archive, EVENTS, subject, partition, covered)
-                    self.counters["archived_events_messages"] += archived
-                purged = await purge_upto(self._bus.nc, EVENTS, subject, covered)
-                self.counters["purged_events_messages"] += purged
+            if previous is not None and part is not None:
+                await self._compact(part, *previous)
         except Exception as exc:  # noqa: BLE001 - the bus may be failing over; retried next snapshot
             self.counters["storage_errors"] += 1
             log.warning("partition %d: shared snapshot or compaction failed: %s", partition, exc)
+
+    async def _compact(self, part: Partition, blob: bytes, covered: int) -> None:
+        """Purge the partition's EVENTS up to ``covered`` (the position of the shared
+        snapshot ``blob``) when that is due (:func:`compaction_due`)."""
+        assert self._bus is not None
+        js, replicas, subject = self._bus.js, self.settings.nats.replicas, events_subject(part.number)
+        if not await compaction_due(js, self.settings, EVENTS, subject, covered):
+            return
+        # the base first: a purged head is always covered by a shared snapshot replay can start from
+        await put_snapshot(js, replicas, shared_snapshot_name(part.number, base=True), blob)
+        if self.settings.storage.archive_dir:  # and history goes to the archive before it leaves the log
+            archive = data_path(self.settings, self.settings.storage.archive_dir)
+            archived = await archive_range(js, archive, EVENTS, subject, part.number, covered)
+            self.counters["archived_events_messages"] += archived
+        purged = await purge_upto(self._bus.nc, EVENTS, subject, covered)
+        self.counters["purged_events_messages"] += purged
+        part.compacted = max(part.compacted, covered)
 
     # --- the read endpoint (one subject per owned partition) ---
     async def _on_query(self, msg: Any) -> None:

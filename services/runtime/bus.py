@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 
+from contracts.headers import MSG_ID_HEADER
 from contracts.subjects import STREAMS, ConsumerSpec, StreamSpec
 from services.runtime import embedded
 from services.runtime.errors import PublishError, StreamFull, VigilError
@@ -150,15 +151,8 @@ def resolve_url(settings: Settings) -> str | None:
     return settings.nats.url or embedded.read_url(settings.data_path)
 
 
-async def connect(settings: Settings, *, start_embedded: bool = True, name: str = "vigil") -> Bus:
-    """Connect to the configured bus; with none, start the embedded server."""
-    url = resolve_url(settings)
-    server = None
-    if url is None:
-        if not start_embedded:
-            raise PublishError(f"no NATS server: set VIGIL_NATS_URL or run `vigil up` (data dir {settings.data_path})")
-        server = embedded.start(settings.data_path, port=settings.nats.port, monitor_port=settings.nats.monitor_port)
-        url = server.url
+def connect_options(settings: Settings, name: str) -> dict[str, Any]:
+    """nats-py's connect options for every connection Vigil opens (the runner's, a FastStream broker's)."""
     options: dict[str, Any] = {
         "name": name,
         "max_reconnect_attempts": -1,
@@ -169,6 +163,19 @@ async def connect(settings: Settings, *, start_embedded: bool = True, name: str 
     }
     if settings.nats.credentials:
         options["user_credentials"] = settings.nats.credentials
+    return options
+
+
+async def connect(settings: Settings, *, start_embedded: bool = True, name: str = "vigil") -> Bus:
+    """Connect to the configured bus; with none, start the embedded server."""
+    url = resolve_url(settings)
+    server = None
+    if url is None:
+        if not start_embedded:
+            raise PublishError(f"no NATS server: set VIGIL_NATS_URL or run `vigil up` (data dir {settings.data_path})")
+        server = embedded.start(settings.data_path, port=settings.nats.port, monitor_port=settings.nats.monitor_port)
+        url = server.url
+    options = connect_options(settings, name)
     try:
         nc = await nats.connect(servers=url.split(","), **options)  # a cluster: comma-separated URLs
     except Exception:
@@ -242,14 +249,33 @@ async def pull_subscription(
     ``nats.max_ack_pending`` or the app's ``fetch_batch`` if larger: a batch is
     acked only after its commit, so a smaller limit would cap every batch below
     what the app asks for (the archiver pulls a DuckDB row group at a time)."""
-    filters = list(spec.filter_subjects)
     if start_seq is not None:
-        try:
-            await js.delete_consumer(spec.stream, spec.durable)
-        except NotFoundError:
-            pass
+        await delete_consumer(js, spec)
+    config = consumer_config(settings, spec, start_seq, fetch_batch)
+    return await js.pull_subscribe(consumer_subject(spec), durable=spec.durable, stream=spec.stream, config=config)
+
+
+async def delete_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    """Remove a durable so that it is created again from a given sequence (absent: nothing to do)."""
+    try:
+        await js.delete_consumer(spec.stream, spec.durable)
+    except NotFoundError:
+        pass
+
+
+def consumer_subject(spec: ConsumerSpec) -> str:
+    """The subject a pull subscription names: the one filter, or "" with several (then in the config)."""
+    return spec.filter_subjects[0] if len(spec.filter_subjects) == 1 else ""
+
+
+def consumer_config(
+    settings: Settings, spec: ConsumerSpec, start_seq: int | None = None, fetch_batch: int = 0
+) -> js_api.ConsumerConfig:
+    """A durable's configuration: explicit acks, redelivered forever after ``ack_wait``,
+    from ``start_seq`` when given (see :func:`pull_subscription`)."""
+    filters = list(spec.filter_subjects)
     by_seq = start_seq is not None and start_seq > 1
-    config = js_api.ConsumerConfig(
+    return js_api.ConsumerConfig(
         durable_name=spec.durable,
         ack_policy=js_api.AckPolicy.EXPLICIT,
         deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE if by_seq else js_api.DeliverPolicy.ALL,
@@ -259,8 +285,6 @@ async def pull_subscription(
         max_deliver=-1,
         filter_subjects=filters if len(filters) > 1 else None,
     )
-    subject = filters[0] if len(filters) == 1 else ""
-    return await js.pull_subscribe(subject, durable=spec.durable, stream=spec.stream, config=config)
 
 
 class Publisher:
@@ -315,7 +339,7 @@ class Publisher:
     async def publish(
         self, subject: str, data: bytes, msg_id: str, headers: Mapping[str, str] | None = None
     ) -> asyncio.Future[PubAck]:
-        hdrs = {"Nats-Msg-Id": msg_id, **(headers or {})}
+        hdrs = {MSG_ID_HEADER: msg_id, **(headers or {})}
         fut = await self._send(subject, data, hdrs)
         self._unflushed.append((fut, subject, data, hdrs))
         return fut

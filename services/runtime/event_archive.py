@@ -21,6 +21,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from nats.js import JetStreamContext
 
 from contracts.events import MAX_TIME_HEADER
+from contracts.headers import MSG_ID_HEADER
 from services.runtime.log import read_messages
 
 Row = tuple[int, str, str, int, bytes]  # seq, subject, msg id, latest event time (ns), batch bytes
@@ -34,7 +35,7 @@ async def archive_range(
     async for msg in read_messages(js, stream, 1, upto, (subject,)):
         headers = msg.headers or {}
         max_time = int(headers.get(MAX_TIME_HEADER, "0") or 0)
-        rows.append((msg.metadata.sequence.stream, msg.subject, headers.get("Nats-Msg-Id", ""), max_time, msg.data))
+        rows.append((msg.metadata.sequence.stream, msg.subject, headers.get(MSG_ID_HEADER, ""), max_time, msg.data))
     if rows:
         await asyncio.to_thread(write_parquet, directory, partition, rows)
     return len(rows)

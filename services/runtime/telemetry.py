@@ -16,6 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from contracts.headers import TRACEPARENT_HEADER
 from services.runtime.settings import Settings
 
 _propagator = TraceContextTextMapPropagator()
@@ -112,7 +113,7 @@ def sdk_tracer_provider() -> TracerProvider:
 
 def trace_id_of(headers: Mapping[str, str]) -> str:
     """The W3C trace id (32 hex digits) in a message's ``traceparent`` header, or ''."""
-    parts = headers.get("traceparent", "").split("-")
+    parts = headers.get(TRACEPARENT_HEADER, "").split("-")
     return parts[1] if len(parts) == 4 else ""
 
 

@@ -1,10 +1,12 @@
 """A test service: for every EventBatch it consumes, publish the ids of its
 events to ``test.echo`` (stream TESTECHO). Run as a killable subprocess by the
-exactly-once test: ``python -m tests.integration.echo_app``."""
+exactly-once test: ``python -m tests.integration.echo_app``. ``ECHO_OWNS_POSITION=1``
+makes it own its position (the durable recreated from it at every start and resync)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 
 import msgspec
@@ -34,7 +36,10 @@ async def _main(settings: Settings) -> None:
 
     bus = await connect(settings, start_embedded=False)
     await bus.ensure_streams((ECHO_STREAM,))
-    await serve(Echo(settings), settings, bus)
+    echo = Echo(settings)
+    if os.environ.get("ECHO_OWNS_POSITION"):
+        echo.stateful_streams = frozenset({EVENTS})
+    await serve(echo, settings, bus)
     await bus.close()
 
 

@@ -21,7 +21,7 @@ from services.anomaly_detector.core import NS
 from services.runtime import embedded
 from services.runtime.settings import Settings
 from services.throttler.app import Throttler
-from tests.support import decode_all, make_settings, open_bus, read_stream, running, wait_for
+from tests.support import alerts_and_decisions, decode_all, make_settings, open_bus, read_stream, running, wait_for
 from tests.unit.test_anomaly_detector import WEB, exec_drift
 
 T0 = 1_767_225_600 * NS
@@ -74,13 +74,7 @@ async def _run_pipeline(settings: Settings, expected_decisions: int) -> tuple[li
     async with running(AnomalyDetector(settings), settings), running(Throttler(settings), settings):
         await wait_for(lambda: _at_least(settings, DECISIONS, expected_decisions), timeout=30)
         await wait_for(lambda: _out_has(settings, "out:alert:d9"), timeout=30)
-    bus = await open_bus(settings)
-    try:
-        out = await read_stream(bus, ALERTS, ALERTS_OUT)
-        decisions = await read_stream(bus, DECISIONS)
-    finally:
-        await bus.close()
-    return out, decisions
+    return await alerts_and_decisions(settings)
 
 
 async def _at_least(settings: Settings, stream: str, n: int) -> bool:
@@ -160,14 +154,6 @@ async def _run_until(settings: Settings, batches: list[DriftBatch], decisions: i
         await wait_for(lambda: _out_has(settings, out_id), timeout=30)
 
 
-async def _outputs(settings: Settings) -> tuple[list, list]:
-    bus = await open_bus(settings)
-    try:
-        return await read_stream(bus, ALERTS, ALERTS_OUT), await read_stream(bus, DECISIONS)
-    finally:
-        await bus.close()
-
-
 @pytest.mark.parametrize("snapshots", ["kept", "lost"])
 def test_a_restart_mid_window_loses_and_duplicates_nothing(settings: Settings, snapshots: str) -> None:
     """Stop both services while the dedup window and the throttle window are open;
@@ -182,7 +168,7 @@ def test_a_restart_mid_window_loses_and_duplicates_nothing(settings: Settings, s
         for f in snapshot_files:
             f.unlink()
     asyncio.run(_run_until(settings, batches[3:], decisions=len(EXPECTED_DECISIONS), out_id="out:alert:d9"))
-    out_msgs, decision_msgs = asyncio.run(_outputs(settings))
+    out_msgs, decision_msgs = asyncio.run(alerts_and_decisions(settings))
     assert [a.id for a in decode_all(out_msgs, Alert | AlertThreshold)] == [
         "alert:d0",
         "alert:d1",

@@ -116,6 +116,7 @@ async def _eviction_life_cycle(settings: Settings, tmp_path: Path) -> None:
             changed = [e for e in await profile_events(bus) if isinstance(e, StateChanged) and e.reason == "operator"]
             assert [(e.image_tag, e.event_type, e.new_state) for e in changed] == [("v3", "exec", "stable")]
         offline = await asyncio.to_thread(run_vigil, settings, "profiles", "show", "app", "-o", "json")
+        assert offline.returncode == 0, offline.stderr
         assert [v["image_tag"] for v in json.loads(offline.stdout)["versions"]] == ["v2", "v3"]  # from the snapshot
         table = await asyncio.to_thread(run_vigil, settings, "profiles", "show", "app", COLUMNS="200")
         first_seen = json.loads(offline.stdout)["versions"][0]["first_seen"]

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 
 from collector import publisher as batching
 from contracts.codec import decode_batch
 from contracts.events import ClockTicked, Container, FileAccess, FileOpened, Process
+from contracts.headers import MSG_ID_HEADER, EventBatchHeaders
 from contracts.subjects import partition_of
 
 
@@ -19,9 +21,11 @@ class Recording:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, str]] = []
+        self.headers: list[dict[str, str]] = []  # as the bus Publisher sends them, Nats-Msg-Id included
 
-    async def publish(self, subject: str, data: bytes, msg_id: str, headers: object = None) -> None:
+    async def publish(self, subject: str, data: bytes, msg_id: str, headers: dict[str, str] | None = None) -> None:
         self.sent.append((subject, data, msg_id))
+        self.headers.append({MSG_ID_HEADER: msg_id, **(headers or {})})
 
     async def flush(self) -> list[object]:
         return []
@@ -61,3 +65,19 @@ def test_events_land_in_their_partition_in_order_with_ticks_everywhere(monkeypat
         assert got == expected
     assert pub.events == sum(len(b.events) for b in found) == 200 + 4
     assert len(pub._partition_of) <= memo_size
+
+
+@pytest.mark.parametrize("hold_bytes", [0, 1 << 20])
+def test_every_batch_carries_the_headers_docs_asyncapi_promises(hold_bytes: int) -> None:
+    """contracts.headers.EventBatchHeaders (docs/asyncapi.yaml's EventBatch headers) holds
+    for what the collector sends, with and without holding batches; the max time is the batch's."""
+    rec = Recording()
+    pub = batching.BatchingPublisher(rec, "n1", "b", partitions=2, batch_size=5, hold_bytes=hold_bytes)  # type: ignore[arg-type]
+    asyncio.run(pub.add_all([opened(i, images=3) for i in range(23)]))
+    asyncio.run(pub.drain())
+    assert rec.headers
+    for (_, data, _), headers in zip(rec.sent, rec.headers, strict=True):
+        promised = msgspec.convert(headers, EventBatchHeaders)
+        batch = decode_batch(data)
+        assert int(promised.max_time) == max(e.time for e in batch.events)
+        assert promised.events == (str(len(batch.events)) if hold_bytes else msgspec.UNSET)
