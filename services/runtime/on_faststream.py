@@ -54,6 +54,11 @@ if TYPE_CHECKING:
     from faststream.nats.subscriber.usecases.basic import LogicSubscriber
 
 log = logging.getLogger("vigil.service")
+# FastStream's own log, in Vigil's format: its errors as they come, its INFO chatter (a line
+# each time a subscriber task ends: "callback for Task-20 is being executed...") and its
+# DEBUG access log (a line per batch) only when asked for
+faststream_log = logging.getLogger("vigil.faststream")
+faststream_log.setLevel(logging.WARNING)
 
 IDLE_WAIT = 0.5  # s: one pull request's wait when nothing comes (the lean loop's)
 
@@ -62,8 +67,7 @@ Pull = Callable[[int, float, int], Awaitable[list[Msg]]]  # (batch, timeout, max
 
 
 def new_broker(servers: list[str], settings: Settings, name: str, graceful_timeout: float = 15.0) -> NatsBroker:
-    """A NatsBroker with Vigil's connect options; FastStream's access log (a line per
-    batch received and processed) at DEBUG, its errors as they are.
+    """A NatsBroker with Vigil's connect options, logging to ``vigil.faststream``.
     ``graceful_timeout``: how long a stopping subscriber lets the batch in hand finish
     (a partition given up: a third of the lease; a service stopping: well within the
     supervisor's 20 s before SIGKILL). Cut short, the batch is redelivered unchanged."""
@@ -75,6 +79,7 @@ def new_broker(servers: list[str], settings: Settings, name: str, graceful_timeo
         # no NatsTelemetryMiddleware: each input's span (a child of its traceparent) is the
         # runner's; FastStream's batch span on top cost 10-15 % of the detector's and the
         # throttler's CPU in bench.e2e (docs/faststream.md)
+        logger=faststream_log,
         log_level=logging.DEBUG,
         **connect_options(settings, name),
     )

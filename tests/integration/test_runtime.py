@@ -5,6 +5,7 @@ and configuration errors that name the key."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from contracts.codec import decode_json, encode_batch
 from contracts.events import Container, EventBatch, ExecObserved, Process
 from contracts.subjects import DEADLETTER, events_subject
 from services.profile_learner.app import ProfileLearner
+from services.runtime.on_faststream import faststream_log
 from services.runtime.settings import Settings
 from tests.integration.echo_app import ECHO_STREAM
 from tests.support import heartbeat_pids, make_settings, open_bus, read_stream, running, service_env, wait_for
@@ -169,6 +171,33 @@ def test_undecodable_message_is_dead_lettered_and_consumption_goes_on(settings: 
     assert "not an EventBatch" in letter.reason
     assert letter.payload == b"\xc1 not msgpack"
     assert letter.stream == "EVENTS" and letter.stream_seq == 1
+
+
+def test_faststream_logs_through_vigils_logger_without_its_per_task_chatter(
+    settings: Settings, caplog: Any
+) -> None:
+    """FastStream's supervisor says "callback for Task-N is being executed..." at INFO
+    each time a subscriber task ends (every round, every stop): it reaches a service's
+    log only when vigil.faststream is set to INFO; FastStream's errors always do."""
+
+    async def start_and_stop() -> None:
+        learner = ProfileLearner(settings)
+        async with running(learner, settings):
+            await wait_for(lambda: len(learner.parts) == settings.nats.partitions)
+
+    def chatter() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "is being executed" in r.getMessage()]
+
+    caplog.set_level(logging.DEBUG)
+    asyncio.run(start_and_stop())
+    assert chatter() == []
+    caplog.clear()
+    faststream_log.setLevel(logging.INFO)
+    try:
+        asyncio.run(start_and_stop())
+    finally:
+        faststream_log.setLevel(logging.WARNING)
+    assert chatter() and {r.name for r in chatter()} == {"vigil.faststream"}
 
 
 def test_bad_config_value_fails_at_start_naming_the_key(tmp_path: Path) -> None:
