@@ -173,9 +173,7 @@ def test_undecodable_message_is_dead_lettered_and_consumption_goes_on(settings: 
     assert letter.stream == "EVENTS" and letter.stream_seq == 1
 
 
-def test_faststream_logs_through_vigils_logger_without_its_per_task_chatter(
-    settings: Settings, caplog: Any
-) -> None:
+def test_faststream_logs_through_vigils_logger_without_its_per_task_chatter(settings: Settings, caplog: Any) -> None:
     """FastStream's supervisor says "callback for Task-N is being executed..." at INFO
     each time a subscriber task ends (every round, every stop): it reaches a service's
     log only when vigil.faststream is set to INFO; FastStream's errors always do."""
