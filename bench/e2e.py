@@ -341,12 +341,11 @@ def start_all(
     """Every service once, the profile-learner ``learners`` times (they split the partitions);
     with ``profile`` each under cProfile, writing ``profile/<service>.prof``."""
     names = [*SERVICES, *(f"profile-learner#{i}" for i in range(2, learners + 1))]
-    procs = [
-        start_service(name.split("#")[0], settings, tmp / f"{name.replace('#', '-')}.log", profile)
-        for name in names[: len(SERVICES)]
-    ] + [
-        start_service("profile-learner", settings, tmp / f"{name.replace('#', '-')}.log", None)
-        for name in names[len(SERVICES) :]
+    procs = [  # (an extra learner is not profiled: its file would overwrite the first one's)
+        start_service(
+            name.split("#")[0], settings, tmp / f"{name.replace('#', '-')}.log", None if "#" in name else profile
+        )
+        for name in names
     ]
     pids = {name: p.pid for name, p in zip(names, procs, strict=True)}
     pids["nats-server"] = server.process.pid
